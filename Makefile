@@ -1,0 +1,45 @@
+# fmriscaling — two commands on a fresh machine: `make demo`, `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= all
+# CPU build where no NVIDIA driver answers, PyPI's default CUDA build where one does.
+# Override with `make TORCH=cuda ...` or `make TORCH=cpu ...`.
+TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+TORCH_CPU_SPEC ?= torch==2.13.0
+TORCH_CUDA_SPEC ?= torch>=2.3,<3
+
+.PHONY: venv demo test lint unit workflow format clean-demo
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing PyTorch ($(TORCH) build) into $(VENV)"
+	$(BIN)/python -m pip install -q "$(if $(filter cuda,$(TORCH)),$(TORCH_CUDA_SPEC),$(TORCH_CPU_SPEC))"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+demo: venv
+	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/snakemake --lint --configfile config/config.yaml
+	$(BIN)/snakemake --lint --configfile config/lebel2023.yaml
+
+test: venv lint
+	$(BIN)/python -m pytest
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt Snakefile rules/
+
+clean-demo:
+	rm -rf results/data/demo results/models/tiny-* results/stimuli/demo results/features/demo \
+	       results/encoding/demo results/noise_ceiling/demo results/tables/demo results/figures/demo \
+	       results/logs results/benchmarks
