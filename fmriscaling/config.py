@@ -1,0 +1,139 @@
+"""Configuration validation: a JSON schema (YAML) with defaults, and errors that name the key."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from ._utils import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema" / "config.schema.yaml"
+
+
+def load_schema(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Read the config schema (YAML)."""
+    with open(path or SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _extend_with_defaults(validator_class):
+    """A validator that fills ``default`` values in before validating (objects only)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultFillingValidator = _extend_with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = _key_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        where = f"under '{key}'" if error.absolute_path else "at the top level"
+        return (
+            f"unknown config key(s) {', '.join(repr(e) for e in extra)} {where}; "
+            f"allowed keys: {', '.join(allowed)}"
+        )
+    if error.validator == "enum":
+        return (
+            f"config key '{key}' is {error.instance!r}; allowed values: "
+            f"{', '.join(repr(v) for v in error.validator_value)}"
+        )
+    if error.validator == "required":
+        return f"config key '{key}' is missing a required entry: {error.message}"
+    desc = error.schema.get("description")
+    hint = f" ({desc})" if desc else ""
+    return f"config key '{key}': {error.message}{hint}"
+
+
+def validate_config(
+    config: Mapping[str, Any], schema: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Validate ``config`` against the schema and return a copy with defaults filled in.
+
+    Raises
+    ------
+    ConfigError
+        Naming every offending key and the allowed values.
+    """
+    schema = dict(schema or load_schema())
+    filled = copy.deepcopy(dict(config))
+    validator = _DefaultFillingValidator(schema)
+    errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = "\n  - ".join(_describe(e) for e in errors)
+        raise ConfigError(f"invalid configuration:\n  - {lines}")
+    _check_semantics(filled)
+    return filled
+
+
+def _check_semantics(config: dict[str, Any]) -> None:
+    """Checks a schema cannot express: cross-key consistency."""
+    models = config.get("models", {})
+    for name, spec in models.items():
+        layers = spec.get("layers", "all")
+        n_layers = spec["n_layers"]
+        if isinstance(layers, list):
+            bad = [layer for layer in layers if layer > n_layers]
+            if bad:
+                raise ConfigError(
+                    f"config key 'models.{name}.layers' lists {bad}, but the model has layers "
+                    f"0..{n_layers} (n_layers={n_layers}; 0 is the embedding layer)"
+                )
+    run = config.setdefault("run_models", list(models))
+    unknown = [name for name in run if name not in models]
+    if unknown:
+        raise ConfigError(
+            f"config key 'run_models' names {unknown}, which are not keys of 'models' "
+            f"({', '.join(sorted(models))})"
+        )
+    for i, fit in enumerate(config.get("subsampling", {}).get("fits", [])):
+        name = fit["model"]
+        if name not in run:
+            raise ConfigError(
+                f"config key 'subsampling.fits[{i}].model' is {name!r}, which is not in "
+                f"'run_models' ({', '.join(run)})"
+            )
+        too_deep = [layer for layer in fit["layers"] if layer > models[name]["n_layers"]]
+        if too_deep:
+            raise ConfigError(
+                f"config key 'subsampling.fits[{i}].layers' lists {too_deep}; {name} has "
+                f"layers 0..{models[name]['n_layers']}"
+            )
+    stim = config.get("stimuli", {})
+    text = config.get("features", {}).get("text", {})
+    if text and text.get("reset_words", 0) >= text.get("max_words", 1):
+        raise ConfigError(
+            "config key 'features.text.reset_words' must be smaller than "
+            f"'features.text.max_words' (got {text['reset_words']} >= {text['max_words']})"
+        )
+    if stim and stim.get("trim_start", 0) < 0:
+        raise ConfigError("config key 'stimuli.trim_start' must be >= 0")
+
+
+def model_layers(spec: Mapping[str, Any]) -> list[int]:
+    """Layer indices to fit for a model spec (0 = embedding layer)."""
+    layers = spec.get("layers", "all")
+    if layers == "all":
+        return list(range(spec["n_layers"] + 1))
+    return sorted(set(int(layer) for layer in layers))
