@@ -1,0 +1,819 @@
+"""Seeded synthetic dataset in the exact OpenNeuro ds003020 layout, with known ground truth.
+
+`generate_dataset` writes, under ``root``::
+
+    derivative/respdict.json                                   {story: untrimmed n_trs}
+    derivative/TextGrids/<story>.TextGrid                      tiers "phone" and "word"
+    derivative/preprocessed_data/<subject>/<story>.hf5         dataset "data" (n_trs - 20, n_voxels)
+        (test story: also "individual_repeats" (n_repeats, n_trs - 20, n_voxels))
+    derivative/pycortex-db/<subject>/transforms/<subject>_auto/{mask_thick,reference}.nii.gz
+    stimuli/<story>.wav                                        16 kHz mono int16
+    ground_truth/stimulus_features.h5, ground_truth/<subject>.npz,
+    ground_truth/manifest.json, ground_truth/README.md
+
+Generative model (METHODS.md, "Stimulus timing" and "Noise ceiling"):
+
+1. Each story is a sequence of words drawn from a fixed ~200-word vocabulary with a Zipf-like
+   distribution, grouped into sentences, with pauses (``sp``, ``""``, ``{BR}``, ``{LG}``).
+   Its audio lasts ``(n_trs - 5) * tr - sound_onset`` seconds (the n − 5 simulated triggers
+   end with the scan; the TextGrid time axis starts at sound onset).
+2. Every word type has a fixed random embedding (``n_latent`` dims). The word embeddings are
+   summed (box-car) into the n − 5 simulated TR bins (bin k spans ``[k*tr, (k+1)*tr)`` of scan
+   time, i.e. ``[k*tr - sound_onset, (k+1)*tr - sound_onset)`` of story time; a word counts
+   in the bin of its midpoint) and convolved with the canonical double-gamma HRF.
+3. Per subject, signal = HRF-convolved features @ weights (``n_latent x n_voxels``, spatially
+   smooth; a fraction of voxels has zero weights), scaled so that every signal voxel has unit
+   variance over the test story's response rows. Noise is white Gaussian with a per-voxel sd
+   chosen so that the analytic noise ceiling of the test story spans ``noise_levels``.
+4. Rows 10 .. n − 5 − 5 of the n − 5 simulated TRs are kept: n − 20 rows, as in ds003020.
+
+Word audio: each word type has a deterministic spectral signature (three tones whose
+frequencies and amplitudes are a hash of the word), enveloped over the word's interval;
+``sp`` and ``""`` intervals are exact digital silence, ``{BR}``/``{LG}`` are quiet noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import nibabel as nib
+import numpy as np
+from scipy import ndimage, signal, stats
+from scipy.io import wavfile
+
+from ._utils import ConfigError, atomic_path, write_json
+from .stimuli import response_rows, simulated_tr_times
+from .textgrid import Interval, TextGrid, Tier, write_textgrid
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TRAIN_STORY_PREFIX",
+    "analytic_cc_max",
+    "canonical_hrf",
+    "expected_correlation",
+    "generate_dataset",
+]
+
+TRAIN_STORY_PREFIX = "synthstory"
+# METHODS "Stimulus timing": n - 5 simulated triggers; rows 10 .. -5 of those are kept
+_N_END_SKIP = 5
+_TRIM_START = 10
+_TRIM_END = 5
+_SOUND_ONSET = 10.0
+# amplitude of full-scale audio in int16 (headroom for the summed tones)
+_INT16_SCALE = 0.8 * 32767
+
+# ~200 common English words, roughly by frequency: rank order sets the Zipf probabilities
+_VOCABULARY = tuple(
+    """
+    the and i to a was of it that in my he you she we they her had but so
+    his me not with on for at there like just what this all be is were one
+    then out up when know from said have do about would them back time going
+    get could got went into no an thought or him something did really people
+    very go little house over now because well see way think day even only
+    who night down first two here come mother father home room door water
+    never still long after away old right again around made where us before
+    good looked other say told eyes head hand felt old school years back
+    friend car life world girl boy man woman children family voice light
+    window street city morning dark small big last next always every each
+    much more most some any many few same different new young whole half
+    began tried wanted asked turned walked stood looked heard moment minute
+    hour week year story table floor bed wall road tree river sky fire
+    smoke cold warm quiet loud slowly quickly suddenly finally together
+    alone inside outside behind under above between through across toward
+    paper phone money word name face heart body blood sleep dream fear
+    love hope music song dance laugh cry call wait open close break
+    remember forget understand believe""".split()
+)
+_VOCABULARY = tuple(dict.fromkeys(_VOCABULARY))  # drop repeats, keep rank order
+_WORD_SET = frozenset(_VOCABULARY)
+_ZIPF_EXPONENT = 1.0
+_ZIPF_OFFSET = 2.7  # Zipf-Mandelbrot offset: the top words are less dominant than pure 1/rank
+
+_CONSONANTS = "B CH D DH F G HH JH K L M N NG P R S SH T TH V W Y Z ZH".split()
+_VOWELS = "AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split()
+
+# labels of non-word intervals and their probabilities at a sentence end
+_PAUSE_LABELS = ("sp", "", "{BR}", "{LG}")
+_PAUSE_PROBS = (0.55, 0.25, 0.12, 0.08)
+
+
+# --------------------------------------------------------------------------------------
+# public helpers
+# --------------------------------------------------------------------------------------
+
+
+def canonical_hrf(tr: float = 2.0, duration: float = 32.0) -> np.ndarray:
+    """SPM canonical double-gamma HRF sampled every ``tr`` seconds, normalised to unit sum.
+
+    Parameters
+    ----------
+    tr : float
+        Sampling interval in seconds.
+    duration : float
+        Length of the kernel in seconds.
+
+    Returns
+    -------
+    hrf : array of shape (n_taps,)
+        ``hrf[j]`` weighs the input ``j`` TRs earlier (``hrf[0]`` is at lag 0 s).
+    """
+    t = np.arange(0.0, duration, tr)
+    # peak gamma(6) minus undershoot gamma(16) / 6, unit time scale (SPM defaults)
+    h = stats.gamma.pdf(t, 6.0) - stats.gamma.pdf(t, 16.0) / 6.0
+    return h / h.sum()
+
+
+def analytic_cc_max(
+    signal_variance: np.ndarray, noise_sd: np.ndarray, n_repeats: int
+) -> np.ndarray:
+    """Population noise ceiling of a repeat mean: ``1 / sqrt(1 + sigma^2 / (N s^2))``.
+
+    With signal variance ``s^2`` and noise variance ``sigma^2``, METHODS' SP = s^2 and
+    TP = s^2 + sigma^2, so ``CC_max = 1/sqrt(1 + (TP/SP - 1)/N)``. Zero where there is no signal.
+
+    Parameters
+    ----------
+    signal_variance : array of shape (n_voxels,)
+    noise_sd : array of shape (n_voxels,)
+    n_repeats : int
+
+    Returns
+    -------
+    cc_max : array of shape (n_voxels,)
+    """
+    s2 = np.asarray(signal_variance, dtype=np.float64)
+    sigma2 = np.asarray(noise_sd, dtype=np.float64) ** 2
+    out = np.zeros(np.broadcast(s2, sigma2).shape)
+    ok = s2 > 0
+    out[ok] = 1.0 / np.sqrt(1.0 + sigma2[ok] / (n_repeats * s2[ok]))
+    return out
+
+
+def expected_correlation(
+    signal_variance: np.ndarray, noise_variance: np.ndarray, n_rows: int
+) -> np.ndarray:
+    """Expected Pearson r between a fixed signal and signal + white noise over ``n_rows`` samples.
+
+    Second-order expansion over the noise (the signal is fixed, the noise Gaussian): with
+    ``a = T s^2`` and ``b = (T - 1) v`` for signal variance ``s^2`` (``ddof=0``), noise variance
+    ``v`` and ``T`` rows::
+
+        E[r] ~ sqrt(a / (a + b)) + sqrt(a) v ((a - 2b) / 2 + 3 (T - 1) v / 4) / (a + b)^(5/2)
+
+    For the repeat mean, ``v = sigma^2 / N``; as ``T`` grows this tends to `analytic_cc_max`.
+
+    Parameters
+    ----------
+    signal_variance : array of shape (n_voxels,)
+    noise_variance : array of shape (n_voxels,)
+    n_rows : int
+
+    Returns
+    -------
+    r : array of shape (n_voxels,)
+        Zero where the signal variance is zero.
+    """
+    s2 = np.asarray(signal_variance, dtype=np.float64)
+    v = np.asarray(noise_variance, dtype=np.float64)
+    s2, v = np.broadcast_arrays(s2, v)
+    out = np.zeros(s2.shape)
+    ok = s2 > 0
+    a = n_rows * s2[ok]
+    vv = v[ok]
+    b = (n_rows - 1) * vv
+    out[ok] = (
+        np.sqrt(a / (a + b))
+        + np.sqrt(a) * vv * ((a - 2 * b) / 2 + 0.75 * (n_rows - 1) * vv) / (a + b) ** 2.5
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# stories: words, TextGrids, audio
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Story:
+    name: str
+    n_trs: int
+    duration: float  # seconds of audio = TextGrid xmax
+    intervals: list[tuple[float, float, str]]  # word tier, tiling [0, duration]
+    word_ids: np.ndarray  # (n_words,) index into the vocabulary, for word intervals only
+    word_intervals: np.ndarray  # (n_words, 2)
+
+
+def _rng(seed: int, *keys: str) -> np.random.Generator:
+    # one independent stream per (seed, keys): changing a size never reshuffles other parts
+    return np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in keys)])
+
+
+def _word_hash(word: str, n: int) -> np.ndarray:
+    digest = hashlib.blake2b(word.encode(), digest_size=4 * n).digest()
+    return np.frombuffer(digest, dtype="<u4").astype(np.float64) / 2.0**32
+
+
+def _phones(word: str) -> list[str]:
+    n = int(np.clip(len(word) // 2 + 1, 2, 4))
+    u = _word_hash("phones:" + word, n)
+    out = []
+    for i, x in enumerate(u):
+        if i % 2 == 0:
+            out.append(_CONSONANTS[int(x * len(_CONSONANTS))])
+        else:
+            out.append(_VOWELS[int(x * len(_VOWELS))] + str(int(x * 1000) % 3))
+    return out
+
+
+def _tones(word: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    u = _word_hash("tones:" + word, 9)
+    freqs = 180.0 * (3800.0 / 180.0) ** u[:3]  # log-uniform 180 Hz .. 3.8 kHz
+    amps = 0.3 + u[3:6]
+    amps = amps / amps.sum()
+    phases = 2 * np.pi * u[6:9]
+    return freqs, amps, phases
+
+
+def _audio_duration(n_trs: int, tr: float, sample_rate: int) -> float:
+    seconds = (n_trs - _N_END_SKIP) * tr - _SOUND_ONSET
+    return round(seconds * sample_rate) / sample_rate
+
+
+def _make_story(name: str, n_trs: int, tr: float, sample_rate: int, seed: int) -> _Story:
+    rng = _rng(seed, "story", name)
+    duration = _audio_duration(n_trs, tr, sample_rate)
+    ranks = np.arange(len(_VOCABULARY))
+    probs = 1.0 / (ranks + _ZIPF_OFFSET) ** _ZIPF_EXPONENT
+    probs /= probs.sum()
+
+    bounds = [0.0]
+    labels: list[str] = []
+    ids: list[int] = []
+
+    def add(dur: float, label: str, word_id: int = -1) -> None:
+        bounds.append(bounds[-1] + dur)
+        labels.append(label)
+        ids.append(word_id)
+
+    add(rng.uniform(0.4, 1.5), "")  # leading silence
+    end = duration - rng.uniform(1.0, 3.0)
+    done = False
+    while not done:
+        n_words = int(rng.integers(4, 15))
+        for i in range(n_words):
+            wid = int(rng.choice(len(_VOCABULARY), p=probs))
+            word = _VOCABULARY[wid]
+            dur = float(np.clip(0.1 + 0.045 * len(word) + rng.normal(0, 0.04), 0.15, 0.6))
+            if bounds[-1] + dur > end:
+                done = True
+                break
+            add(dur, word, wid)
+            if i == n_words - 1:
+                break
+            if rng.random() < 0.2:  # short pause inside a sentence
+                pause = rng.uniform(0.05, 0.35)
+                if bounds[-1] + pause > end:
+                    done = True
+                    break
+                add(pause, "sp" if rng.random() < 0.9 else "{BR}")
+        if done:
+            break
+        pause = rng.uniform(1.0, 3.0) if rng.random() < 0.1 else rng.uniform(0.3, 1.0)
+        if bounds[-1] + pause > end:
+            break
+        add(pause, str(rng.choice(_PAUSE_LABELS, p=_PAUSE_PROBS)))
+    if labels[-1] == "":
+        bounds.pop()
+        labels.pop()
+        ids.pop()
+    labels.append("")  # trailing silence up to the end of the audio
+    ids.append(-1)
+    bounds.append(duration)
+
+    # TextGrid precision (0.1 ms); durations are >= 50 ms so the order survives rounding
+    edges = np.round(np.asarray(bounds), 4)
+    edges[-1] = duration
+    intervals = [
+        (float(a), float(b), lab) for a, b, lab in zip(edges[:-1], edges[1:], labels, strict=True)
+    ]
+    id_arr = np.asarray(ids)
+    is_word = id_arr >= 0
+    word_intervals = np.column_stack([edges[:-1][is_word], edges[1:][is_word]])
+    return _Story(name, n_trs, duration, intervals, id_arr[is_word], word_intervals)
+
+
+def _story_textgrid(story: _Story, seed: int) -> TextGrid:
+    rng = _rng(seed, "phones", story.name)
+    phone_iv: list[Interval] = []
+    word_iv: list[Interval] = []
+    for a, b, label in story.intervals:
+        word_iv.append(Interval(a, b, label))
+        if label in _WORD_SET:
+            phones = _phones(label)
+            w = 0.5 + rng.random(len(phones))
+            cuts = np.round(a + (b - a) * np.cumsum(w)[:-1] / w.sum(), 4)
+            edges = [a, *(float(c) for c in cuts), b]
+            phone_iv += [
+                Interval(x0, x1, p) for x0, x1, p in zip(edges[:-1], edges[1:], phones, strict=True)
+            ]
+        else:
+            phone_iv.append(Interval(a, b, label))
+    tiers = [
+        Tier("phone", 0.0, story.duration, phone_iv),
+        Tier("word", 0.0, story.duration, word_iv),
+    ]
+    return TextGrid(0.0, story.duration, tiers)
+
+
+def _story_audio(story: _Story, sample_rate: int, seed: int) -> np.ndarray:
+    rng = _rng(seed, "audio", story.name)
+    n_samples = round(story.duration * sample_rate)
+    x = np.zeros(n_samples)
+    for a, b, label in story.intervals:
+        i0, i1 = round(a * sample_rate), round(b * sample_rate)
+        n = i1 - i0
+        if n <= 0 or label in ("sp", ""):
+            continue  # exact silence
+        ramp = min(round(0.015 * sample_rate), n // 4)
+        env = np.ones(n)
+        if ramp > 0:
+            r = 0.5 - 0.5 * np.cos(np.pi * np.arange(ramp) / ramp)
+            env[:ramp] = r
+            env[n - ramp :] = r[::-1]
+        if label in _WORD_SET:
+            t = np.arange(n) / sample_rate
+            freqs, amps, phases = _tones(label)
+            tone = np.sin(2 * np.pi * freqs[:, None] * t[None, :] + phases[:, None])
+            x[i0:i1] = rng.uniform(0.7, 1.0) * env * (amps @ tone)
+        else:  # breath / laughter: quiet broadband noise
+            level = 0.08 if label.lower() == "{lg}" else 0.03
+            x[i0:i1] = level * env * rng.standard_normal(n)
+    return np.round(np.clip(x, -1.0, 1.0) * _INT16_SCALE).astype(np.int16)
+
+
+def _tr_features(story: _Story, embedding: np.ndarray, tr: float) -> tuple[np.ndarray, np.ndarray]:
+    tr_times = simulated_tr_times(
+        story.n_trs, tr=tr, sound_onset=_SOUND_ONSET, n_end_skip=_N_END_SKIP
+    )
+    # TR k spans scan time [k tr, (k+1) tr) = story time + sound onset; a word counts in
+    # the TR of its midpoint
+    mids = story.word_intervals.mean(axis=1)
+    bins = np.floor((mids + _SOUND_ONSET) / tr).astype(int)
+    feats = np.zeros((len(tr_times), embedding.shape[1]))
+    np.add.at(feats, bins, embedding[story.word_ids])
+    return tr_times, feats
+
+
+def _response_rows(n_trs: int) -> slice:
+    return response_rows(n_trs, trim_start=_TRIM_START, trim_end=_TRIM_END, n_end_skip=_N_END_SKIP)
+
+
+# --------------------------------------------------------------------------------------
+# subjects: anatomy, weights, noise
+# --------------------------------------------------------------------------------------
+
+
+def _volume_shape(n_voxels: int) -> tuple[int, int, int]:
+    """(nx, ny, nz) with at least 2.5 n_voxels voxels, starting from 10 x 10 x 8."""
+    k = 0
+    while True:
+        shape = (10 + 2 * k, 10 + 2 * k, 8 + k)
+        if np.prod(shape) >= 2.5 * n_voxels:
+            return shape
+        k += 1
+
+
+def _anatomy(subject: str, n_voxels: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mask and reference as (z, y, x) arrays (the pycortex orientation) and the affine."""
+    rng = _rng(seed, "anatomy", subject)
+    nx, ny, nz = _volume_shape(n_voxels)
+    z, y, x = np.meshgrid(
+        (np.arange(nz) + 0.5) / nz - 0.5,
+        (np.arange(ny) + 0.5) / ny - 0.5,
+        (np.arange(nx) + 0.5) / nx - 0.5,
+        indexing="ij",
+    )
+    radius = np.sqrt((x / 0.45) ** 2 + (y / 0.45) ** 2 + (z / 0.5) ** 2)
+    wobble = ndimage.gaussian_filter(rng.standard_normal(radius.shape), 1.5)
+    score = radius + 0.3 * wobble / (wobble.std() + 1e-12)
+    mask = np.zeros(radius.size, dtype=bool)
+    mask[np.argsort(score.ravel(), kind="stable")[:n_voxels]] = True
+    mask = mask.reshape(radius.shape)
+    # anatomical-ish: bright head, darker core, a rim, smoothed, a little noise
+    head = np.clip(1.2 - radius, 0, None)
+    ref = ndimage.gaussian_filter(600 * head + 300 * (np.abs(radius - 0.7) < 0.15), 0.8)
+    ref = ref + 10 * rng.standard_normal(ref.shape)
+    ref = np.clip(ref, 0, None).astype(np.float32)
+    affine = np.diag([2.5, 2.5, 4.0, 1.0])
+    affine[:3, 3] = -0.5 * np.array([nx * 2.5, ny * 2.5, nz * 4.0])
+    return mask, ref, affine
+
+
+def _smooth_on_mask(rng: np.random.Generator, mask: np.ndarray, n: int, sigma: float) -> np.ndarray:
+    """``n`` spatially smooth random fields, read at the mask voxels: (n, n_voxels)."""
+    fields = rng.standard_normal((n, *mask.shape))
+    out = np.empty((n, int(mask.sum())))
+    for i in range(n):
+        out[i] = ndimage.gaussian_filter(fields[i], sigma)[mask]
+    return out
+
+
+def _save_nifti(array_zyx: np.ndarray, affine: np.ndarray, path: Path, dtype) -> None:
+    # NIfTI stores (x, y, z); pycortex reads get_fdata().T, giving back (z, y, x)
+    img = nib.Nifti1Image(np.ascontiguousarray(array_zyx.T).astype(dtype), affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_data_dtype(dtype)
+    with atomic_path(path, suffix=".nii.gz") as tmp:
+        nib.save(img, tmp)
+
+
+def _write_hf5(path: Path, **datasets: np.ndarray) -> None:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=False) as f:
+        for key, value in datasets.items():
+            f.create_dataset(key, data=np.asarray(value, dtype=np.float64), track_times=False)
+
+
+# --------------------------------------------------------------------------------------
+# the generator
+# --------------------------------------------------------------------------------------
+
+
+def _check_params(
+    *,
+    subjects: Sequence[str],
+    n_train_stories: int,
+    test_story: str,
+    n_repeats: int,
+    n_voxels: int,
+    n_latent: int,
+    story_n_trs: Sequence[int],
+    test_n_trs: int,
+    tr: float,
+    sample_rate: int,
+    seed: int,
+    noise_levels: Sequence[float],
+    null_fraction: float,
+) -> None:
+    def bad(key: str, value: Any, expected: str) -> ConfigError:
+        return ConfigError(f"synthetic.{key} = {value!r}: expected {expected}.")
+
+    if not subjects or len(set(subjects)) != len(subjects):
+        raise bad("subjects", subjects, "a non-empty list of distinct names")
+    if n_train_stories < 1:
+        raise bad("n_train_stories", n_train_stories, "an integer >= 1")
+    if test_story.startswith(TRAIN_STORY_PREFIX):
+        raise bad("test_story", test_story, f"a name not starting with {TRAIN_STORY_PREFIX!r}")
+    if n_repeats < 2:
+        raise bad("n_repeats", n_repeats, "an integer >= 2 (the noise ceiling needs repeats)")
+    if n_voxels < 1 or n_latent < 1:
+        raise bad("n_voxels/n_latent", (n_voxels, n_latent), "positive integers")
+    if len(story_n_trs) != 2 or not 40 <= story_n_trs[0] <= story_n_trs[1]:
+        raise bad("story_n_trs", story_n_trs, "[min, max] with 40 <= min <= max")
+    if test_n_trs < 40:
+        raise bad("test_n_trs", test_n_trs, "an integer >= 40")
+    if tr <= 0 or sample_rate < 8000:
+        raise bad("tr/sample_rate", (tr, sample_rate), "tr > 0 and sample_rate >= 8000")
+    if (n_trs_min := min(story_n_trs[0], test_n_trs)) * tr < 40 + _SOUND_ONSET + _N_END_SKIP * tr:
+        raise bad("story_n_trs/test_n_trs", n_trs_min, "stories of at least 40 s of audio")
+    if seed < 0:
+        raise bad("seed", seed, "a non-negative integer")
+    lo, hi = noise_levels
+    if not 0 < lo <= hi < 1:
+        raise bad("noise_levels", noise_levels, "(low, high) with 0 < low <= high < 1")
+    if not 0 <= null_fraction < 1:
+        raise bad("null_fraction", null_fraction, "a fraction in [0, 1)")
+
+
+def generate_dataset(
+    root: str | os.PathLike,
+    *,
+    subjects: Sequence[str] = ("UTS01", "UTS02"),
+    n_train_stories: int = 12,
+    test_story: str = "wheretheressmoke",
+    n_repeats: int = 10,
+    n_voxels: int = 300,
+    n_latent: int = 16,
+    story_n_trs: Sequence[int] = (100, 140),
+    test_n_trs: int = 150,
+    tr: float = 2.0,
+    sample_rate: int = 16000,
+    seed: int = 0,
+    noise_levels: Sequence[float] = (0.05, 0.99),
+    null_fraction: float = 0.1,
+) -> dict[str, Any]:
+    """Write a seeded synthetic dataset in the ds003020 layout, with its ground truth.
+
+    The same arguments always give the same files (byte for byte, except the zip timestamps
+    inside the ground-truth ``.npz`` files, whose arrays are identical).
+
+    Parameters
+    ----------
+    root : path-like
+        Dataset root (the folder that holds ``derivative/`` and ``stimuli/``).
+    subjects : sequence of str
+        Subject folder names.
+    n_train_stories : int
+        Number of training stories, named ``synthstory01``, ``synthstory02``, ...
+    test_story : str
+        Name of the repeated test story.
+    n_repeats : int
+        Repeats of the test story (``individual_repeats``).
+    n_voxels : int
+        Voxels per subject (= True voxels of the cortical mask).
+    n_latent : int
+        Dimensions of the true word-level features.
+    story_n_trs : (int, int)
+        Inclusive range of the untrimmed TR count (respdict value) of a training story.
+    test_n_trs : int
+        Untrimmed TR count of the test story.
+    tr : float
+        Seconds between simulated triggers.
+    sample_rate : int
+        Audio sample rate in Hz.
+    seed : int
+        Seed of every random draw.
+    noise_levels : (float, float)
+        Range of the analytic noise ceiling CC_max of the test story (with ``n_repeats``
+        repeats) over signal voxels; per-voxel values are spread uniformly over the range,
+        following a spatially smooth map.
+    null_fraction : float
+        Fraction of voxels with zero weights (no signal, CC_max = 0).
+
+    Returns
+    -------
+    summary : dict
+        ``root``, ``subjects``, ``train_stories``, ``test_story``, ``stories`` (all, test last),
+        ``n_trs`` {story: respdict value}, ``n_words`` {story: words, fillers excluded},
+        ``n_voxels``, ``n_latent``, ``n_repeats``, ``seconds`` (generation time) and ``paths``
+        (``respdict``; ``textgrids``, ``wavs`` {story: path}; ``responses`` {subject: {story:
+        path}}; ``masks``, ``references`` {subject: path}; ``ground_truth``), all
+        JSON-serialisable. ``ground_truth/manifest.json`` holds the same, with the arguments
+        and paths relative to ``root``.
+
+    Notes
+    -----
+    Files of an earlier call with more stories or subjects are not removed.
+
+    Raises
+    ------
+    ConfigError
+        If an argument is out of range; the message names it.
+    """
+    start_time = time.perf_counter()
+    subjects = list(subjects)
+    story_n_trs = [int(v) for v in story_n_trs]
+    noise_levels = tuple(float(v) for v in noise_levels)
+    _check_params(
+        subjects=subjects,
+        n_train_stories=n_train_stories,
+        test_story=test_story,
+        n_repeats=n_repeats,
+        n_voxels=n_voxels,
+        n_latent=n_latent,
+        story_n_trs=story_n_trs,
+        test_n_trs=test_n_trs,
+        tr=tr,
+        sample_rate=sample_rate,
+        seed=seed,
+        noise_levels=noise_levels,
+        null_fraction=null_fraction,
+    )
+    root = Path(root)
+    deriv = root / "derivative"
+    truth_dir = root / "ground_truth"
+
+    # stories: the first draw of the "respdict" stream fixes every training length
+    train_stories = [f"{TRAIN_STORY_PREFIX}{i + 1:02d}" for i in range(n_train_stories)]
+    lengths = _rng(seed, "respdict").integers(story_n_trs[0], story_n_trs[1] + 1, n_train_stories)
+    n_trs = {s: int(n) for s, n in zip(train_stories, lengths, strict=True)}
+    n_trs[test_story] = int(test_n_trs)
+    stories = [*train_stories, test_story]
+
+    embedding = _rng(seed, "embedding").standard_normal((len(_VOCABULARY), n_latent))
+    hrf = canonical_hrf(tr)
+
+    paths: dict[str, Any] = {
+        "respdict": str(deriv / "respdict.json"),
+        "textgrids": {},
+        "wavs": {},
+        "responses": {s: {} for s in subjects},
+        "masks": {},
+        "references": {},
+        "ground_truth": {
+            "stimulus_features": str(truth_dir / "stimulus_features.h5"),
+            "manifest": str(truth_dir / "manifest.json"),
+            "readme": str(truth_dir / "README.md"),
+            "subjects": {},
+        },
+    }
+    write_json(deriv / "respdict.json", n_trs)
+
+    features_hrf: dict[str, np.ndarray] = {}
+    n_words: dict[str, int] = {}
+    feat_path = truth_dir / "stimulus_features.h5"
+    with atomic_path(feat_path) as tmp, h5py.File(tmp, "w") as fh:
+        fh.attrs.update(
+            tr=tr,
+            sound_onset=_SOUND_ONSET,
+            n_end_skip=_N_END_SKIP,
+            trim_start=_TRIM_START,
+            trim_end=_TRIM_END,
+            seed=seed,
+        )
+        ds = {"track_times": False}
+        fh.create_dataset(
+            "vocabulary", data=np.array(_VOCABULARY, dtype=object), dtype=h5py.string_dtype(), **ds
+        )
+        fh.create_dataset("embedding", data=embedding, **ds)
+        fh.create_dataset("hrf", data=hrf, **ds)
+        for name in stories:
+            story = _make_story(name, n_trs[name], tr, sample_rate, seed)
+            n_words[name] = len(story.word_ids)
+            tg_path = deriv / "TextGrids" / f"{name}.TextGrid"
+            write_textgrid(_story_textgrid(story, seed), tg_path)
+            wav_path = root / "stimuli" / f"{name}.wav"
+            with atomic_path(wav_path) as tmp_wav:
+                wavfile.write(tmp_wav, sample_rate, _story_audio(story, sample_rate, seed))
+            paths["textgrids"][name] = str(tg_path)
+            paths["wavs"][name] = str(wav_path)
+
+            tr_times, feats = _tr_features(story, embedding, tr)
+            # causal convolution: the response at TR t sees the stimulus up to TR t
+            features_hrf[name] = signal.lfilter(hrf, [1.0], feats, axis=0)
+            rows = _response_rows(n_trs[name])
+            g = fh.create_group(name)
+            g.attrs.update(n_trs=n_trs[name], row_start=rows.start, row_stop=rows.stop)
+            g.create_dataset(
+                "words",
+                data=np.array([_VOCABULARY[i] for i in story.word_ids], dtype=object),
+                dtype=h5py.string_dtype(),
+                **ds,
+            )
+            g.create_dataset("word_ids", data=story.word_ids, **ds)
+            g.create_dataset("word_intervals", data=story.word_intervals, **ds)
+            g.create_dataset("word_times", data=story.word_intervals.mean(axis=1), **ds)
+            g.create_dataset("word_features", data=embedding[story.word_ids], **ds)
+            g.create_dataset("tr_times", data=tr_times, **ds)
+            g.create_dataset("tr_features", data=feats, **ds)
+            g.create_dataset("tr_features_hrf", data=features_hrf[name], **ds)
+
+    test_rows = _response_rows(n_trs[test_story])
+    lo, hi = noise_levels
+    for subject in subjects:
+        mask, ref, affine = _anatomy(subject, n_voxels, seed)
+        xfm_dir = deriv / "pycortex-db" / subject / "transforms" / f"{subject}_auto"
+        _save_nifti(mask, affine, xfm_dir / "mask_thick.nii.gz", np.uint8)
+        _save_nifti(ref, affine, xfm_dir / "reference.nii.gz", np.float32)
+        paths["masks"][subject] = str(xfm_dir / "mask_thick.nii.gz")
+        paths["references"][subject] = str(xfm_dir / "reference.nii.gz")
+
+        rng = _rng(seed, "subject", subject)
+        weights = _smooth_on_mask(rng, mask, n_latent, sigma=1.0)  # (n_latent, n_voxels)
+        has_signal = np.ones(n_voxels, dtype=bool)
+        has_signal[rng.permutation(n_voxels)[: round(null_fraction * n_voxels)]] = False
+        weights[:, ~has_signal] = 0.0
+        # unit signal variance on the test story's response rows, for every signal voxel
+        test_sd = (features_hrf[test_story][test_rows] @ weights).std(axis=0)
+        weights[:, has_signal] /= test_sd[has_signal]
+        signal_variance = np.where(has_signal, 1.0, 0.0)
+        # target ceilings: a smooth map, ranked onto a uniform grid over [lo, hi]
+        field = _smooth_on_mask(rng, mask, 1, sigma=1.5)[0]
+        ranks = np.argsort(np.argsort(field, kind="stable"), kind="stable")
+        target = lo + (hi - lo) * (ranks + 0.5) / n_voxels
+        noise_sd = np.sqrt(n_repeats * (1.0 / target**2 - 1.0))  # s^2 = 1 in the formula
+
+        for name in stories:
+            rows = _response_rows(n_trs[name])
+            clean = features_hrf[name][rows] @ weights
+            noise_rng = _rng(seed, "noise", subject, name)
+            out = root / "derivative" / "preprocessed_data" / subject / f"{name}.hf5"
+            if name == test_story:
+                test_signal = clean
+                repeats = clean + noise_sd * noise_rng.standard_normal((n_repeats, *clean.shape))
+                _write_hf5(out, data=repeats.mean(axis=0), individual_repeats=repeats)
+            else:
+                _write_hf5(out, data=clean + noise_sd * noise_rng.standard_normal(clean.shape))
+            paths["responses"][subject][name] = str(out)
+
+        n_test_rows = test_signal.shape[0]
+        cc_max = analytic_cc_max(signal_variance, noise_sd, n_repeats)
+        expected = expected_correlation(signal_variance, noise_sd**2 / n_repeats, n_test_rows)
+        gt_path = truth_dir / f"{subject}.npz"
+        with atomic_path(gt_path, suffix=".npz") as tmp:
+            np.savez(
+                tmp,
+                weights=weights,
+                hrf=hrf,
+                tr=np.float64(tr),
+                n_repeats=np.int64(n_repeats),
+                has_signal=has_signal,
+                noise_sd=noise_sd,
+                signal_variance=signal_variance,
+                test_signal=test_signal,
+                cc_max=cc_max,
+                expected_test_corr=expected,
+                voxel_zyx=np.argwhere(mask),
+            )
+        paths["ground_truth"]["subjects"][subject] = str(gt_path)
+
+    seconds = time.perf_counter() - start_time
+    summary = {
+        "root": str(root),
+        "subjects": subjects,
+        "train_stories": train_stories,
+        "test_story": test_story,
+        "stories": stories,
+        "n_trs": n_trs,
+        "n_words": n_words,
+        "n_voxels": n_voxels,
+        "n_latent": n_latent,
+        "n_repeats": n_repeats,
+        "paths": paths,
+    }
+    params = {
+        "subjects": subjects,
+        "n_train_stories": n_train_stories,
+        "test_story": test_story,
+        "n_repeats": n_repeats,
+        "n_voxels": n_voxels,
+        "n_latent": n_latent,
+        "story_n_trs": story_n_trs,
+        "test_n_trs": test_n_trs,
+        "tr": tr,
+        "sample_rate": sample_rate,
+        "seed": seed,
+        "noise_levels": list(noise_levels),
+        "null_fraction": null_fraction,
+    }
+    # paths relative to root: the manifest does not depend on where the dataset lives
+    manifest = {**summary, "root": ".", "paths": _relative(paths, root)}
+    write_json(truth_dir / "manifest.json", {"params": params, **manifest})
+    with atomic_path(truth_dir / "README.md") as tmp:
+        tmp.write_text(_README)
+    logger.info(
+        "synthetic dataset: %d stories x %d subjects x %d voxels written to %s in %.1f s",
+        len(stories),
+        len(subjects),
+        n_voxels,
+        root,
+        seconds,
+    )
+    return {**summary, "seconds": seconds}
+
+
+def _relative(obj: Any, root: Path) -> Any:
+    if isinstance(obj, dict):
+        return {k: _relative(v, root) for k, v in obj.items()}
+    return Path(obj).relative_to(root).as_posix()
+
+
+_README = """\
+# Ground truth of the synthetic ds003020-like dataset
+
+Written by `fmriscaling.synthetic.generate_dataset`; `manifest.json` holds its arguments and
+the story list. Timing follows METHODS.md: a story with `n = respdict[story]` has `n - 5`
+simulated TRs (TR k spans scan time `[k*tr, (k+1)*tr)`; sound onset at 10 s of scan time, so
+story time = scan time - 10 s), and its response files keep rows `10 .. n - 5 - 5` of those
+(`n - 20` rows; attributes `row_start`, `row_stop` below).
+
+## stimulus_features.h5
+- `vocabulary` (n_vocab,) str; `embedding` (n_vocab, n_latent): the true feature of each word.
+- `hrf` (n_taps,): canonical double-gamma HRF sampled at the TR (unit sum, lag 0 first).
+- per story group `<story>` (attrs `n_trs`, `row_start`, `row_stop`):
+  - `words`, `word_ids` (n_words,): the word intervals of the TextGrid word tier, in order
+    (fillers `sp`, `{BR}`, `{LG}` and empty `""` intervals are not words and carry no feature);
+  - `word_intervals` (n_words, 2) seconds from sound onset; `word_times` (n_words,) midpoints;
+  - `word_features` (n_words, n_latent) = `embedding[word_ids]`;
+  - `tr_times` (n - 5,): midpoints of the simulated TRs, seconds from sound onset;
+  - `tr_features` (n - 5, n_latent): box-car sum of the word features whose midpoint falls in
+    each TR;
+  - `tr_features_hrf` (n - 5, n_latent): `tr_features` convolved (causally) with `hrf`.
+
+## <subject>.npz
+- `weights` (n_latent, n_voxels): noise-free response = `tr_features_hrf[row_start:row_stop] @ weights`.
+- `has_signal` (n_voxels,) bool: False for voxels whose weights are all zero.
+- `signal_variance` (n_voxels,): variance over time (ddof=0) of the noise-free test-story
+  signal (1 for signal voxels, 0 otherwise; training stories have variance near 1).
+- `noise_sd` (n_voxels,): sd of the white Gaussian noise of every run (each training story has
+  one noisy run; the test story has `n_repeats`, and `data` is their mean).
+- `test_signal` (n - 20, n_voxels): the noise-free test-story signal.
+- `cc_max` (n_voxels,): analytic noise ceiling of the test-story repeat mean,
+  `1 / sqrt(1 + noise_sd**2 / (n_repeats * signal_variance))` (0 without signal); equals the
+  population correlation of a perfect model with the repeat mean.
+- `expected_test_corr` (n_voxels,): expected Pearson r of `test_signal` with the repeat mean
+  over the test story's `n - 20` rows (finite-sample, second order in the noise).
+- `hrf`, `tr`, `n_repeats`: copies of the model constants.
+- `voxel_zyx` (n_voxels, 3): the voxels' indices in the (z, y, x) array `nib.load(mask).get_fdata().T`
+  (the pycortex orientation); data columns follow that array's C order.
+"""
