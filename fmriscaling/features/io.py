@@ -1,0 +1,231 @@
+"""Feature files: one HDF5 file per layer, one float32 dataset per story; downsampling to TRs.
+
+Layout written by `FeatureWriter`::
+
+    <out_dir>/layer-0.h5     # embedding output
+    <out_dir>/layer-1.h5     # block 1
+    ...                      # each holds datasets <story>: float32 (n_trs, n_dims)
+
+Files are built under hidden temporary names (``.layer-<l>.h5.part``) and renamed onto their
+final names only when the writer closes without error, so an interrupted run leaves nothing that
+looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from .._utils import DataError
+from ..interpolation import lanczos_matrix
+
+logger = logging.getLogger(__name__)
+
+
+def layer_path(out_dir: str | os.PathLike, layer: int) -> Path:
+    """Path of the feature file of ``layer`` in ``out_dir``: ``layer-<layer>.h5``."""
+    return Path(out_dir) / f"layer-{layer}.h5"
+
+
+class FeatureWriter:
+    """Stream per-story features of every layer into ``layer-<l>.h5`` files, atomically.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Output directory (created).
+    n_layers : int
+        Number of transformer blocks; ``n_layers + 1`` files are written (layer 0 = embeddings).
+    model_name : str
+        Stored as the ``model_name`` attribute of every file.
+
+    Examples
+    --------
+    >>> with FeatureWriter(out_dir, n_layers=12, model_name="opt-125m") as writer:  # doctest: +SKIP
+    ...     for story in stories:
+    ...         writer.write_story(story, feats)  # (13, n_trs, 768)
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, n_layers: int, model_name: str) -> None:
+        if n_layers < 0:
+            raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+        self.out_dir = Path(out_dir)
+        self.n_layers = int(n_layers)
+        self.model_name = model_name
+        self.stories: list[str] = []
+        self._closed = False
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        import h5py
+
+        # "w": a temporary left by a crashed earlier run is started afresh
+        for layer in range(self.n_layers + 1):
+            with h5py.File(self._tmp_path(layer), "w") as f:
+                f.attrs["model_name"] = model_name
+                f.attrs["layer"] = layer
+                f.attrs["n_layers"] = self.n_layers
+
+    def _tmp_path(self, layer: int) -> Path:
+        return self.out_dir / f".layer-{layer}.h5.part"
+
+    def final_paths(self) -> list[Path]:
+        """Final paths of the layer files, layer 0 first."""
+        return [layer_path(self.out_dir, layer) for layer in range(self.n_layers + 1)]
+
+    def write_story(self, story: str, layer_feats: np.ndarray) -> None:
+        """Append one story's features to every layer file.
+
+        Parameters
+        ----------
+        story : str
+            Dataset name (no ``/``); each story may be written once.
+        layer_feats : array of shape (n_layers + 1, n_trs, n_dims)
+            Features of every layer at the story's response TRs; stored as float32.
+        """
+        import h5py
+
+        if self._closed:
+            raise RuntimeError("FeatureWriter is closed")
+        if not story or "/" in story:
+            raise ValueError(f"story name must be non-empty and contain no '/', got {story!r}")
+        if story in self.stories:
+            raise ValueError(f"story {story!r} was already written to {self.out_dir}")
+        layer_feats = np.asarray(layer_feats)
+        if layer_feats.ndim != 3 or layer_feats.shape[0] != self.n_layers + 1:
+            raise ValueError(
+                f"story {story!r}: expected features of shape ({self.n_layers + 1}, n_trs, "
+                f"n_dims), got {layer_feats.shape}"
+            )
+        for layer in range(self.n_layers + 1):
+            with h5py.File(self._tmp_path(layer), "a") as f:
+                f.create_dataset(story, data=layer_feats[layer].astype(np.float32, copy=False))
+        self.stories.append(story)
+        logger.debug("wrote %s %s to %s", story, layer_feats.shape, self.out_dir)
+
+    def close(self) -> None:
+        """Rename the temporary files onto their final names (idempotent)."""
+        if self._closed:
+            return
+        for layer in range(self.n_layers + 1):
+            os.replace(self._tmp_path(layer), layer_path(self.out_dir, layer))
+        self._closed = True
+        logger.info(
+            "wrote %d stories x %d layer files to %s",
+            len(self.stories),
+            self.n_layers + 1,
+            self.out_dir,
+        )
+
+    def abort(self) -> None:
+        """Delete the temporary files; the final files (if any, from earlier runs) are untouched."""
+        if self._closed:
+            return
+        for layer in range(self.n_layers + 1):
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp_path(layer).unlink()
+        self._closed = True
+
+    def __enter__(self) -> FeatureWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _open_feature_file(path: str | os.PathLike):
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            f"feature file {path} does not exist; run the feature extraction rule that "
+            "creates it (e.g. `snakemake <that path>`)"
+        )
+    return h5py.File(path, "r")
+
+
+def read_layer(path: str | os.PathLike, story: str) -> np.ndarray:
+    """Read one story's features from a layer file.
+
+    Returns
+    -------
+    feats : array of shape (n_trs, n_dims), float32
+    """
+    with _open_feature_file(path) as f:
+        if story not in f:
+            raise DataError(
+                f"feature file {path} has no story {story!r} (it has {sorted(f.keys())}); "
+                "re-run feature extraction with this story in the dataset's story list"
+            )
+        return np.asarray(f[story][()], dtype=np.float32)
+
+
+def list_stories(path: str | os.PathLike) -> list[str]:
+    """Names of the stories stored in a layer file, sorted."""
+    with _open_feature_file(path) as f:
+        return sorted(f.keys())
+
+
+def downsample_story(
+    word_feats: np.ndarray,
+    word_times: np.ndarray,
+    tr_times: np.ndarray,
+    rows: slice | np.ndarray,
+    *,
+    window: int = 3,
+    cutoff_mult: float = 1.0,
+    normalize: bool = False,
+) -> np.ndarray:
+    """Lanczos-interpolate every layer's word features to TR times, then keep ``rows``.
+
+    The cutoff is computed from all ``tr_times`` (the reference does the same with the n − 5
+    simulated TRs) before the response rows are selected.
+
+    Parameters
+    ----------
+    word_feats : array of shape (n_layers, n_words, n_dims)
+        Features at ``word_times``.
+    word_times : array of shape (n_words,)
+        Word times in seconds.
+    tr_times : array of shape (n_trs,)
+        TR midpoint times in seconds.
+    rows : slice or array of int (or bool of shape (n_trs,))
+        TRs to keep, in output order (the rows that have a response).
+    window : int
+        Lanczos lobes.
+    cutoff_mult : float
+        Multiplier of the cutoff frequency ``1 / mean(diff(tr_times))``.
+    normalize : bool
+        Normalise the kernel rows (the reference does not).
+
+    Returns
+    -------
+    tr_feats : array of shape (n_layers, n_rows, n_dims), float32
+    """
+    word_feats = np.asarray(word_feats)
+    if word_feats.ndim != 3:
+        raise ValueError(f"word_feats must be (n_layers, n_words, n_dims), got {word_feats.shape}")
+    weights = lanczos_matrix(
+        word_times, tr_times, window=window, cutoff_mult=cutoff_mult, normalize=normalize
+    )[rows]
+    if weights.shape[1] != word_feats.shape[1]:
+        raise ValueError(
+            f"word_times has {weights.shape[1]} times but word_feats {word_feats.shape[1]} words"
+        )
+    weights = weights.astype(np.float32)
+    out = np.empty((word_feats.shape[0], weights.shape[0], word_feats.shape[2]), np.float32)
+    for layer in range(word_feats.shape[0]):
+        out[layer] = weights @ word_feats[layer].astype(np.float32, copy=False)
+    return out

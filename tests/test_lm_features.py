@@ -1,0 +1,326 @@
+"""LM features: the dynamic window against the per-word reference, alignment, BOS, I/O."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fmriscaling._utils import DataError
+from fmriscaling.features.io import (
+    FeatureWriter,
+    downsample_story,
+    layer_path,
+    list_stories,
+    read_layer,
+)
+from fmriscaling.features.lm import (
+    context_starts,
+    extract_lm_features,
+    extract_text_model,
+    load_causal_lm,
+    naive_lm_features,
+    window_schedule,
+)
+from fmriscaling.interpolation import lanczos_interp
+from fmriscaling.stimuli import write_table
+from fmriscaling.tiny_models import build_tiny_causal_lm
+
+VOCAB = (
+    "the a of and to in story brain scaling model's 1999 naïve "
+    "unbelievably extraordinary, counterintuitive. psychophysiological"
+).split()
+TEXTS = [" ".join(VOCAB[:8])] * 3  # long words are left out, so they split into many tokens
+N_LAYERS = 2
+MAX_WORDS, RESET_WORDS = 12, 6
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    dirs = {}
+    for arch in ("opt", "llama"):
+        out = tmp_path_factory.mktemp(arch)
+        build_tiny_causal_lm(
+            out, arch=arch, hidden_size=16, num_layers=N_LAYERS, num_heads=2, texts=TEXTS
+        )
+        dirs[arch] = out
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def lms(model_dirs):
+    return {arch: load_causal_lm(d, device="cpu") for arch, d in model_dirs.items()}
+
+
+@pytest.fixture
+def words():
+    rng = np.random.default_rng(1)
+    out = [str(w) for w in rng.choice(VOCAB, size=41)]
+    out[0] = ""  # an empty first word gets zeros
+    out[17] = ""  # and one in the middle gets its predecessor's feature
+    out[30] = "psychophysiological"
+    return out
+
+
+def test_schedule_matches_word_by_word_policy():
+    for n in (0, 1, 11, 12, 13, 40, 97):
+        for max_words, reset_words in ((12, 6), (12, 12), (12, 1), (5, 3), (512, 256)):
+            starts = context_starts(n, max_words, reset_words)
+            windows = window_schedule(n, max_words, reset_words)
+            served = np.concatenate([np.arange(f, s) for _, f, s in windows] or [[]])
+            np.testing.assert_array_equal(served, np.arange(n))
+            for start, first, stop in windows:
+                assert np.all(starts[first:stop] == start)
+                assert stop - start <= max_words
+            # contexts never exceed max_words; after a reset they hold reset_words words
+            sizes = np.arange(n) - starts + 1
+            assert sizes.max(initial=0) <= max_words
+            resets = np.flatnonzero(np.diff(starts)) + 1
+            assert np.all(sizes[resets] == reset_words)
+
+
+@pytest.mark.parametrize("arch", ["opt", "llama"])
+def test_dynamic_equals_naive(lms, words, arch):
+    lm = lms[arch]
+    dyn, stats = extract_lm_features(
+        lm, words, max_words=MAX_WORDS, reset_words=RESET_WORDS, batch_size=4, return_stats=True
+    )
+    ref, ref_stats = naive_lm_features(
+        lm, words, max_words=MAX_WORDS, reset_words=RESET_WORDS, return_stats=True
+    )
+    assert dyn.shape == (N_LAYERS + 1, len(words), 16) and dyn.dtype == np.float32
+    np.testing.assert_allclose(dyn, ref, rtol=1e-5, atol=1e-5)
+    # several resets happened: one pass per window, one per word for the reference
+    n_real = sum(bool(w) for w in words)
+    assert stats.n_passes == len(window_schedule(n_real, MAX_WORDS, RESET_WORDS)) >= 5
+    assert ref_stats.n_passes == n_real
+    assert stats.n_tokens_processed < ref_stats.n_tokens_processed
+    # some words split into several tokens
+    assert stats.n_story_tokens > n_real + 10
+    # empty words: zeros first, else a copy of the previous word
+    assert np.all(dyn[:, 0] == 0)
+    np.testing.assert_array_equal(dyn[:, 17], dyn[:, 16])
+    # the test has teeth: without resets, late words' features differ
+    no_reset = extract_lm_features(lm, words, max_words=100, reset_words=50)
+    np.testing.assert_allclose(no_reset[:, : MAX_WORDS + 1], dyn[:, : MAX_WORDS + 1], atol=1e-5)
+    assert np.abs(no_reset[-1, -1] - dyn[-1, -1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("arch", ["opt", "llama"])
+def test_padding_does_not_change_features(lms, words, arch):
+    kw = {"max_words": MAX_WORDS, "reset_words": RESET_WORDS}
+    one = extract_lm_features(lms[arch], words, batch_size=1, **kw)
+    four = extract_lm_features(lms[arch], words, batch_size=4, **kw)
+    np.testing.assert_allclose(four, one, rtol=1e-5, atol=1e-6)
+    # the naive contexts differ in length, so batching them pads a lot
+    naive4 = naive_lm_features(lms[arch], words, batch_size=4, **kw)
+    np.testing.assert_allclose(naive4, one, rtol=1e-5, atol=1e-5)
+
+
+def test_bos_and_last_subword_token(lms):
+    lm = lms["opt"]
+    seen = []
+    hook = lm.model.base_model.register_forward_pre_hook(
+        lambda _m, _a, kw: seen.append(kw["input_ids"].clone()), with_kwargs=True
+    )
+    ws = ["the", "psychophysiological", "brain", "", "1999"]
+    try:
+        feats = extract_lm_features(lm, ws, max_words=3, reset_words=2, layers=[0, 2])
+    finally:
+        hook.remove()
+    assert seen and all(torch.all(ids[:, 0] == lm.tokenizer.bos_token_id) for ids in seen)
+    assert feats.shape == (2, 5, 16)
+    # independent check: word 1 seen with context "the psychophysiological", last token
+    ids = lm.tokenizer("the psychophysiological", add_special_tokens=False)["input_ids"]
+    assert len(lm.tokenizer("psychophysiological", add_special_tokens=False)["input_ids"]) > 2
+    with torch.inference_mode():
+        out = lm.model(
+            input_ids=torch.tensor([[lm.tokenizer.bos_token_id, *ids]]), output_hidden_states=True
+        )
+    assert len(out.hidden_states) == N_LAYERS + 1
+    np.testing.assert_allclose(feats[1, 1], out.hidden_states[2][0, -1].numpy(), atol=1e-5)
+    np.testing.assert_allclose(feats[0, 1], out.hidden_states[0][0, -1].numpy(), atol=1e-6)
+    # word 4 ("1999") is past a reset (max 3, reset 2): its context is "brain 1999"
+    ids = lm.tokenizer("brain 1999", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        out = lm.model(
+            input_ids=torch.tensor([[lm.tokenizer.bos_token_id, *ids]]), output_hidden_states=True
+        )
+    np.testing.assert_allclose(feats[1, 4], out.hidden_states[2][0, -1].numpy(), atol=1e-5)
+
+
+def test_missing_model_dir(tmp_path):
+    with pytest.raises(DataError, match="download_model"):
+        extract_lm_features(tmp_path / "nope", ["a"], device="cpu")
+
+
+def test_context_longer_than_model(tmp_path):
+    build_tiny_causal_lm(
+        tmp_path, hidden_size=16, num_layers=1, num_heads=2, texts=TEXTS, max_positions=16
+    )
+    with pytest.raises(DataError, match="exceeds the model's 16 positions"):
+        extract_lm_features(tmp_path, ["psychophysiological"] * 6, device="cpu")
+
+
+# ---------------------------------------------------------------------------- I/O
+
+
+def test_feature_writer_streams_float32(tmp_path, rng):
+    feats = {s: rng.standard_normal((3, n, 4)) for s, n in (("b_story", 7), ("a_story", 5))}
+    with FeatureWriter(tmp_path, n_layers=2, model_name="tiny") as writer:
+        for story, f in feats.items():
+            writer.write_story(story, f)
+        assert not layer_path(tmp_path, 0).exists()  # nothing final before close
+    for layer in range(3):
+        path = layer_path(tmp_path, layer)
+        assert list_stories(path) == ["a_story", "b_story"]
+        with h5py.File(path) as f:
+            assert f["a_story"].dtype == np.float32 and f["a_story"].shape == (5, 4)
+            assert f.attrs["model_name"] == "tiny" and f.attrs["layer"] == layer
+        np.testing.assert_array_equal(
+            read_layer(path, "b_story"), feats["b_story"][layer].astype(np.float32)
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"layer-{k}.h5" for k in range(3)]
+    with pytest.raises(DataError, match="no story 'c_story'"):
+        read_layer(layer_path(tmp_path, 0), "c_story")
+
+
+def test_feature_writer_leaves_nothing_on_error(tmp_path, rng):
+    with pytest.raises(RuntimeError, match="boom"), FeatureWriter(tmp_path, 2, "tiny") as writer:
+        writer.write_story("s1", rng.standard_normal((3, 4, 2)))
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match=r"expected features of shape \(3, n_trs"):
+        FeatureWriter(tmp_path, 2, "tiny").write_story("s", np.zeros((2, 4, 2)))
+
+
+def test_downsample_story_matches_per_layer_lanczos(rng):
+    word_feats = rng.standard_normal((3, 50, 4)).astype(np.float32)
+    word_times = np.sort(rng.uniform(0, 40, 50))
+    tr_times = np.arange(20) * 2.0 + 1.0
+    rows = slice(3, 17)
+    out = downsample_story(word_feats, word_times, tr_times, rows)
+    assert out.shape == (3, 14, 4) and out.dtype == np.float32
+    for layer in range(3):
+        expected = lanczos_interp(word_feats[layer].astype(np.float64), word_times, tr_times)
+        np.testing.assert_allclose(out[layer], expected[rows], rtol=1e-4, atol=1e-5)
+
+
+def _write_story_tables(tmp_path, story, words, n_trs=20, trim=(3, 2)):
+    times = np.linspace(0.5, 2.0 * (n_trs - 4), len(words))
+    words_path, trs_path = tmp_path / f"{story}.words.tsv", tmp_path / f"{story}.trs.tsv"
+    write_table(
+        pd.DataFrame({"word": words, "start": times - 0.1, "end": times + 0.1, "time": times}),
+        words_path,
+    )
+    rows = np.full(n_trs, -1)
+    rows[trim[0] : n_trs - trim[1]] = np.arange(n_trs - sum(trim))
+    write_table(
+        pd.DataFrame(
+            {
+                "tr_index": np.arange(n_trs),
+                "time": np.arange(n_trs) * 2.0 - 9.0,
+                "response_row": rows,
+            }
+        ),
+        trs_path,
+    )
+    return words_path, trs_path, times
+
+
+def test_extract_text_model_end_to_end(tmp_path, model_dirs, words):
+    tables = {s: _write_story_tables(tmp_path, s, words[k:]) for k, s in enumerate(("s1", "s2"))}
+    out_dir = tmp_path / "features"
+    kw = {"max_words": MAX_WORDS, "reset_words": RESET_WORDS}
+    paths = extract_text_model(
+        model_dirs["opt"],
+        {s: t[0] for s, t in tables.items()},
+        {s: t[1] for s, t in tables.items()},
+        out_dir,
+        model_name="tiny-opt",
+        batch_size=4,
+        device="cpu",
+        dtype="auto",
+        lanczos_window=3,
+        lanczos_normalize=False,
+        expected_n_layers=N_LAYERS,
+        params={"max_words": MAX_WORDS},
+        **kw,
+    )
+    assert [p.name for p in paths] == [f"layer-{k}.h5" for k in range(N_LAYERS + 1)]
+    word_feats = extract_lm_features(model_dirs["opt"], words[1:], device="cpu", **kw)
+    expected = downsample_story(
+        word_feats, tables["s2"][2], np.arange(20) * 2.0 - 9.0, slice(3, 18)
+    )
+    for layer, path in enumerate(paths):
+        got = read_layer(path, "s2")
+        assert got.shape == (15, 16) and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected[layer], rtol=1e-4, atol=1e-5)
+    record = json.loads((out_dir / "provenance.json").read_text())
+    assert record["n_params"] > 0 and record["model_id"].startswith("tiny-opt")
+    assert record["dtype"] == "float32" and record["device"] == "cpu"
+
+
+def test_extract_text_model_errors(tmp_path, model_dirs, words):
+    good = _write_story_tables(tmp_path, "good", words)
+    empty = _write_story_tables(tmp_path, "silent", ["", ""])
+    kw = {"model_name": "tiny-opt", "device": "cpu"}
+    with pytest.raises(DataError, match=r"story 'silent' has no words in .*silent\.words\.tsv"):
+        extract_text_model(
+            model_dirs["opt"],
+            {"good": good[0], "silent": empty[0]},
+            {"good": good[1], "silent": empty[1]},
+            tmp_path / "out",
+            **kw,
+        )
+    assert not any((tmp_path / "out").glob("layer-*.h5"))
+    with pytest.raises(DataError, match="has 2 layers but the config expects 12"):
+        extract_text_model(
+            model_dirs["opt"],
+            {"good": good[0]},
+            {"good": good[1]},
+            tmp_path / "out",
+            expected_n_layers=12,
+            **kw,
+        )
+
+
+def test_model_without_bos(tmp_path):
+    build_tiny_causal_lm(tmp_path, hidden_size=16, num_layers=1, num_heads=2, texts=TEXTS)
+    for name, key in (("tokenizer_config.json", "bos_token"), ("config.json", "bos_token_id")):
+        cfg = json.loads((tmp_path / name).read_text())
+        cfg[key] = None
+        (tmp_path / name).write_text(json.dumps(cfg))
+    with pytest.raises(DataError, match=r"defines no BOS token.*bos_token_id"):
+        load_causal_lm(tmp_path, device="cpu")
+    assert load_causal_lm(tmp_path, device="cpu", bos_token_id=1).bos_token_id == 1
+
+
+def test_progress_reports_every_word(lms, words):
+    calls = []
+    extract_lm_features(
+        lms["opt"],
+        words,
+        max_words=MAX_WORDS,
+        reset_words=RESET_WORDS,
+        batch_size=2,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    n_real = sum(bool(w) for w in words)
+    assert calls[-1] == (n_real, n_real)
+    assert [c[0] for c in calls] == sorted(c[0] for c in calls)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_gpu_matches_cpu(model_dirs, lms, words, dtype):
+    kw = {"max_words": MAX_WORDS, "reset_words": RESET_WORDS, "batch_size": 4}
+    cpu = extract_lm_features(lms["llama"], words, **kw)
+    gpu = extract_lm_features(model_dirs["llama"], words, device="cuda", dtype=dtype, **kw)
+    assert gpu.dtype == np.float32 and gpu.shape == cpu.shape
+    tol = 1e-4 if dtype == "float32" else 0.1
+    np.testing.assert_allclose(gpu, cpu, atol=tol * max(1.0, float(np.abs(cpu).max())))
