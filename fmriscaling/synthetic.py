@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "TRAIN_STORY_PREFIX",
+    "synthetic_story_names",
     "analytic_cc_max",
     "canonical_hrf",
     "expected_correlation",
@@ -111,6 +112,11 @@ _PAUSE_PROBS = (0.55, 0.25, 0.12, 0.08)
 # --------------------------------------------------------------------------------------
 # public helpers
 # --------------------------------------------------------------------------------------
+
+
+def synthetic_story_names(n_train_stories: int) -> list[str]:
+    """Names of the training stories `generate_dataset` writes: synthstory01, synthstory02, ..."""
+    return [f"{TRAIN_STORY_PREFIX}{i + 1:02d}" for i in range(n_train_stories)]
 
 
 def canonical_hrf(tr: float = 2.0, duration: float = 32.0) -> np.ndarray:
@@ -594,7 +600,7 @@ def generate_dataset(
     truth_dir = root / "ground_truth"
 
     # stories: the first draw of the "respdict" stream fixes every training length
-    train_stories = [f"{TRAIN_STORY_PREFIX}{i + 1:02d}" for i in range(n_train_stories)]
+    train_stories = synthetic_story_names(n_train_stories)
     lengths = _rng(seed, "respdict").integers(story_n_trs[0], story_n_trs[1] + 1, n_train_stories)
     n_trs = {s: int(n) for s, n in zip(train_stories, lengths, strict=True)}
     n_trs[test_story] = int(test_n_trs)

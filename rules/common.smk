@@ -1,0 +1,245 @@
+# Config validation, constants, wildcard constraints and input functions. Helper functions of the
+# workflow live here and nowhere else.
+
+import os
+import re
+import sys
+from pathlib import Path
+
+# the library lives beside the Snakefile: importable here and in every job (also in --sdm conda
+# environments, which hold only a stage's dependencies, not an installed fmriscaling)
+sys.path.insert(0, workflow.basedir)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+)
+
+import numpy as np
+
+from fmriscaling.config import model_layers, validate_config
+from fmriscaling.download import manifest_stories, read_manifest
+from fmriscaling.encoding.subsample import draw_stories, story_count_grid
+from fmriscaling.synthetic import synthetic_story_names
+
+# validated copy with every default filled in; errors name the offending key
+_validated = validate_config(config)
+config.clear()
+config.update(_validated)
+
+DATASET = config["dataset"]["name"]
+SOURCE = config["dataset"]["source"]
+SUBJECTS = config["dataset"]["subjects"]
+TEST_STORY = config["dataset"]["test_story"]
+DATA = f"results/data/{DATASET}"
+NEVER = "(?!x)x"  # a wildcard constraint that matches nothing: the rule is off for this config
+
+RUN_MODELS = config["run_models"]
+MODELS = {name: config["models"][name] for name in RUN_MODELS}
+TEXT_MODELS = [m for m, spec in MODELS.items() if spec["kind"] == "text"]
+SPEECH_MODELS = [m for m, spec in MODELS.items() if spec["kind"] == "speech"]
+BUILT_MODELS = [m for m, spec in MODELS.items() if "build" in spec["source"]]
+HUB_MODELS = [m for m, spec in MODELS.items() if "hub" in spec["source"]]
+
+
+def _alternatives(names):
+    """Regex matching exactly one of ``names`` (or nothing when empty)."""
+    return "|".join(re.escape(n) for n in names) if names else NEVER
+
+
+wildcard_constraints:
+    dataset=re.escape(DATASET),
+    subject=_alternatives(SUBJECTS),
+    model=_alternatives(RUN_MODELS),
+    layer=r"\d+",
+    n=r"\d+",
+    seed=r"\d+",
+    story=r"[A-Za-z0-9_-]+",
+
+
+# ---------------------------------------------------------------- stories
+
+
+if SOURCE == "openneuro":
+    MANIFEST = read_manifest(config["download"]["manifest"])
+    MANIFEST_INDEX = MANIFEST.set_index("path")
+    AVAILABLE = {s: manifest_stories(MANIFEST, s) for s in SUBJECTS}
+else:
+    MANIFEST = MANIFEST_INDEX = None
+    _names = synthetic_story_names(config["synthetic"]["n_train_stories"])
+    AVAILABLE = {s: sorted(_names + [TEST_STORY]) for s in SUBJECTS}
+
+
+def train_stories(subject):
+    """Training stories of ``subject``: configured list, or all with responses but the test story."""
+    wanted = config["dataset"]["train_stories"]
+    available = AVAILABLE[subject]
+    if wanted == "all":
+        excluded = set(config["dataset"]["exclude_stories"]) | {TEST_STORY}
+        return [s for s in available if s not in excluded]
+    missing = [s for s in wanted if s not in available]
+    if missing:
+        raise ValueError(
+            f"config key 'dataset.train_stories' lists {missing}, which have no responses for "
+            f"{subject} in the dataset (available: {len(available)} stories)"
+        )
+    return list(wanted)
+
+
+for _subject in SUBJECTS:
+    if TEST_STORY not in AVAILABLE[_subject]:
+        raise ValueError(
+            f"config key 'dataset.test_story' is {TEST_STORY!r}, but {_subject} has no responses "
+            "for it in the dataset"
+        )
+
+ALL_STORIES = sorted({TEST_STORY}.union(*(train_stories(s) for s in SUBJECTS)))
+
+
+# ---------------------------------------------------------------- models
+
+
+def model_dir(model):
+    """Snapshot folder of a model: a local path, or results/models/<model> made by a rule."""
+    source = MODELS[model]["source"]
+    return source["local"] if "local" in source else f"results/models/{model}"
+
+
+def model_dir_input(wildcards):
+    return model_dir(wildcards.model)
+
+
+def layers_of(model):
+    return model_layers(MODELS[model])
+
+
+def n_params_of(model):
+    return MODELS[model]["n_params"]
+
+
+# ---------------------------------------------------------------- resources
+
+
+GPU = 1 if config["compute"]["gpu"] else 0
+
+
+def per_attempt(key):
+    """A resource that grows with each retry: attempt x config['compute'][key]."""
+    value = config["compute"][key]
+    return lambda wildcards, attempt: attempt * value
+
+
+# ---------------------------------------------------------------- input functions
+
+
+def response_file(subject, story):
+    return f"{DATA}/derivative/preprocessed_data/{subject}/{story}.hf5"
+
+
+def encoding_responses(wildcards):
+    """Response files of the training stories and the test story (the script maps stem -> story)."""
+    stories = train_stories(wildcards.subject) + [TEST_STORY]
+    return [response_file(wildcards.subject, story) for story in stories]
+
+
+def subset_stories(wildcards):
+    return draw_stories(train_stories(wildcards.subject), int(wildcards.n), int(wildcards.seed))
+
+
+def subset_responses(wildcards):
+    stories = subset_stories(wildcards) + [TEST_STORY]
+    return [response_file(wildcards.subject, story) for story in stories]
+
+
+def alphas():
+    a = config["encoding"]["alphas"]
+    return np.logspace(a["log10_min"], a["log10_max"], a["num"]).tolist()
+
+
+def subsample_sizes(subject):
+    return story_count_grid(len(train_stories(subject)), config["subsampling"]["n_stories"])
+
+
+# ---------------------------------------------------------------- targets
+
+
+def full_fit_scores():
+    return [
+        f"results/encoding/{DATASET}/{subject}/{model}/layer-{layer}/scores.npz"
+        for subject in SUBJECTS
+        for model in RUN_MODELS
+        for layer in layers_of(model)
+    ]
+
+
+def subsample_scores():
+    return [
+        f"results/encoding/{DATASET}/{subject}/{fit['model']}/layer-{layer}"
+        f"/ntrain-{n}/seed-{seed}/scores.npz"
+        for subject in SUBJECTS
+        for fit in config["subsampling"]["fits"]
+        for layer in fit["layers"]
+        for n in subsample_sizes(subject)
+        for seed in config["subsampling"]["seeds"]
+    ]
+
+
+def table_entries():
+    """Metadata of every fit, in the order of the tables' rows."""
+    entries = []
+    for subject in SUBJECTS:
+        for model in RUN_MODELS:
+            spec = MODELS[model]
+            for layer in layers_of(model):
+                base = f"results/encoding/{DATASET}/{subject}/{model}/layer-{layer}"
+                common = dict(
+                    subject=subject,
+                    model=model,
+                    family=spec["family"],
+                    kind=spec["kind"],
+                    n_params=spec["n_params"],
+                    layer=layer,
+                    n_layers=spec["n_layers"],
+                    features_dir=f"results/features/{DATASET}/{model}",
+                )
+                entries.append(dict(common, n_train=None, seed=-1, path=f"{base}/scores.npz"))
+                for fit in config["subsampling"]["fits"]:
+                    if fit["model"] != model or layer not in fit["layers"]:
+                        continue
+                    for n in subsample_sizes(subject):
+                        for seed in config["subsampling"]["seeds"]:
+                            entries.append(
+                                dict(
+                                    common,
+                                    n_train=n,
+                                    seed=seed,
+                                    path=f"{base}/ntrain-{n}/seed-{seed}/scores.npz",
+                                )
+                            )
+    return entries
+
+
+def noise_ceiling_files():
+    return {s: f"results/noise_ceiling/{DATASET}/{s}.npz" for s in SUBJECTS}
+
+
+TABLES = [
+    f"results/tables/{DATASET}/encoding.csv",
+    f"results/tables/{DATASET}/best_layers.csv",
+    f"results/tables/{DATASET}/scaling.csv",
+]
+FIGURE_NAMES = ["model_size_scaling", "layer_profiles"] + (
+    ["data_scaling"] if config["subsampling"]["fits"] else []
+)
+FIGURES = [
+    f"results/figures/{DATASET}/{name}.{fmt}"
+    for name in FIGURE_NAMES
+    for fmt in config["figures"]["formats"]
+]
+BRAIN_MAPS = (
+    [f"results/figures/{DATASET}/{subject}_best_model_map.png" for subject in SUBJECTS]
+    if config["figures"]["brain_maps"]
+    else []
+)
+
+
+def final_targets(wildcards):
+    return TABLES + FIGURES + BRAIN_MAPS

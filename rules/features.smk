@@ -1,0 +1,70 @@
+# Feature extraction: one job per (dataset, model) runs the model once over every story and
+# writes every layer, downsampled to the TRs of the response files.
+
+
+def timing_tables(kind):
+    return expand(f"results/stimuli/{{{{dataset}}}}/{{story}}.{kind}.tsv", story=ALL_STORIES)
+
+
+rule extract_text_features:
+    input:
+        model=model_dir_input,
+        words=timing_tables("words"),
+        trs=timing_tables("trs"),
+    output:
+        directory("results/features/{dataset}/{model}"),
+    log:
+        "results/logs/extract_text_features/{dataset}/{model}.log",
+    benchmark:
+        "results/benchmarks/extract_text_features/{dataset}/{model}.tsv"
+    wildcard_constraints:
+        model=_alternatives(TEXT_MODELS),
+    conda:
+        "../envs/features.yaml"
+    threads: config["compute"]["extract_threads"]
+    resources:
+        mem_mb=per_attempt("extract_mem_mb"),
+        runtime=per_attempt("extract_runtime"),
+        gpu=GPU,
+    params:
+        model_name="{model}",
+        stories=ALL_STORIES,
+        expected_n_layers=lambda wildcards: MODELS[wildcards.model]["n_layers"],
+        context=config["features"]["text"],
+        device=config["features"]["device"],
+        dtype=config["features"]["dtype"],
+        lanczos=config["features"]["lanczos"],
+    script:
+        "../workflow_scripts/extract_text_features.py"
+
+
+rule extract_speech_features:
+    input:
+        model=model_dir_input,
+        audio=expand("results/data/{{dataset}}/stimuli/{story}.wav", story=ALL_STORIES),
+        trs=timing_tables("trs"),
+    output:
+        directory("results/features/{dataset}/{model}"),
+    log:
+        "results/logs/extract_speech_features/{dataset}/{model}.log",
+    benchmark:
+        "results/benchmarks/extract_speech_features/{dataset}/{model}.tsv"
+    wildcard_constraints:
+        model=_alternatives(SPEECH_MODELS),
+    conda:
+        "../envs/features.yaml"
+    threads: config["compute"]["extract_threads"]
+    resources:
+        mem_mb=per_attempt("extract_mem_mb"),
+        runtime=per_attempt("extract_runtime"),
+        gpu=GPU,
+    params:
+        model_name="{model}",
+        stories=ALL_STORIES,
+        expected_n_layers=lambda wildcards: MODELS[wildcards.model]["n_layers"],
+        window=config["features"]["speech"],
+        device=config["features"]["device"],
+        dtype=config["features"]["dtype"],
+        lanczos=config["features"]["lanczos"],
+    script:
+        "../workflow_scripts/extract_speech_features.py"

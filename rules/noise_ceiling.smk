@@ -1,0 +1,21 @@
+# Noise ceiling (CC_max, SP, TP per voxel) from the repeats of the test story.
+
+
+rule noise_ceiling:
+    input:
+        repeats=lambda wildcards: response_file(wildcards.subject, TEST_STORY),
+    output:
+        "results/noise_ceiling/{dataset}/{subject}.npz",
+    log:
+        "results/logs/noise_ceiling/{dataset}/{subject}.log",
+    conda:
+        "../envs/encoding.yaml"
+    threads: 1
+    resources:
+        mem_mb=per_attempt("ridge_mem_mb"),
+        runtime=30,
+    params:
+        extra_trim=config["encoding"]["test_extra_trim"],
+        floor=config["noise_ceiling"]["floor"],
+    script:
+        "../workflow_scripts/noise_ceiling.py"

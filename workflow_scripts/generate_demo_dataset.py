@@ -1,0 +1,19 @@
+"""Rule generate_demo_dataset: the synthetic demo dataset in the ds003020 layout."""
+
+from typing import TYPE_CHECKING
+
+from fmriscaling._utils import log_to_file
+from fmriscaling.synthetic import generate_dataset
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+
+def main(smk) -> None:
+    log_to_file(smk.log[0])
+    p = smk.params
+    generate_dataset(p.root, subjects=p.subjects, test_story=p.test_story, tr=p.tr, **p.generator)
+
+
+if __name__ == "__main__":
+    main(snakemake)

@@ -1,0 +1,24 @@
+"""Rule scaling_figures: model-size, data-size and layer figures, drawn from the table."""
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from fmriscaling._utils import log_to_file
+from fmriscaling.plotting import scaling_report
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+
+def main(smk) -> None:
+    log_to_file(smk.log[0])
+    table = pd.read_csv(smk.input.table)
+    written = scaling_report(table, smk.params.out_dir, formats=smk.params.formats)
+    missing = [name for name in smk.params.names if not written.get(name)]
+    if missing:
+        raise RuntimeError(f"the table {smk.input.table} has no rows for figures {missing}")
+
+
+if __name__ == "__main__":
+    main(snakemake)

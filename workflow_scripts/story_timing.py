@@ -1,0 +1,35 @@
+"""Rule story_timing: word, phone and TR tables of one story."""
+
+from typing import TYPE_CHECKING
+
+from fmriscaling._utils import log_to_file
+from fmriscaling.stimuli import read_respdict, story_tables, write_table
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+
+def main(smk) -> None:
+    log_to_file(smk.log[0])
+    p = smk.params
+    story = smk.wildcards.story
+    respdict = read_respdict(smk.input.respdict)
+    if story not in respdict:
+        raise KeyError(f"{smk.input.respdict} has no entry for story {story!r}")
+    words, phones, trs = story_tables(
+        smk.input.textgrid,
+        respdict[story],
+        tr=p.tr,
+        sound_onset=p.sound_onset,
+        fillers=p.fillers,
+        keep_empty=p.keep_empty,
+        trim_start=p.trim_start,
+        trim_end=p.trim_end,
+    )
+    write_table(words, smk.output.words)
+    write_table(phones, smk.output.phones)
+    write_table(trs, smk.output.trs)
+
+
+if __name__ == "__main__":
+    main(snakemake)
