@@ -1,0 +1,727 @@
+"""Speech-model features (HuBERT, WavLM, wav2vec 2.0, Whisper encoder) from story audio.
+
+Causal sliding window (Antonello, Vaidya & Huth 2023): every ``stride_s`` seconds, the model
+sees the audio of the last ``window_s`` seconds (less at the start of a story) and the feature
+at the window's end time ``t`` is the hidden state, in every layer, of the last output frame
+that the window's audio reaches. The feature at ``t`` therefore depends on audio before ``t``
+only.
+
+Frame geometry
+--------------
+- wav2vec2 family: the conv front end has no padding, so a window of ``n`` samples gives
+  ``L(n)`` frames with ``L <- (L - kernel) // stride + 1`` over the conv layers (320 samples
+  per frame, 400-sample receptive field for the standard front end); the feature is frame
+  ``L(n) - 1``, the last complete one. Windows of different lengths are never batched together:
+  these models run without attention masks and their group norm spans the whole input, so
+  padding would change the result.
+- Whisper: the feature extractor zero-pads every window to its chunk (30 s for the released
+  models) and the encoder always returns ``max_source_positions`` frames (20 ms each). Log-mel
+  frame ``j`` is centred on sample ``j * hop_length``, so real audio reaches mel frames
+  ``j < ceil(n / hop_length)``; the chosen encoder frame is the last one whose receptive field
+  through the two convs (kernel 3, strides 1 and 2, padding 1) contains such a mel frame (the
+  reference code gets the same index by convolving the feature extractor's attention mask).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._utils import DataError, provenance, provenance_path, write_json
+from ..download import SNAPSHOT_RECORD
+from ..models import pick_device, pick_dtype, require_model_dir
+from ..stimuli import read_trs
+from ..textgrid import check_data_file
+from .io import FeatureWriter, downsample_story
+
+logger = logging.getLogger(__name__)
+
+SPEECH_SAMPLE_RATE = 16000
+# seconds between progress messages
+_LOG_EVERY_S = 30.0
+
+
+# ----------------------------------------------------------------------------------------- I/O
+
+
+def read_wav(path: str | os.PathLike, sample_rate: int = SPEECH_SAMPLE_RATE) -> np.ndarray:
+    """Read a wav file as mono float32 at ``sample_rate``.
+
+    Integer PCM is scaled to [-1, 1), channels are averaged, and other rates are resampled
+    with a polyphase filter (`scipy.signal.resample_poly`).
+
+    Parameters
+    ----------
+    path : path-like
+        A RIFF/WAVE file.
+    sample_rate : int
+        Rate of the returned signal in Hz.
+
+    Returns
+    -------
+    audio : array of shape (n_samples,), float32
+
+    Raises
+    ------
+    DataError
+        When the file is missing, is a git-annex or git-lfs pointer whose content was never
+        fetched, or is not a readable wav file.
+    """
+    from scipy.io import wavfile
+    from scipy.signal import resample_poly
+
+    path = check_data_file(path, kind="wav audio file")
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    if not (head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE"):
+        if b"annex/objects" in head or b"git-lfs" in head:
+            raise DataError(
+                f"{path}: expected a wav audio file, found a git-annex/git-lfs pointer "
+                f"({head[:80]!r}); fetch its content first (`datalad get` / `git annex get` / "
+                "`git lfs pull`)."
+            )
+        raise DataError(
+            f"{path}: expected a wav audio file, but it is not RIFF/WAVE (starts with "
+            f"{head[:12]!r}); convert it to .wav first."
+        )
+    try:
+        rate, data = wavfile.read(path)
+    except (ValueError, OSError) as err:
+        raise DataError(f"cannot read wav file {path}: {err}") from err
+
+    if np.issubdtype(data.dtype, np.integer):
+        if data.dtype == np.uint8:
+            audio = (data.astype(np.float32) - 128.0) / 128.0
+        else:
+            audio = data.astype(np.float32) / float(-np.iinfo(data.dtype).min)
+    else:
+        audio = data.astype(np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    if audio.size == 0:
+        raise DataError(f"audio file {path} has no samples")
+    if rate != sample_rate:
+        g = np.gcd(int(rate), int(sample_rate))
+        audio = resample_poly(audio, sample_rate // g, rate // g).astype(np.float32)
+        logger.info("resampled %s from %d Hz to %d Hz", path.name, rate, sample_rate)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+# -------------------------------------------------------------------------------- geometry
+
+
+def _to_samples(seconds: float, sample_rate: int, name: str) -> int:
+    n = round(seconds * sample_rate)
+    if n <= 0 or abs(n - seconds * sample_rate) > 1e-6:
+        raise ValueError(
+            f"{name}={seconds} s must be a positive whole number of samples at {sample_rate} Hz"
+        )
+    return n
+
+
+def window_bounds(
+    n_samples: int, *, sample_rate: int, window_s: float, stride_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sample bounds of the causal windows over ``n_samples`` of audio.
+
+    Window ``i`` ends at ``(i + 1) * stride`` (exclusive) for every end up to the last sample,
+    and starts ``window_s`` earlier (at 0 near the start of the audio).
+
+    Returns
+    -------
+    starts, ends : arrays of shape (n_windows,), int64
+        ``audio[starts[i]:ends[i]]`` is window ``i``; its time is ``ends[i] / sample_rate``.
+    """
+    stride = _to_samples(stride_s, sample_rate, "stride_s")
+    window = _to_samples(window_s, sample_rate, "window_s")
+    if window < stride:
+        raise ValueError(f"window_s ({window_s}) must be at least stride_s ({stride_s})")
+    ends = stride * np.arange(1, n_samples // stride + 1, dtype=np.int64)
+    starts = np.maximum(0, ends - window)
+    return starts, ends
+
+
+def conv_last_frame(n_samples: int, conv_kernel, conv_stride) -> int:
+    """Index of the last output frame of an unpadded conv stack over ``n_samples`` inputs.
+
+    ``L <- (L - kernel) // stride + 1`` per layer (wav2vec2 family: 320 samples per frame,
+    receptive field 400 samples); the last frame is ``L - 1``.
+
+    Raises
+    ------
+    ValueError
+        When the input is shorter than the receptive field (no complete frame).
+    """
+    n = int(n_samples)
+    for kernel, stride in zip(conv_kernel, conv_stride, strict=True):
+        n = (n - int(kernel)) // int(stride) + 1
+    if n < 1:
+        raise ValueError(
+            f"{n_samples} samples is shorter than the receptive field of the conv front end "
+            "(400 samples for wav2vec2-family models); use a longer stride_s"
+        )
+    return n - 1
+
+
+def whisper_last_frame(
+    n_samples: int,
+    *,
+    hop_length: int = 160,
+    n_mel_frames: int = 3000,
+    convs: tuple[tuple[int, int, int], ...] = ((3, 1, 1), (3, 2, 1)),
+) -> int:
+    """Index of the last Whisper encoder frame that ``n_samples`` of real audio reach.
+
+    Mel frame ``j`` is centred on sample ``j * hop_length``, so real audio covers mel frames
+    ``0 .. ceil(n_samples / hop_length) - 1``. Output ``o`` of a conv with
+    ``(kernel, stride, padding)`` reads inputs ``o * stride - padding .. + kernel - 1``; the
+    last output touching real input is ``(last_in + padding) // stride``.
+
+    Parameters
+    ----------
+    n_samples : int
+        Length of the real (unpadded) audio; at most the chunk, ``n_mel_frames * hop_length``.
+    hop_length : int
+        Mel hop in samples (160 = 10 ms at 16 kHz).
+    n_mel_frames : int
+        Mel frames in the padded chunk (3000 for 30 s).
+    convs : tuple of (kernel, stride, padding)
+        The encoder's conv layers.
+
+    Returns
+    -------
+    frame : int
+        Encoder frame index (20 ms frames for the released models).
+    """
+    if n_samples < 1:
+        raise ValueError("n_samples must be positive")
+    if n_samples > n_mel_frames * hop_length:
+        raise ValueError(
+            f"{n_samples} samples exceed the Whisper chunk of {n_mel_frames * hop_length}"
+        )
+    last = -(-int(n_samples) // hop_length) - 1
+    n_out = n_mel_frames
+    for kernel, stride, padding in convs:
+        n_out = (n_out + 2 * padding - kernel) // stride + 1
+        last = min((last + padding) // stride, n_out - 1)
+    return last
+
+
+# --------------------------------------------------------------------------------- model
+
+
+@dataclass
+class SpeechModel:
+    """A loaded speech model with what the feature extraction needs to know about it.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The model (wav2vec2 family) or the Whisper encoder alone.
+    feature_extractor : transformers feature extractor
+    family : {"wav2vec2", "whisper"}
+    n_layers : int
+        Transformer layers (blocks); ``n_layers + 1`` hidden states per frame, layer 0 being
+        the conv/embedding output.
+    hidden_size : int
+    sample_rate : int
+    n_params : int
+        Parameters of the whole checkpoint (Whisper: encoder + decoder).
+    n_params_used : int
+        Parameters of the module that runs (Whisper: the encoder).
+    """
+
+    model: Any
+    feature_extractor: Any
+    family: str
+    device: str
+    dtype: Any
+    n_layers: int
+    hidden_size: int
+    sample_rate: int
+    n_params: int
+    n_params_used: int
+    model_dir: Path
+    snapshot_provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_window_samples(self) -> int | None:
+        """Longest window the model accepts (Whisper: its chunk), None when unbounded."""
+        if self.family == "whisper":
+            return int(self.feature_extractor.n_samples)
+        return None
+
+    def last_frame(self, n_samples: int) -> int:
+        """Index of the output frame whose hidden state is the feature of a window."""
+        if self.family == "whisper":
+            enc = self.model
+            convs = tuple(
+                (conv.kernel_size[0], conv.stride[0], conv.padding[0])
+                for conv in (enc.conv1, enc.conv2)
+            )
+            return whisper_last_frame(
+                n_samples,
+                hop_length=self.feature_extractor.hop_length,
+                n_mel_frames=self.feature_extractor.nb_max_frames,
+                convs=convs,
+            )
+        config = self.model.config
+        return conv_last_frame(n_samples, config.conv_kernel, config.conv_stride)
+
+    def last_frame_states(self, windows: list[np.ndarray], frames: np.ndarray) -> np.ndarray:
+        """Hidden states of frame ``frames[i]`` of window ``i``, in every layer.
+
+        Parameters
+        ----------
+        windows : list of arrays of shape (n_samples_i,)
+            Audio; wav2vec2-family windows must all have the same length.
+        frames : array of shape (n_windows,), int
+
+        Returns
+        -------
+        states : array of shape (n_layers + 1, n_windows, hidden_size), float32
+        """
+        import torch
+
+        if self.family == "whisper":
+            # the log-mel STFT of 30 s per window is a large share of the time: do it on the GPU
+            fe_device = self.device if self.device.startswith("cuda") else "cpu"
+            inputs = self.feature_extractor(
+                windows, sampling_rate=self.sample_rate, return_tensors="pt", device=fe_device
+            )
+            kwargs = {"input_features": inputs["input_features"].to(self.device, self.dtype)}
+        else:
+            if len({len(w) for w in windows}) != 1:
+                raise ValueError("wav2vec2-family windows in one batch must have equal length")
+            inputs = self.feature_extractor(
+                windows, sampling_rate=self.sample_rate, return_tensors="pt", padding=False
+            )
+            kwargs = {"input_values": inputs["input_values"].to(self.device, self.dtype)}
+            if "attention_mask" in inputs:
+                kwargs["attention_mask"] = inputs["attention_mask"].to(self.device)
+        with torch.inference_mode():
+            hidden = self.model(**kwargs, output_hidden_states=True).hidden_states
+        if len(hidden) != self.n_layers + 1:
+            raise RuntimeError(
+                f"model returned {len(hidden)} hidden states, not {self.n_layers + 1}"
+            )
+        n_frames = hidden[0].shape[1]
+        if int(np.max(frames)) >= n_frames:
+            raise RuntimeError(f"frame {int(np.max(frames))} beyond the {n_frames} output frames")
+        rows = torch.arange(len(windows), device=hidden[0].device)
+        idx = torch.as_tensor(np.asarray(frames), dtype=torch.long, device=hidden[0].device)
+        states = torch.stack([h[rows, idx] for h in hidden])
+        return states.float().cpu().numpy()
+
+
+def _read_snapshot_provenance(model_dir: Path) -> dict[str, Any]:
+    """Model id / revision / commit recorded by the download (or tiny-model) step, if any.
+
+    Same record as ``fmriscaling.features.lm`` stores for text models.
+    """
+    # downloaded snapshots, tiny built models, or a sidecar beside the directory
+    for path in (
+        model_dir / SNAPSHOT_RECORD,
+        model_dir / "provenance.json",
+        provenance_path(model_dir),
+    ):
+        if not path.is_file():
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            logger.warning("ignoring unreadable snapshot provenance %s: %s", path, err)
+            continue
+        return {
+            "model_id": record.get("model_id", record.get("repo_id")),
+            "revision": record.get("revision"),
+            "commit": record.get("commit"),
+            "snapshot_provenance": str(path),
+        }
+    return {"model_id": None, "revision": None, "commit": None, "snapshot_provenance": None}
+
+
+def load_speech_model(
+    model_dir: str | os.PathLike,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    model_name: str | None = None,
+) -> SpeechModel:
+    """Load a local speech-model snapshot for feature extraction (offline).
+
+    Parameters
+    ----------
+    model_dir : path-like
+        Directory with ``config.json``, weights and the feature extractor's
+        ``preprocessor_config.json``.
+    device, dtype : str
+        See `pick_device` and `pick_dtype`.
+    model_name : str, optional
+        Name used in error messages.
+    """
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    model_dir = require_model_dir(model_dir, model_name)
+    device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, device)
+    try:
+        feature_extractor = AutoFeatureExtractor.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise DataError(
+            f"no feature extractor (preprocessor_config.json) in {model_dir}: {err}"
+        ) from err
+    model = AutoModel.from_pretrained(model_dir, local_files_only=True, dtype=torch_dtype)
+    n_params = sum(p.numel() for p in model.parameters())
+    config = model.config
+    if config.model_type == "whisper":
+        family = "whisper"
+        # the decoder is never run: keep the encoder only
+        model = model.get_encoder()
+        n_layers = config.encoder_layers
+        hidden_size = config.d_model
+        expected = config.max_source_positions * 2 * feature_extractor.hop_length
+        if feature_extractor.n_samples != expected:
+            raise DataError(
+                f"{model_dir}: the feature extractor pads to {feature_extractor.n_samples} "
+                f"samples but the encoder expects {expected} ({config.max_source_positions} "
+                "frames of 20 ms)"
+            )
+    elif hasattr(config, "conv_kernel") and hasattr(config, "conv_stride"):
+        family = "wav2vec2"
+        n_layers = config.num_hidden_layers
+        hidden_size = config.hidden_size
+    else:
+        raise DataError(
+            f"{model_dir} holds a {config.model_type!r} model; speech features support the "
+            "wav2vec2 family (wav2vec2, HuBERT, WavLM, data2vec-audio) and Whisper"
+        )
+    model.to(device)
+    model.eval()
+    return SpeechModel(
+        model=model,
+        feature_extractor=feature_extractor,
+        family=family,
+        device=device,
+        dtype=torch_dtype,
+        n_layers=int(n_layers),
+        hidden_size=int(hidden_size),
+        sample_rate=int(feature_extractor.sampling_rate),
+        n_params=int(n_params),
+        n_params_used=int(sum(p.numel() for p in model.parameters())),
+        model_dir=model_dir,
+        snapshot_provenance=_read_snapshot_provenance(model_dir),
+    )
+
+
+# ------------------------------------------------------------------------------ extraction
+
+
+def _batches(lengths: np.ndarray, batch_size: int, same_length: bool) -> list[np.ndarray]:
+    """Consecutive window indices in batches of at most ``batch_size`` (equal length if asked)."""
+    batches: list[np.ndarray] = []
+    start = 0
+    n = len(lengths)
+    while start < n:
+        stop = min(start + batch_size, n)
+        if same_length:
+            differ = np.flatnonzero(lengths[start:stop] != lengths[start])
+            if differ.size:
+                stop = start + int(differ[0])
+        batches.append(np.arange(start, stop))
+        start = stop
+    return batches
+
+
+def extract_speech_features(
+    model_dir: str | os.PathLike | SpeechModel,
+    audio: np.ndarray,
+    *,
+    sample_rate: int = SPEECH_SAMPLE_RATE,
+    window_s: float = 16.1,
+    stride_s: float = 0.1,
+    batch_size: int = 16,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Causal sliding-window features of every layer of a speech model.
+
+    For ``t = stride_s, 2 stride_s, ...`` up to the end of the audio, the model runs on
+    ``audio[max(0, t - window_s) : t]`` and the feature at ``t`` is the hidden state of the last
+    output frame that this audio reaches (see the module docstring), so it sees audio up to
+    ``t`` only.
+
+    Parameters
+    ----------
+    model_dir : path-like or SpeechModel
+        Local snapshot, or a model already loaded with `load_speech_model`.
+    audio : array of shape (n_samples,)
+        Mono audio at ``sample_rate`` (the model's rate), starting at sound onset.
+    sample_rate : int
+        Rate of ``audio`` in Hz; must equal the feature extractor's.
+    window_s : float
+        Window length in seconds (16.1 in the paper: 16 s context + the 0.1 s chunk). For
+        Whisper at most the feature extractor's chunk (30 s).
+    stride_s : float
+        Time between features in seconds.
+    batch_size : int
+        Windows per forward pass.
+    device, dtype : str
+        Used when ``model_dir`` is a path (see `pick_device`, `pick_dtype`).
+
+    Returns
+    -------
+    feats : array of shape (n_layers + 1, n_times, hidden_size), float32
+        Layer 0 is the conv/embedding output, layers 1..n_layers the transformer layers.
+    times : array of shape (n_times,), float64
+        Window end times in seconds from the start of ``audio``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    model = (
+        model_dir
+        if isinstance(model_dir, SpeechModel)
+        else load_speech_model(model_dir, device=device, dtype=dtype)
+    )
+    if sample_rate != model.sample_rate:
+        raise ValueError(
+            f"audio at {sample_rate} Hz but the model expects {model.sample_rate} Hz; "
+            f"read it with read_wav(path, sample_rate={model.sample_rate})"
+        )
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise ValueError(f"audio must be mono, of shape (n_samples,), got {audio.shape}")
+
+    starts, ends = window_bounds(
+        audio.size, sample_rate=sample_rate, window_s=window_s, stride_s=stride_s
+    )
+    if ends.size == 0:
+        raise DataError(
+            f"audio of {audio.size / sample_rate:.3f} s is shorter than one stride ({stride_s} s)"
+        )
+    max_len = model.max_window_samples
+    # checked on window_s, not on this audio: a setting that fails on long stories fails now
+    if max_len is not None and round(window_s * sample_rate) > max_len:
+        raise ValueError(
+            f"window_s={window_s} s exceeds the Whisper chunk of {max_len / sample_rate} s "
+            f"({model.model_dir}); use window_s <= {max_len / sample_rate}"
+        )
+    lengths = ends - starts
+    frames = np.array([model.last_frame(int(n)) for n in lengths], dtype=np.int64)
+    # wav2vec2-family models run unmasked: padding would change the states, so batch equal lengths
+    batches = _batches(lengths, batch_size, same_length=model.family != "whisper")
+
+    n_times = ends.size
+    feats = np.empty((model.n_layers + 1, n_times, model.hidden_size), dtype=np.float32)
+    t_start = last_log = time.perf_counter()
+    for batch in batches:
+        windows = [audio[starts[i] : ends[i]] for i in batch]
+        feats[:, batch] = model.last_frame_states(windows, frames[batch])
+        now = time.perf_counter()
+        if now - last_log > _LOG_EVERY_S:
+            done = int(batch[-1]) + 1
+            logger.info("%d/%d windows (%.1f windows/s)", done, n_times, done / (now - t_start))
+            last_log = now
+    elapsed = time.perf_counter() - t_start
+    logger.info(
+        "%d windows in %.1f s (%.1f windows/s, %d batches) on %s",
+        n_times,
+        elapsed,
+        n_times / max(elapsed, 1e-9),
+        len(batches),
+        model.device,
+    )
+    return feats, ends / float(sample_rate)
+
+
+def _story_rows(story: str, trs_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """TR times of a story and the indices of the TRs kept, ordered by ``response_row``."""
+    trs = read_trs(trs_path)
+    tr_times = np.asarray(trs["time"], dtype=np.float64)
+    response_row = np.asarray(trs["response_row"], dtype=np.int64)
+    keep = np.flatnonzero(response_row >= 0)
+    keep = keep[np.argsort(response_row[keep], kind="stable")]
+    if keep.size == 0:
+        raise DataError(
+            f"story {story!r}: {trs_path} keeps no TR (every response_row is -1); check the "
+            "story's TR count and the trimming settings"
+        )
+    if not np.array_equal(response_row[keep], np.arange(keep.size)):
+        raise DataError(
+            f"story {story!r}: response_row in {trs_path} must number the kept TRs 0..n-1 "
+            "(and mark dropped TRs with -1); re-run the stimulus timing stage"
+        )
+    return tr_times, keep
+
+
+def extract_speech_model(
+    model_dir: str | os.PathLike,
+    wavs: Mapping[str, str | os.PathLike],
+    trs_tables: Mapping[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    model_name: str,
+    window_s: float = 16.1,
+    stride_s: float = 0.1,
+    batch_size: int = 16,
+    device: str = "auto",
+    dtype: str = "auto",
+    lanczos_window: int = 3,
+    lanczos_normalize: bool = False,
+    expected_n_layers: int | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """Extract, downsample and save the features of every story for one speech model.
+
+    Per story (one at a time, so memory holds one story): sliding-window features
+    (`extract_speech_features`) -> Lanczos interpolation to the TR times of the story's TR
+    table (``time`` column, seconds from sound onset) -> the rows with ``response_row >= 0``,
+    in the order of ``response_row`` -> one write per story to the layer files.
+
+    Parameters
+    ----------
+    model_dir : path-like
+        Local snapshot.
+    wavs : mapping of story -> path
+        Story audio, starting at sound onset.
+    trs_tables : mapping of story -> path
+        TR tables (see `fmriscaling.stimuli.read_trs`), same stories as ``wavs``.
+    out_dir : path-like
+        Output directory of the layer files (see `fmriscaling.features.io.FeatureWriter`) and
+        ``provenance.json``.
+    model_name : str
+        Name of the model in the config.
+    window_s, stride_s, batch_size, device, dtype
+        See `extract_speech_features`.
+    lanczos_window : int
+        Lanczos lobes.
+    lanczos_normalize : bool
+        Normalise the Lanczos kernel (the paper does not).
+    expected_n_layers : int, optional
+        Transformer layers the config declares (``n_layers``); a mismatch is an error.
+    params : mapping, optional
+        The rule's params, stored (and hashed) in the provenance.
+
+    Returns
+    -------
+    paths : list of Path
+        The layer files (``layer-0.h5`` .. ``layer-<n_layers>.h5``), layer 0 first; also
+        writes ``out_dir/provenance.json``.
+    """
+    missing = sorted(set(wavs) ^ set(trs_tables))
+    if missing:
+        raise DataError(
+            f"stories {missing} have a wav file or a TR table but not both; every story needs "
+            "both (check the dataset's story list and the stimulus timing outputs)"
+        )
+    if not wavs:
+        raise DataError("no stories to extract")
+    out_dir = Path(out_dir)
+    model = load_speech_model(model_dir, device=device, dtype=dtype, model_name=model_name)
+    if expected_n_layers is not None and expected_n_layers != model.n_layers:
+        raise DataError(
+            f"model {model_name!r} at {model.model_dir} has {model.n_layers} transformer "
+            f"layers, but the config says n_layers: {expected_n_layers}"
+        )
+    logger.info(
+        "%s: %s model, %d layers of size %d, %d parameters",
+        model_name,
+        model.family,
+        model.n_layers,
+        model.hidden_size,
+        model.n_params,
+    )
+
+    # check every input before the first (slow) story, so a bad file fails fast
+    for story, wav_path in wavs.items():
+        check_data_file(wav_path, kind=f"wav audio file of story {story!r}")
+    story_rows = {story: _story_rows(story, trs_tables[story]) for story in wavs}
+
+    story_info: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    with FeatureWriter(out_dir, model.n_layers, model_name) as writer:
+        for k, (story, wav_path) in enumerate(wavs.items()):
+            tr_times, rows = story_rows[story]
+            audio = read_wav(wav_path, sample_rate=model.sample_rate)
+            t_story = time.perf_counter()
+            feats, times = extract_speech_features(
+                model,
+                audio,
+                sample_rate=model.sample_rate,
+                window_s=window_s,
+                stride_s=stride_s,
+                batch_size=batch_size,
+            )
+            # a few TRs after the sound ends are normal; many more mean mismatched files
+            if tr_times[rows].max() > audio.size / model.sample_rate + 10.0:
+                logger.warning(
+                    "%s: kept TRs reach %.1f s but the audio ends at %.1f s",
+                    story,
+                    tr_times[rows].max(),
+                    audio.size / model.sample_rate,
+                )
+            downsampled = downsample_story(
+                feats,
+                times,
+                tr_times,
+                rows,
+                window=lanczos_window,
+                normalize=lanczos_normalize,
+            )
+            writer.write_story(story, downsampled)
+            elapsed = time.perf_counter() - t_story
+            story_info[story] = {
+                "duration_s": audio.size / model.sample_rate,
+                "n_windows": int(times.size),
+                "n_rows": int(rows.size),
+                "seconds": round(elapsed, 3),
+                "windows_per_s": round(times.size / max(elapsed, 1e-9), 2),
+            }
+            logger.info(
+                "[%d/%d] %s: %d windows -> %d TRs in %.1f s (%.1f windows/s)",
+                k + 1,
+                len(wavs),
+                story,
+                times.size,
+                rows.size,
+                elapsed,
+                times.size / max(elapsed, 1e-9),
+            )
+        paths = writer.final_paths()
+
+    settings = {
+        "window_s": window_s,
+        "stride_s": stride_s,
+        "batch_size": batch_size,
+        "lanczos_window": lanczos_window,
+        "lanczos_normalize": lanczos_normalize,
+        "sample_rate": model.sample_rate,
+    }
+    write_json(
+        out_dir / "provenance.json",
+        provenance(
+            dict(params) if params is not None else settings,
+            model_name=model_name,
+            model_dir=str(model.model_dir),
+            **model.snapshot_provenance,
+            family=model.family,
+            n_layers=model.n_layers,
+            hidden_size=model.hidden_size,
+            n_params=model.n_params,
+            n_params_used=model.n_params_used,
+            dtype=str(model.dtype).removeprefix("torch."),
+            device=model.device,
+            settings=settings,
+            stories=story_info,
+            seconds=round(time.perf_counter() - t0, 3),
+        ),
+    )
+    return paths
