@@ -252,7 +252,9 @@ def plot_data_scaling(
     Parameters
     ----------
     table : pandas.DataFrame
-        The scaling table; only rows with ``kind == "subsample"`` are used.
+        The scaling table. Rows with ``kind == "subsample"`` are used, plus the
+        ``kind == "full"`` rows of the same (model, layer): the fit on all training stories is
+        the largest size of the sweep (a subset of all stories is the same for every seed).
     metric : str
         Column drawn on the y axis.
     ax : matplotlib.axes.Axes, optional
@@ -266,9 +268,12 @@ def plot_data_scaling(
         line of a (model, layer) has ``gid="fit:<model>:<layer>"``.
     """
     where = "plot_data_scaling"
-    sub = _rows_of_kind(
-        table, "subsample", ["subject", "model", "layer", "n_train_stories", metric], where
-    )
+    columns = ["subject", "model", "layer", "n_train_stories", metric]
+    sub = _rows_of_kind(table, "subsample", columns, where)
+    if (_fit_kinds(table, where) == "full").any():
+        full = _rows_of_kind(table, "full", columns, where)
+        swept = sub[["model", "layer"]].drop_duplicates()
+        sub = pd.concat([sub, full.merge(swept, on=["model", "layer"])], ignore_index=True)
     ax = _get_ax(ax)
     stats = (
         sub.groupby(["model", "layer", "subject", "n_train_stories"], sort=True)[metric]

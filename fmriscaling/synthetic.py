@@ -58,11 +58,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "TRAIN_STORY_PREFIX",
-    "synthetic_story_names",
     "analytic_cc_max",
     "canonical_hrf",
     "expected_correlation",
     "generate_dataset",
+    "synthetic_story_names",
 ]
 
 TRAIN_STORY_PREFIX = "synthstory"

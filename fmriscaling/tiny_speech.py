@@ -28,11 +28,11 @@ TINY_SPEECH_PRESETS: dict[str, dict[str, Any]] = {
         "hidden_size": 32,
         "num_layers": 2,
         "num_heads": 2,
-        "max_source_positions": 500,
+        "max_source_positions": 250,
     },
     "tiny-hubert": {"arch": "hubert", "hidden_size": 32, "num_layers": 2, "num_heads": 2},
 }
-"""Demo models: one Whisper-like (10 s chunks), one HuBERT-like."""
+"""Demo models: one Whisper-like (5 s chunks, for the demo's 4 s windows), one HuBERT-like."""
 
 
 def build_tiny_speech_model(

@@ -9,8 +9,8 @@ from pathlib import Path
 # the library lives beside the Snakefile: importable here and in every job (also in --sdm conda
 # environments, which hold only a stage's dependencies, not an installed fmriscaling)
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.getenv("PYTHONPATH")) if p)
 )
 
 import numpy as np
@@ -31,6 +31,9 @@ SUBJECTS = config["dataset"]["subjects"]
 TEST_STORY = config["dataset"]["test_story"]
 DATA = f"results/data/{DATASET}"
 NEVER = "(?!x)x"  # a wildcard constraint that matches nothing: the rule is off for this config
+# the dataset rules that apply: generated (rules/synthetic.smk) or downloaded (rules/download.smk)
+SYNTHETIC_DATASET = re.escape(DATASET) if SOURCE == "synthetic" else NEVER
+OPENNEURO_DATASET = re.escape(DATASET) if SOURCE == "openneuro" else NEVER
 
 RUN_MODELS = config["run_models"]
 MODELS = {name: config["models"][name] for name in RUN_MODELS}
@@ -155,10 +158,71 @@ def alphas():
 
 
 def subsample_sizes(subject):
-    return story_count_grid(len(train_stories(subject)), config["subsampling"]["n_stories"])
+    """Story counts of the data-size sweep, below all: the full fit is the all-stories point
+    (a subset of every story is the same for every seed)."""
+    n_all = len(train_stories(subject))
+    return [n for n in story_count_grid(n_all, config["subsampling"]["n_stories"]) if n < n_all]
+
+
+# ---------------------------------------------------------------- stage inputs
+
+
+def tiny_model_corpus(wildcards):
+    """Text models train their tokenizer on the demo stories; speech models need nothing."""
+    if MODELS[wildcards.model]["kind"] != "text":
+        return []
+    return expand(f"{DATA}/derivative/TextGrids/{{story}}.TextGrid", story=ALL_STORIES)
+
+
+def manifest_entry(wildcards):
+    """Size and md5 of a manifest path; a clear error for a path the snapshot does not have."""
+    try:
+        row = MANIFEST_INDEX.loc[wildcards.path]
+    except KeyError:
+        raise ValueError(
+            f"{wildcards.path} is not in {config['download']['manifest']}: the workflow can only "
+            "download files of the ds003020 snapshot listed there"
+        ) from None
+    return {"size": int(row["size"]), "md5": str(row["md5"])}
+
+
+def dataset_files(wildcards=None):
+    """Every data file the configured analysis needs (and the extra kinds asked for)."""
+    files = [f"{DATA}/derivative/respdict.json"]
+    files += expand(f"{DATA}/derivative/TextGrids/{{story}}.TextGrid", story=ALL_STORIES)
+    if SPEECH_MODELS:
+        files += expand(f"{DATA}/stimuli/{{story}}.wav", story=ALL_STORIES)
+    for subject in SUBJECTS:
+        files += [response_file(subject, s) for s in train_stories(subject) + [TEST_STORY]]
+    if SOURCE == "openneuro":
+        for subject in SUBJECTS:
+            prefixes = []
+            if "pycortex" in config["download"]["kinds"] or config["figures"]["brain_maps"]:
+                prefixes.append(f"derivative/pycortex-db/{subject}/transforms/{subject}_auto/")
+            if "freesurfer" in config["download"]["kinds"]:
+                prefixes.append(f"derivative/fmriprep/sourcedata/freesurfer/{subject}/")
+            files += [
+                f"{DATA}/{p}"
+                for p in MANIFEST["path"]
+                if any(p.startswith(prefix) for prefix in prefixes)
+            ]
+    return sorted(set(files))
+
+
+def timing_tables(kind):
+    return expand(f"results/stimuli/{{{{dataset}}}}/{{story}}.{kind}.tsv", story=ALL_STORIES)
 
 
 # ---------------------------------------------------------------- targets
+
+
+def subsample_scores_path(subject, model, layer, n, seed):
+    return os.path.join(
+        f"results/encoding/{DATASET}/{subject}/{model}/layer-{layer}",
+        f"ntrain-{n}",
+        f"seed-{seed}",
+        "scores.npz",
+    )
 
 
 def full_fit_scores():
@@ -172,8 +236,7 @@ def full_fit_scores():
 
 def subsample_scores():
     return [
-        f"results/encoding/{DATASET}/{subject}/{fit['model']}/layer-{layer}"
-        f"/ntrain-{n}/seed-{seed}/scores.npz"
+        subsample_scores_path(subject, fit["model"], layer, n, seed)
         for subject in SUBJECTS
         for fit in config["subsampling"]["fits"]
         for layer in fit["layers"]
@@ -211,7 +274,7 @@ def table_entries():
                                     common,
                                     n_train=n,
                                     seed=seed,
-                                    path=f"{base}/ntrain-{n}/seed-{seed}/scores.npz",
+                                    path=subsample_scores_path(subject, model, layer, n, seed),
                                 )
                             )
     return entries

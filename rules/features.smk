@@ -2,10 +2,6 @@
 # writes every layer, downsampled to the TRs of the response files.
 
 
-def timing_tables(kind):
-    return expand(f"results/stimuli/{{{{dataset}}}}/{{story}}.{kind}.tsv", story=ALL_STORIES)
-
-
 rule extract_text_features:
     input:
         model=model_dir_input,

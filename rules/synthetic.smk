@@ -1,7 +1,5 @@
 # The embedded demo: a synthetic dataset in the exact ds003020 layout, and tiny random models.
 
-SYNTHETIC_DATASET = re.escape(DATASET) if SOURCE == "synthetic" else NEVER
-
 
 rule generate_demo_dataset:
     output:
@@ -42,13 +40,6 @@ rule generate_demo_dataset:
         tr=config["stimuli"]["tr"],
     script:
         "../workflow_scripts/generate_demo_dataset.py"
-
-
-def tiny_model_corpus(wildcards):
-    """Text models train their tokenizer on the demo stories; speech models need nothing."""
-    if MODELS[wildcards.model]["kind"] != "text":
-        return []
-    return expand(f"{DATA}/derivative/TextGrids/{{story}}.TextGrid", story=ALL_STORIES)
 
 
 rule build_tiny_model:

@@ -186,8 +186,10 @@ def test_model_size_cc_norm_metric_label(table, ax):
 def test_data_scaling_means_and_error_bars_match_groupby(table, ax):
     out = plotting.plot_data_scaling(table, ax=ax)
     assert out is ax
-    sub = table[table["kind"] == "subsample"]
-    stats = sub.groupby(["subject", "n_train_stories"])["mean_r"].agg(["mean", "std"])
+    # the sweep's points plus the fit on all stories of the same (model, layer)
+    swept = table[(table["model"] == "opt-125m") & (table["layer"] == 9)]
+    assert set(swept["kind"]) == {"full", "subsample"}
+    stats = swept.groupby(["subject", "n_train_stories"])["mean_r"].agg(["mean", "std"])
     for subject in ("UTS01", "UTS02"):
         expected = stats.loc[subject]
         key = f"opt-125m:9:{subject}"
@@ -197,8 +199,9 @@ def test_data_scaling_means_and_error_bars_match_groupby(table, ax):
         segments = by_gid(ax, f"errorbars:{key}").get_segments()
         lows = np.array([seg[0][1] for seg in segments])
         highs = np.array([seg[1][1] for seg in segments])
-        np.testing.assert_allclose(lows, expected["mean"] - expected["std"])
-        np.testing.assert_allclose(highs, expected["mean"] + expected["std"])
+        spread = expected["std"].fillna(0.0)
+        np.testing.assert_allclose(lows, expected["mean"] - spread)
+        np.testing.assert_allclose(highs, expected["mean"] + spread)
 
 
 def test_data_scaling_pooled_fit_and_percent_annotation(ax):

@@ -1,0 +1,26 @@
+# fmriscaling: scaling laws of fMRI encoding models (language, speech; data size).
+# Table of contents only: helpers live in rules/common.smk, one .smk per stage.
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/synthetic.smk"
+include: "rules/download.smk"
+include: "rules/stimuli.smk"
+include: "rules/features.smk"
+include: "rules/encoding.smk"
+include: "rules/noise_ceiling.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_targets,

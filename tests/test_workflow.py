@@ -1,0 +1,183 @@
+"""The workflow through the Snakemake CLI: the demo end to end in a temporary directory, the real
+study's plan without network, reruns, and config errors at start."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+WORKFLOW_PARTS = ("Snakefile", "rules", "config", "workflow_scripts", "envs")
+
+pytestmark = pytest.mark.slow
+
+
+def _copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in WORKFLOW_PARTS:
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part)
+        else:
+            shutil.copy2(src, dest / part)
+    return dest
+
+
+def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", MPLBACKEND="Agg")
+    cmd = [SNAKEMAKE, "--cores", "2", "--workflow-profile", "config/profiles/default", *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n"
+            f"{proc.stderr[-10000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """The demo, run once for this module exactly as `make demo` runs it."""
+    workdir = _copy_workflow(tmp_path_factory.mktemp("demo"))
+    _snakemake(workdir)
+    return workdir
+
+
+def test_demo_makes_every_final_target(demo):
+    tables = demo / "results" / "tables" / "demo"
+    figures = demo / "results" / "figures" / "demo"
+    for name in ("encoding", "best_layers", "scaling"):
+        assert (tables / f"{name}.csv").is_file()
+        assert (tables / f"{name}.md").is_file()
+    for name in ("model_size_scaling", "data_scaling", "layer_profiles"):
+        for fmt in ("png", "pdf"):
+            assert (figures / f"{name}.{fmt}").stat().st_size > 1000
+    for subject in ("UTS01", "UTS02"):
+        png = figures / f"{subject}_best_model_map.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_table_has_one_row_per_fit(demo):
+    table = pd.read_csv(demo / "results" / "tables" / "demo" / "encoding.csv")
+    layers = {"tiny-opt-xs": 3, "tiny-opt-s": 4, "tiny-opt-m": 5, "tiny-hubert": 3,
+              "tiny-whisper": 3}  # fmt: skip
+    full = table[table["full_train"]]
+    assert len(full) == 2 * sum(layers.values())
+    assert full.groupby("model")["layer"].nunique().to_dict() == layers
+    sub = table[~table["full_train"]]
+    # 4 log-spaced story counts from 2 to 12, 3 seeds, one layer, 2 subjects
+    assert sorted(sub["n_train_stories"].unique()) == [2, 3, 6, 12]
+    assert len(sub) == 2 * 4 * 3
+    assert np.isfinite(table["mean_r"]).all()
+    assert (table["n_voxels"] == 300).all()
+    assert set(table["backend"]) <= {"numpy", "torch"}
+    # the n_params of the tiny models come from their snapshots and grow with the preset
+    sizes = full.groupby("model")["n_params"].first()
+    assert sizes["tiny-opt-xs"] < sizes["tiny-opt-s"] < sizes["tiny-opt-m"]
+
+
+def test_demo_features_match_response_rows(demo):
+    respdict = json.loads((demo / "results/data/demo/derivative/respdict.json").read_text())
+    for model, n_layers in (("tiny-opt-m", 4), ("tiny-whisper", 2)):
+        folder = demo / "results" / "features" / "demo" / model
+        assert sorted(p.name for p in folder.glob("layer-*.h5")) == sorted(
+            f"layer-{i}.h5" for i in range(n_layers + 1)
+        )
+        with h5py.File(folder / "layer-1.h5", "r") as f:
+            assert set(f) == set(respdict)
+            for story, n in respdict.items():
+                assert f[story].shape[0] == n - 20
+                assert f[story].dtype == np.float32
+        record = json.loads((folder / "provenance.json").read_text())
+        assert record["params"]["model_name"] == model
+
+
+def test_demo_recovers_known_signal(demo):
+    """Voxels the ground truth says are predictable are predicted better than null voxels."""
+    truth = np.load(demo / "results/data/demo/ground_truth/UTS01.npz", allow_pickle=False)
+    ceiling = np.load(demo / "results/noise_ceiling/demo/UTS01.npz", allow_pickle=False)
+    # estimated CC_max follows the analytic one
+    valid = ceiling["valid"]
+    est = ceiling["cc_max"][valid]
+    assert np.corrcoef(est, truth["cc_max"][valid])[0, 1] > 0.8
+    scores = np.load(
+        demo / "results/encoding/demo/UTS01/tiny-opt-m/layer-2/scores.npz", allow_pickle=False
+    )
+    r = scores["test_r"]
+    snr = truth["cc_max"]
+    high, low = r[snr > np.quantile(snr, 0.75)], r[snr < np.quantile(snr, 0.25)]
+    assert high.mean() > low.mean() + 0.05
+
+
+def test_demo_is_complete_and_a_deleted_target_is_rebuilt_alone(demo):
+    dry = _snakemake(demo, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    target = demo / "results/encoding/demo/UTS02/tiny-opt-s/layer-1/scores.npz"
+    before = np.load(target)["test_r"]
+    target.unlink()
+    dry = _snakemake(demo, "-n", "--quiet", "rules")  # no targets: the default target
+    plan = dry.stdout + dry.stderr
+    assert "fit_encoding " in plan or "fit_encoding\n" in plan
+    assert "extract_text_features" not in plan
+    _snakemake(demo, str(target.relative_to(demo)))
+    np.testing.assert_allclose(np.load(target)["test_r"], before, rtol=1e-5, atol=1e-6)
+
+
+def test_changed_param_reruns_exactly_the_affected_jobs(demo, tmp_path):
+    overlay = tmp_path / "delays.yaml"
+    overlay.write_text("encoding:\n  delays: [1, 2, 3]\n")
+    dry = _snakemake(demo, "-n", "--configfile", str(overlay))
+    plan = dry.stdout + dry.stderr
+    assert "fit_encoding" in plan
+    assert "extract_text_features" not in plan
+    assert "noise_ceiling" not in plan
+    assert "generate_demo_dataset" not in plan
+
+
+def test_provenance_beside_scores(demo):
+    scores = demo / "results/encoding/demo/UTS01/tiny-opt-xs/layer-0/scores.npz"
+    record = json.loads(scores.with_name("scores.npz.provenance.json").read_text())
+    assert record["params"]["delays"] == [1, 2, 3, 4]
+    assert len(record["config_hash"]) == 16
+    assert record["versions"]["himalaya"]
+
+
+def test_unknown_config_key_fails_at_start_naming_it(tmp_path):
+    workdir = _copy_workflow(tmp_path / "wf")
+    overlay = tmp_path / "bad.yaml"
+    overlay.write_text("encoding:\n  delayz: [1, 2]\n")
+    proc = _snakemake(workdir, "-n", "--configfile", str(overlay), check=False)
+    assert proc.returncode != 0
+    assert "unknown config key(s) 'delayz' under 'encoding'" in proc.stdout + proc.stderr
+
+
+def test_real_study_plans_downloads_and_timing_offline(tmp_path):
+    workdir = _copy_workflow(tmp_path / "wf")
+    targets = [
+        "download_dataset",
+        "results/stimuli/lebel2023/souls.trs.tsv",
+        "results/stimuli/lebel2023/wheretheressmoke.words.tsv",
+    ]
+    proc = _snakemake(
+        workdir, *targets, "-n", "--configfile", "config/lebel2023.yaml", "--quiet", "rules"
+    )
+    plan = proc.stdout + proc.stderr
+    assert "download_ds003020_file" in plan
+    assert "story_timing" in plan
+    proc = _snakemake(
+        workdir, "-n", "--configfile", "config/lebel2023.yaml", "-p",
+        "results/data/lebel2023/derivative/preprocessed_data/UTS03/souls.hf5",
+    )  # fmt: skip
+    plan = proc.stdout + proc.stderr
+    assert "results/data/lebel2023/derivative/preprocessed_data/UTS03/souls.hf5" in plan
+    assert "download_ds003020_file" in plan
