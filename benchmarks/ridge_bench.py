@@ -1,0 +1,301 @@
+"""Benchmark `fit_ridge_cv` against a companion-style bootstrap ridge at equal settings.
+
+Both fits use the same alphas (companion ``a`` = √λ, converted with `alphas_from_companion`),
+the same number of resamples / folds, float32, and are scored by the mean test r over voxels.
+
+    .venv/bin/python benchmarks/ridge_bench.py --size small           # < 20 s
+    .venv/bin/python benchmarks/ridge_bench.py --size cpu              # a few minutes on 2 cores
+    .venv/bin/python benchmarks/ridge_bench.py --size real --no-baseline   # on a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fmriscaling.encoding.ridge import (
+    _PeakMemory,
+    alphas_from_companion,
+    bootstrap_chunk_folds,
+    fit_ridge_cv,
+    resolve_backend,
+    story_folds,
+)
+
+SIZES = {
+    # n_train, n_features, n_voxels, n_test, story_len
+    "small": (600, 512, 2000, 150, 100),
+    "cpu": (3000, 4096, 20000, 300, 300),
+    "real": (27000, 28672, 95000, 300, 300),
+}
+
+
+def make_data(n_train, n_features, n_voxels, n_test, rank=20, seed=0):
+    """Synthetic encoding data with a realistic structure.
+
+    Features have a power-law spectrum (column scales k^-0.6) and temporal autocorrelation
+    (AR(1), 0.5); voxels are a rank-``rank`` linear signal plus white noise, with signal-to-noise
+    spread log-uniformly over two decades; everything z-scored. Returns X, Y, X_test, Y_test,
+    float32.
+    """
+    rng = np.random.default_rng(seed)
+    scales = (np.arange(1, n_features + 1, dtype=np.float32) ** -0.6).astype(np.float32)
+    basis = rng.standard_normal((n_features, rank), dtype=np.float32) / np.sqrt(n_features)
+    mixing = rng.standard_normal((rank, n_voxels), dtype=np.float32)
+    snr = np.exp(rng.uniform(np.log(0.05), np.log(5.0), n_voxels)).astype(np.float32)
+
+    def one(n):
+        x = rng.standard_normal((n, n_features), dtype=np.float32)
+        x[1:] += 0.5 * x[:-1]
+        x *= scales
+        x = (x - x.mean(0)) / x.std(0)
+        signal = (x * scales) @ basis @ mixing
+        signal /= signal.std(0)
+        y = signal * np.sqrt(snr)
+        y += rng.standard_normal((n, n_voxels), dtype=np.float32)
+        y = (y - y.mean(0)) / y.std(0)
+        return x.astype(np.float32), y.astype(np.float32)
+
+    X, Y = one(n_train)
+    X_test, Y_test = one(n_test)
+    return X, Y, X_test, Y_test
+
+
+def _zs(v):
+    return (v - v.mean(0)) / (v.std(0) + 1e-10)
+
+
+def bootstrap_ridge_baseline(X, Y, X_test, Y_test, companion_alphas, folds):
+    """Companion-style bootstrap ridge (Huth lab ``bootstrap_ridge`` / ``ridge_corr``), float32.
+
+    Per resample: one ``np.linalg.svd`` of the training stimulus, ``UR = Uᵀ Y_train``, and for
+    each companion alpha ``a`` the held-out predictions ``(P Vhᵀ · S/(S² + a²)) UR`` and their
+    correlations. The per-voxel alpha maximises the mean correlation over resamples; the final
+    weights come from an SVD of all training data, grouped by alpha.
+
+    Returns
+    -------
+    dict with ``alphas`` (companion ``a``, per voxel), ``test_r``, ``cv_scores``.
+    """
+    companion_alphas = np.asarray(companion_alphas, dtype=np.float32)
+    n_voxels = Y.shape[1]
+    corr_sum = np.zeros((companion_alphas.size, n_voxels), dtype=np.float32)
+    for train, val in folds:
+        U, S, Vh = np.linalg.svd(X[train], full_matrices=False)
+        UR = U.T @ Y[train]
+        PVh = X[val] @ Vh.T
+        z_val = _zs(Y[val])
+        for i, a in enumerate(companion_alphas):
+            D = S / (S**2 + a**2)
+            pred = (PVh * D) @ UR
+            corr = (_zs(pred) * z_val).mean(0)
+            corr[np.isnan(corr)] = 0
+            corr_sum[i] += corr
+    mean_corr = corr_sum / len(folds)
+    best = np.argmax(mean_corr, axis=0)
+    U, S, Vh = np.linalg.svd(X, full_matrices=False)
+    UR = U.T @ Y
+    weights = np.zeros((X.shape[1], n_voxels), dtype=np.float32)
+    for i, a in enumerate(companion_alphas):
+        selected = best == i
+        if selected.any():
+            D = S / (S**2 + a**2)
+            weights[:, selected] = Vh.T @ (D[:, None] * UR[:, selected])
+    pred = X_test @ weights
+    test_r = (_zs(pred) * _zs(Y_test)).mean(0)
+    return {
+        "alphas": companion_alphas[best],
+        "test_r": test_r,
+        "cv_scores": mean_corr[best, np.arange(n_voxels)],
+    }
+
+
+def ours_flops(n, p, v, n_test, folds, n_alphas):
+    """Dominant flops of `fit_ridge_cv` (eigh counted as 9 r³, GEMM as 2mnk)."""
+    dual = n < p
+    r_full = n if dual else p
+    total = 2 * n * n * p if dual else 2 * n * p * p
+    for train, val in folds:
+        r = len(train) if dual else p
+        m = len(val)
+        total += 9 * r**3 + 2 * m * r * (len(train) if dual else p)
+        total += 2 * r * (len(train) if dual else p) * v  # Z = Vᵀ Y_train
+        total += 2 * r * m * v + 2 * n_alphas * r * v  # AᵀY_val, cross terms
+        total += 2 * n_alphas * m * r * v  # Σ P² per alpha
+    total += 9 * r_full**3 + 2 * r_full * r_full * v  # refit eigh, projection
+    total += 2 * n_test * (n * p + n * r_full if dual else p * r_full) + 2 * n_test * r_full * v
+    if not dual:
+        total += 2 * n * p * v  # XᵀY
+    return float(total)
+
+
+def measure_matmul_rate(backend, size=4096, repeats=3):
+    """Best-of-``repeats`` FLOP/s of a size x size float32 GEMM on the backend's device."""
+    a = backend.asarray(np.random.default_rng(0).standard_normal((size, size), dtype=np.float32))
+    backend.to_numpy(backend.matmul(a, a)[:1, :1])
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        backend.to_numpy(backend.matmul(a, a)[:1, :1])  # to_numpy synchronises a GPU
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--n-folds", type=int, default=5)
+    parser.add_argument("--alphas", type=int, default=15, help="number of alphas")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the bootstrap baseline")
+    parser.add_argument("--force", action="store_true", help="run --size real without a GPU")
+    parser.add_argument("--json", nargs="?", const="-", help="write results as JSON (- = stdout)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    n_train, n_features, n_voxels, n_test, story_len = SIZES[args.size]
+    companion = np.logspace(1, 4, args.alphas)
+    alphas = alphas_from_companion(companion)  # himalaya λ = a²: logspace(2, 8)
+    backend, backend_name = resolve_backend(args.backend)
+    rate = measure_matmul_rate(backend)
+    device = "cuda" if backend_name == "torch_cuda" else f"{cpu_model()} ({_n_cores()} cores)"
+    if backend_name == "torch_cuda":
+        import torch
+
+        device = torch.cuda.get_device_name()
+
+    if args.size == "real" and backend_name != "torch_cuda" and not args.force:
+        folds = story_folds([n_train // args.n_folds] * args.n_folds, n_folds=args.n_folds)
+        flops = ours_flops(n_train, n_features, n_voxels, n_test, folds, args.alphas)
+        print(
+            f"real size needs a GPU (Y alone is {n_train * n_voxels * 4 / 1e9:.0f} GB); "
+            f"{flops / 1e12:.0f} TFLOP would take ~{flops / rate / 60:.0f} min at this device's "
+            f"{rate / 1e9:.0f} GFLOP/s (9 r^3 per eigh). Use --force to run anyway."
+        )
+        return
+    t0 = time.perf_counter()
+    X, Y, X_test, Y_test = make_data(n_train, n_features, n_voxels, n_test)
+    logging.info("data generated in %.1f s", time.perf_counter() - t0)
+
+    n_stories = max(2, n_train // story_len)
+    lengths = [n_train // n_stories] * n_stories
+    lengths[-1] += n_train - sum(lengths)
+    s_folds = story_folds(lengths, n_folds=args.n_folds)
+    chunk_len = 40
+    b_folds = bootstrap_chunk_folds(
+        n_train,
+        n_boots=args.n_folds,
+        chunk_len=chunk_len,
+        n_chunks=max(1, round(n_train / args.n_folds / chunk_len)),
+        random_state=0,
+    )
+
+    report = {
+        "command": " ".join(["python", *sys.argv]),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": device,
+        "backend": backend_name,
+        "size": dict(n_train=n_train, n_features=n_features, n_voxels=n_voxels, n_test=n_test),
+        "n_folds": args.n_folds,
+        "n_alphas": args.alphas,
+        "matmul_gflops": rate / 1e9,
+    }
+    runs = {"ours_story_folds": s_folds, "ours_bootstrap_folds": b_folds}
+    for name, folds in runs.items():
+        res = fit_ridge_cv(
+            X, Y, alphas=alphas, folds=folds, X_test=X_test, Y_test=Y_test, backend=backend_name
+        )
+        flops = ours_flops(n_train, n_features, n_voxels, n_test, folds, args.alphas)
+        report[name] = {
+            "seconds": res.fit_seconds,
+            "peak_memory_gb": res.peak_memory_bytes / 1e9,
+            "gflop": flops / 1e9,
+            "achieved_gflops": flops / res.fit_seconds / 1e9,
+            "fraction_of_matmul_rate": flops / res.fit_seconds / rate,
+            "mean_test_r": float(np.mean(res.test_r)),
+            "solver": res.solver,
+            "alphas": res.alphas,
+        }
+    if not args.no_baseline:
+        peak = _PeakMemory("cpu")
+        t0 = time.perf_counter()
+        base = bootstrap_ridge_baseline(X, Y, X_test, Y_test, companion, b_folds)
+        seconds = time.perf_counter() - t0
+        report["baseline_bootstrap"] = {
+            "seconds": seconds,
+            "peak_memory_gb": peak.peak() / 1e9,
+            "mean_test_r": float(np.mean(base["test_r"])),
+        }
+        ours = report["ours_bootstrap_folds"]
+        same = np.mean(np.isclose(ours["alphas"], alphas_from_companion(base["alphas"]), rtol=1e-3))
+        report["same_alpha_fraction_equal_folds"] = float(same)
+        for name in runs:
+            report[name]["speedup_vs_baseline"] = seconds / report[name]["seconds"]
+    for name in runs:
+        report[name].pop("alphas")
+
+    text = json.dumps(report, indent=2)
+    if args.json == "-":
+        print(text)
+    else:
+        if args.json:
+            Path(args.json).write_text(text + "\n")
+        _print_table(report, runs)
+
+
+def _n_cores():
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _print_table(report, runs):
+    size = report["size"]
+    print(
+        f"\n{report['device']}, backend {report['backend']}, GEMM {report['matmul_gflops']:.0f} "
+        f"GFLOP/s; {size['n_train']} TRs x {size['n_features']} features x "
+        f"{size['n_voxels']} voxels, {report['n_folds']} folds, {report['n_alphas']} alphas"
+    )
+    print(
+        f"{'fit':28s} {'seconds':>8s} {'peak GB':>8s} {'GFLOP/s':>8s} {'test r':>7s} {'speedup':>8s}"
+    )
+    for name in runs:
+        r = report[name]
+        print(
+            f"{name:28s} {r['seconds']:8.1f} {r['peak_memory_gb']:8.2f} "
+            f"{r['achieved_gflops']:8.0f} {r['mean_test_r']:7.4f} "
+            f"{r.get('speedup_vs_baseline', float('nan')):8.1f}"
+        )
+    if "baseline_bootstrap" in report:
+        b = report["baseline_bootstrap"]
+        print(
+            f"{'baseline_bootstrap':28s} {b['seconds']:8.1f} {b['peak_memory_gb']:8.2f} "
+            f"{'':>8s} {b['mean_test_r']:7.4f}"
+        )
+        print(
+            f"same alpha as baseline (equal folds): {report['same_alpha_fraction_equal_folds']:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

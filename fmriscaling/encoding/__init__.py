@@ -1,0 +1,1 @@
+"""Voxelwise encoding models: design matrices, ridge regression, scoring."""

@@ -1,0 +1,292 @@
+"""One encoding fit: one subject, one feature layer, one training set, one test story."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._utils import DataError, atomic_path, write_json, write_provenance
+from .design import build_design
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["fit_encoding", "scores_json_path"]
+
+_CV_KINDS = ("stories", "bootstrap")
+
+
+def scores_json_path(out_npz: str | os.PathLike) -> Path:
+    """Path of the JSON summary written beside ``out_npz`` (``scores.npz`` -> ``scores.json``)."""
+    return Path(out_npz).with_suffix(".json")
+
+
+def fit_encoding(
+    *,
+    feature_file: str | os.PathLike,
+    response_files: Mapping[str, str | os.PathLike],
+    train_stories: Sequence[str],
+    test_story: str,
+    delays: Sequence[int] = (1, 2, 3, 4),
+    alphas: Sequence[float],
+    cv: str = "stories",
+    n_folds: int = 5,
+    bootstrap: Mapping[str, int] | None = None,
+    extra_trim_test: int = 40,
+    extra_trim_train: Mapping[str, int] | None = None,
+    backend: str = "auto",
+    solver: str = "auto",
+    n_targets_batch: int | str = "auto",
+    save_weights: bool = False,
+    save_predictions: bool = False,
+    seed: int = 0,
+    out_npz: str | os.PathLike,
+    params: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fit a voxelwise ridge encoding model and score it on the test story.
+
+    Features of every story come from one layer file (`fmriscaling.features.io.read_layer`),
+    responses from one file per story (`fmriscaling.responses.read_responses`). Designs are
+    built per story by `build_design` (trim, then z-score, then delay, within each story);
+    the test story loses ``extra_trim_test`` TRs at its start, the training stories only what
+    ``extra_trim_train`` says. Alphas are chosen per voxel by cross-validation on the training
+    stories only (whole held-out stories, or contiguous bootstrap chunks), then the model is
+    refit on all training stories and scored by Pearson r on the test story.
+
+    Parameters
+    ----------
+    feature_file : path-like
+        ``layer-{l}.h5`` with one dataset per story, shape (n_trs, n_features).
+    response_files : mapping story -> path-like
+        Response file of each story (training and test).
+    train_stories : sequence of str
+        Training stories (concatenated in this order).
+    test_story : str
+        Held-out story (must not be a training story).
+    delays : sequence of int, default (1, 2, 3, 4)
+        FIR delays in TRs.
+    alphas : sequence of float
+        Ridge penalties in himalaya's (standard λ) convention: the companion code's
+        ``logspace(1, 4)`` is ``logspace(2, 8)`` here.
+    cv : {"stories", "bootstrap"}, default "stories"
+        Leave-stories-out folds, or bootstrap held-out chunks of contiguous TRs.
+    n_folds : int, default 5
+        Story folds (capped at the number of training stories).
+    bootstrap : mapping, optional
+        ``n_boots`` (default 20), ``chunk_len`` (default 40), ``n_chunks`` (default: enough
+        chunks to hold out ~20 % of the training TRs), used when ``cv="bootstrap"``.
+    extra_trim_test : int, default 40
+        TRs dropped at the start of the test story.
+    extra_trim_train : mapping story -> int, optional
+        TRs dropped at the start of training stories.
+    backend, solver, n_targets_batch
+        Passed to `fmriscaling.encoding.ridge.fit_ridge_cv`.
+    save_weights : bool, default False
+        Store the ridge weights, shape (n_features * n_delays, n_voxels), in the npz.
+    save_predictions : bool, default False
+        Store ``test_pred``, ``test_true`` (n_test_trs, n_voxels) and ``oof_pred``
+        (n_train_trs, n_voxels).
+    seed : int, default 0
+        Seed of the bootstrap chunks.
+    out_npz : path-like
+        ``scores.npz``: per-voxel ``test_r``, ``alpha``, ``cv_score`` (float32) and the alpha
+        grid ``alphas``, plus the optional arrays. ``scores.json`` (summary) and
+        ``scores.npz.provenance.json`` are written beside it.
+    params : mapping, optional
+        Rule params stored in the provenance.
+    meta : mapping, optional
+        Labels (subject, model, layer, seed, ...) copied into the JSON summary.
+
+    Returns
+    -------
+    summary : dict
+        What ``scores.json`` holds: n_train_stories, n_train_trs, n_test_trs, train_stories,
+        test_story, n_voxels, n_features, solver, backend, fit_seconds, peak_memory_bytes,
+        mean_test_r, median_test_r, median_alpha, mean_cv_score, cv, n_folds, plus ``meta``.
+
+    Raises
+    ------
+    DataError
+        Missing files or stories, TR-count mismatches, a one-story training set with story
+        folds, non-finite inputs or scores.
+    """
+    from ..features.io import read_layer
+    from ..responses import check_tr_count, read_responses
+    from .ridge import bootstrap_chunk_folds, fit_ridge_cv, story_folds
+
+    train_stories = [str(s) for s in train_stories]
+    test_story = str(test_story)
+    _check_story_lists(train_stories, test_story, response_files, cv)
+
+    features: dict[str, np.ndarray] = {}
+    responses: dict[str, np.ndarray] = {}
+    for story in [*train_stories, test_story]:
+        features[story] = read_layer(feature_file, story)
+        responses[story] = read_responses(response_files[story], story=story)
+        check_tr_count(
+            story,
+            features[story].shape[0],
+            responses[story].shape[0],
+            feature_file=feature_file,
+            response_file=response_files[story],
+        )
+
+    X_train, Y_train, lengths = build_design(
+        features, responses, train_stories, delays=delays, extra_trim=extra_trim_train
+    )
+    X_test, Y_test, _ = build_design(
+        features, responses, [test_story], delays=delays, extra_trim={test_story: extra_trim_test}
+    )
+    del features, responses
+
+    if cv == "stories":
+        n_folds_used = min(int(n_folds), len(train_stories))
+        folds = story_folds(lengths, n_folds=n_folds_used)
+    else:
+        boot = dict(bootstrap or {})
+        chunk_len = int(boot.get("chunk_len", 40))
+        n_chunks = boot.get("n_chunks")
+        if n_chunks is None:
+            n_chunks = max(1, math.ceil(0.2 * X_train.shape[0] / chunk_len))
+        folds = bootstrap_chunk_folds(
+            X_train.shape[0],
+            n_boots=int(boot.get("n_boots", 20)),
+            chunk_len=chunk_len,
+            n_chunks=int(n_chunks),
+            random_state=seed,
+        )
+        n_folds_used = len(folds)
+
+    alphas = np.asarray(alphas, dtype=np.float64)
+    if alphas.ndim != 1 or alphas.size == 0 or not np.all(alphas > 0):
+        raise DataError(f"alphas {alphas!r}: expected a non-empty 1-D grid of positive values.")
+    logger.info(
+        "fitting %d train TRs (%d stories) x %d features -> %d voxels; cv=%s (%d folds)",
+        X_train.shape[0],
+        len(train_stories),
+        X_train.shape[1],
+        Y_train.shape[1],
+        cv,
+        n_folds_used,
+    )
+    result = fit_ridge_cv(
+        X_train,
+        Y_train,
+        alphas=alphas,
+        folds=folds,
+        X_test=X_test,
+        Y_test=Y_test,
+        backend=backend,
+        solver=solver,
+        n_targets_batch=n_targets_batch,
+        return_weights=save_weights,
+        return_test_pred=save_predictions,
+        return_oof_pred=save_predictions,
+    )
+
+    test_r = np.asarray(result.test_r, dtype=np.float32)
+    best_alpha = np.asarray(result.alphas, dtype=np.float32)
+    cv_score = np.asarray(result.cv_scores, dtype=np.float32)
+    for name, values in (("test r", test_r), ("alpha", best_alpha), ("CV score", cv_score)):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise DataError(
+                f"{out_npz}: {int(bad.sum())} of {values.size} voxels have a non-finite "
+                f"{name} (first: {np.flatnonzero(bad)[:5].tolist()}); test story "
+                f"{test_story!r}, features {feature_file}. Expected finite scores: a voxel "
+                "that is constant in a story or a NaN in the inputs causes this; mask such "
+                "voxels out of the response files."
+            )
+
+    arrays: dict[str, np.ndarray] = {
+        "test_r": test_r,
+        "alpha": best_alpha,
+        "cv_score": cv_score,
+        "alphas": alphas,
+    }
+    if save_weights:
+        arrays["weights"] = np.asarray(result.weights, dtype=np.float32)
+    if save_predictions:
+        arrays["test_pred"] = np.asarray(result.test_pred, dtype=np.float32)
+        arrays["test_true"] = Y_test
+        arrays["oof_pred"] = np.asarray(result.oof_pred, dtype=np.float32)
+    out_npz = Path(out_npz)
+    with atomic_path(out_npz, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+
+    summary: dict[str, Any] = {
+        **dict(meta or {}),
+        "n_train_stories": len(train_stories),
+        "n_train_trs": int(X_train.shape[0]),
+        "n_test_trs": int(X_test.shape[0]),
+        "train_stories": train_stories,
+        "test_story": test_story,
+        "n_voxels": int(test_r.size),
+        "n_features": int(X_train.shape[1]),
+        "delays": [int(d) for d in delays],
+        "cv": cv,
+        "n_folds": int(n_folds_used),
+        "solver": str(result.solver),
+        "backend": str(result.backend),
+        "fit_seconds": float(result.fit_seconds),
+        "peak_memory_bytes": int(result.peak_memory_bytes),
+        "mean_test_r": float(test_r.astype(np.float64).mean()),
+        "median_test_r": float(np.median(test_r)),
+        "median_alpha": float(np.median(best_alpha)),
+        "mean_cv_score": float(cv_score.astype(np.float64).mean()),
+    }
+    write_json(scores_json_path(out_npz), summary)
+    write_provenance(
+        out_npz,
+        params,
+        feature_file=str(feature_file),
+        test_story=test_story,
+        train_stories=train_stories,
+    )
+    logger.info(
+        "wrote %s: mean test r %.4f, median alpha %.3g, %s/%s, %.1f s",
+        out_npz,
+        summary["mean_test_r"],
+        summary["median_alpha"],
+        summary["solver"],
+        summary["backend"],
+        summary["fit_seconds"],
+    )
+    return summary
+
+
+def _check_story_lists(
+    train_stories: list[str],
+    test_story: str,
+    response_files: Mapping[str, str | os.PathLike],
+    cv: str,
+) -> None:
+    if cv not in _CV_KINDS:
+        raise DataError(f"cv={cv!r}: expected one of {_CV_KINDS}.")
+    if not train_stories:
+        raise DataError("no training stories given; expected at least one.")
+    if len(set(train_stories)) != len(train_stories):
+        raise DataError(f"training stories listed twice in {train_stories}; list each once.")
+    if test_story in train_stories:
+        raise DataError(
+            f"test story {test_story!r} is also a training story; remove it from the "
+            "training stories (it would leak into the fit)."
+        )
+    if cv == "stories" and len(train_stories) < 2:
+        raise DataError(
+            f"one training story ({train_stories[0]!r}) cannot be split into story folds; "
+            "use at least 2 training stories or set encoding cv: bootstrap (contiguous "
+            "held-out chunks within the story)."
+        )
+    missing = [s for s in [*train_stories, test_story] if s not in response_files]
+    if missing:
+        raise DataError(
+            f"no response file for stories {missing}; expected one per training and test "
+            "story. Check the subject's story list and the downloaded response files."
+        )

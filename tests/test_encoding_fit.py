@@ -1,0 +1,134 @@
+"""End-to-end encoding fit on small synthetic stories written in the workflow's file layout."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from fmriscaling import DataError
+from fmriscaling.encoding.design import delay_matrix, zscore
+from fmriscaling.encoding.fit import fit_encoding
+
+N_FEATURES, N_SIGNAL, N_NOISE = 6, 6, 4
+DELAYS = (1, 2, 3, 4)
+ALPHAS = np.logspace(-1, 4, 6)
+
+
+@pytest.fixture
+def dataset(tmp_path, rng):
+    """Layer file (one dataset per story) and one response file per story."""
+    lengths = {"alpha": 120, "beta": 100, "gamma": 110, "delta": 90, "test": 160}
+    weights = rng.standard_normal((N_FEATURES * len(DELAYS), N_SIGNAL))
+    feature_file = tmp_path / "features" / "layer-3.h5"
+    feature_file.parent.mkdir()
+    response_files = {}
+    with h5py.File(feature_file, "w") as f:
+        for story, n in lengths.items():
+            x = rng.standard_normal((n, N_FEATURES)).astype(np.float32)
+            f[story] = x
+            trim = 40 if story == "test" else 0
+            signal = np.zeros((n, N_SIGNAL))
+            # the response sees the stimulus design exactly as build_design makes it
+            signal[trim:] = delay_matrix(zscore(x[trim:].astype(np.float64)), DELAYS) @ weights
+            signal /= signal[trim:].std(axis=0)
+            y = np.concatenate(
+                [
+                    signal + 0.3 * rng.standard_normal(signal.shape),
+                    rng.standard_normal((n, N_NOISE)),
+                ],
+                axis=1,
+            )
+            path = tmp_path / "responses" / f"{story}.hf5"
+            path.parent.mkdir(exist_ok=True)
+            with h5py.File(path, "w") as g:
+                g["data"] = y.astype(np.float32)
+            response_files[story] = path
+    return feature_file, response_files
+
+
+def _fit(dataset, tmp_path, **kw):
+    feature_file, response_files = dataset
+    args = {
+        "feature_file": feature_file,
+        "response_files": response_files,
+        "train_stories": ["alpha", "beta", "gamma", "delta"],
+        "test_story": "test",
+        "delays": DELAYS,
+        "alphas": ALPHAS,
+        "backend": "numpy",
+        "out_npz": tmp_path / "out" / "scores.npz",
+        "params": {"delays": list(DELAYS)},
+        "meta": {"subject": "S1", "layer": 3},
+    }
+    args.update(kw)
+    return fit_encoding(**args)
+
+
+def test_fit_encoding_end_to_end(dataset, tmp_path):
+    summary = _fit(dataset, tmp_path, save_predictions=True, save_weights=True)
+    out = tmp_path / "out" / "scores.npz"
+    n_voxels = N_SIGNAL + N_NOISE
+    with np.load(out) as data:
+        test_r = data["test_r"]
+        assert test_r.shape == data["alpha"].shape == data["cv_score"].shape == (n_voxels,)
+        assert data["test_pred"].shape == data["test_true"].shape == (120, n_voxels)
+        assert data["oof_pred"].shape == (420, n_voxels)
+        assert data["weights"].shape == (N_FEATURES * len(DELAYS), n_voxels)
+        assert np.all(data["test_r"][:N_SIGNAL] > 0.8)
+        assert np.all(np.abs(data["test_r"][N_SIGNAL:]) < 0.35)
+        # test_true is the trimmed, z-scored test story
+        np.testing.assert_allclose(data["test_true"].mean(axis=0), 0, atol=1e-5)
+        # score agrees with an independent Pearson r of the saved prediction
+        r0 = np.corrcoef(data["test_pred"][:, 0], data["test_true"][:, 0])[0, 1]
+        assert test_r[0] == pytest.approx(r0, abs=1e-4)
+    saved = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    assert saved["n_train_stories"] == 4 and saved["n_train_trs"] == 420
+    assert saved["n_test_trs"] == 120 and saved["train_stories"] == [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+    ]
+    assert saved["subject"] == "S1" and saved["mean_test_r"] == pytest.approx(float(test_r.mean()))
+    for key in ("solver", "backend", "fit_seconds", "peak_memory_bytes", "median_alpha"):
+        assert key in saved
+    prov = json.loads((tmp_path / "out" / "scores.npz.provenance.json").read_text())
+    assert prov["params"] == {"delays": list(DELAYS)}
+
+
+def test_fit_encoding_bootstrap_cv(dataset, tmp_path):
+    summary = _fit(
+        dataset,
+        tmp_path,
+        train_stories=["alpha"],
+        cv="bootstrap",
+        bootstrap={"n_boots": 3, "chunk_len": 10, "n_chunks": 2},
+    )
+    assert summary["n_train_stories"] == 1 and summary["cv"] == "bootstrap"
+    with np.load(tmp_path / "out" / "scores.npz") as data:
+        assert np.all(np.isfinite(data["test_r"]))
+        assert data["test_r"][:N_SIGNAL].mean() > 0.5
+
+
+def test_one_story_with_story_folds_is_refused(dataset, tmp_path):
+    with pytest.raises(DataError, match="cv: bootstrap"):
+        _fit(dataset, tmp_path, train_stories=["alpha"])
+    assert not (tmp_path / "out" / "scores.npz").exists()
+
+
+def test_test_story_in_training_set_is_refused(dataset, tmp_path):
+    with pytest.raises(DataError, match="also a training story"):
+        _fit(dataset, tmp_path, train_stories=["alpha", "test"])
+
+
+def test_nan_in_features_is_refused(dataset, tmp_path):
+    feature_file, _ = dataset
+    with h5py.File(feature_file, "a") as f:
+        f["beta"][5, 2] = np.nan
+    with pytest.raises(DataError, match=r"beta.*non-finite"):
+        _fit(dataset, tmp_path)
+    assert not (tmp_path / "out" / "scores.npz").exists()

@@ -1,0 +1,304 @@
+"""Tests of fmriscaling.encoding.ridge against closed forms, brute force and himalaya."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from himalaya.backend import set_backend
+from scipy.stats import spearmanr
+
+from fmriscaling._utils import DataError
+from fmriscaling.encoding import ridge as ridge_module
+from fmriscaling.encoding.ridge import (
+    alphas_from_companion,
+    bootstrap_chunk_folds,
+    fit_ridge_cv,
+    resolve_backend,
+    story_folds,
+)
+
+BACKENDS = ["numpy", "torch", pytest.param("torch_cuda", marks=pytest.mark.gpu)]
+SHAPES = {"primal": (150, 40), "dual": (60, 150)}
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    yield request.param
+    set_backend("numpy")  # himalaya's backend is global: leave the default behind
+
+
+def _data(rng, n, p, n_voxels=12, n_test=50, noise=1.0):
+    X = rng.standard_normal((n + n_test, p))
+    W = rng.standard_normal((p, n_voxels)) / np.sqrt(p)
+    Y = X @ W + noise * rng.standard_normal((n + n_test, n_voxels))
+    X, Y = X.astype(np.float32), Y.astype(np.float32)
+    return X[:n], Y[:n], X[n:], Y[n:]
+
+
+def _ridge64(X, Y, alpha):
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    return np.linalg.solve(X.T @ X + alpha * np.eye(X.shape[1]), X.T @ Y)
+
+
+def _corr(a, b):
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0))
+
+
+def _brute_force_cv(X, Y, alphas, folds):
+    """(n_alphas, n_voxels) mean validation correlation, float64 closed form per fold/alpha."""
+    scores = np.zeros((len(alphas), Y.shape[1]))
+    for train, val in folds:
+        for i, alpha in enumerate(alphas):
+            W = _ridge64(X[train], Y[train], alpha)
+            scores[i] += _corr(X[val].astype(np.float64) @ W, Y[val].astype(np.float64))
+    return scores / len(folds)
+
+
+def _equal_story_folds(n, n_stories=6, n_folds=3):
+    lengths = [n // n_stories] * n_stories
+    lengths[-1] += n - sum(lengths)
+    return story_folds(lengths, n_folds=n_folds)
+
+
+@pytest.mark.parametrize("form", ["primal", "dual"])
+def test_fixed_alpha_equals_closed_form(rng, backend, form):
+    n, p = SHAPES[form]
+    X, Y, X_test, Y_test = _data(rng, n, p)
+    alpha = 30.0
+    res = fit_ridge_cv(
+        X,
+        Y,
+        alphas=[alpha],
+        folds=None,
+        fixed_alpha=alpha,
+        X_test=X_test,
+        Y_test=Y_test,
+        backend=backend,
+        return_weights=True,
+        return_test_pred=True,
+    )
+    W = _ridge64(X, Y, alpha)
+    assert res.solver == form
+    assert res.backend == backend
+    assert res.weights.shape == (p, Y.shape[1])
+    np.testing.assert_allclose(res.weights, W, atol=2e-4 * np.abs(W).max())
+    pred = X_test.astype(np.float64) @ W
+    np.testing.assert_allclose(res.test_pred, pred, atol=2e-4 * np.abs(pred).max())
+    np.testing.assert_allclose(res.test_r, _corr(pred, Y_test), atol=1e-4)
+    np.testing.assert_array_equal(res.alphas, np.float32(alpha))
+    assert res.cv_scores is None and res.oof_pred is None
+
+
+def test_primal_and_dual_agree(rng, backend):
+    X, Y, X_test, Y_test = _data(rng, 90, 85, n_voxels=10)
+    folds = _equal_story_folds(90)
+    alphas = np.logspace(0, 4, 9)
+    kwargs = dict(alphas=alphas, folds=folds, X_test=X_test, Y_test=Y_test, backend=backend)
+    primal = fit_ridge_cv(X, Y, solver="primal", return_weights=True, **kwargs)
+    dual = fit_ridge_cv(X, Y, solver="dual", return_weights=True, **kwargs)
+    assert (primal.solver, dual.solver) == ("primal", "dual")
+    np.testing.assert_allclose(primal.cv_scores_all, dual.cv_scores_all, atol=1e-4)
+    np.testing.assert_array_equal(primal.alphas, dual.alphas)
+    np.testing.assert_allclose(primal.weights, dual.weights, atol=1e-4 * np.abs(dual.weights).max())
+    np.testing.assert_allclose(primal.test_r, dual.test_r, atol=1e-4)
+
+
+@pytest.mark.parametrize("form", ["primal", "dual"])
+def test_cv_matches_brute_force_and_himalaya(rng, backend, form):
+    n, p = SHAPES[form]
+    X, Y, X_test, Y_test = _data(rng, n, p, n_voxels=15, noise=2.0)
+    folds = _equal_story_folds(n)
+    alphas = np.logspace(0, 5, 11)
+    kwargs = dict(alphas=alphas, folds=folds, X_test=X_test, Y_test=Y_test, backend=backend)
+    fast = fit_ridge_cv(X, Y, **kwargs)
+    reference = fit_ridge_cv(X, Y, solver_impl="himalaya", **kwargs)
+
+    brute = _brute_force_cv(X, Y, alphas, folds)
+    np.testing.assert_allclose(fast.cv_scores_all, brute, atol=1e-4)
+    # alphas must agree wherever the best alpha wins by more than float32 noise
+    top2 = np.sort(brute, axis=0)[-2:]
+    clear = top2[1] - top2[0] > 1e-4
+    assert clear.sum() >= 5
+    np.testing.assert_allclose(fast.alphas[clear], alphas[brute.argmax(0)][clear], rtol=1e-5)
+    np.testing.assert_allclose(fast.alphas[clear], reference.alphas[clear], rtol=1e-5)
+    np.testing.assert_allclose(fast.cv_scores, reference.cv_scores, atol=1e-4)
+    np.testing.assert_allclose(fast.cv_scores, brute.max(0), atol=1e-4)
+    np.testing.assert_allclose(fast.test_r, reference.test_r, atol=1e-4)
+
+
+def test_synthetic_reaches_ceiling_and_noisy_voxels_get_larger_alphas(rng):
+    n, n_test, p, n_voxels = 2000, 1000, 100, 40
+    X = rng.standard_normal((n + n_test, p))
+    W = rng.standard_normal((p, n_voxels)) / np.sqrt(p)
+    noise_sd = np.exp(rng.uniform(np.log(0.3), np.log(4.0), n_voxels))
+    signal = X @ W
+    Y = signal + noise_sd * rng.standard_normal((n + n_test, n_voxels))
+    X, Y = X.astype(np.float32), Y.astype(np.float32)
+    res = fit_ridge_cv(
+        X[:n],
+        Y[:n],
+        alphas=np.logspace(-1, 5, 13),
+        folds=_equal_story_folds(n, n_stories=10, n_folds=5),
+        X_test=X[n:],
+        Y_test=Y[n:],
+        backend="torch",
+    )
+    # the best possible test r: the noiseless signal's correlation with the data
+    ceiling = _corr(signal[n:], Y[n:].astype(np.float64))
+    assert np.all(res.test_r <= ceiling + 0.01)
+    # the gap left is estimation error (p / n = 0.05), largest for the noisiest voxels
+    assert np.mean(ceiling - res.test_r) < 0.03
+    # and CV picks nearly the best alpha of the grid in hindsight (oracle on the test set)
+    oracle = np.max(
+        [_corr(X[n:] @ _ridge64(X[:n], Y[:n], a), Y[n:]) for a in np.logspace(-1, 5, 13)], axis=0
+    )
+    assert np.all(res.test_r >= oracle - 0.02)
+    assert spearmanr(noise_sd, res.alphas).statistic > 0.5
+
+
+def test_story_folds_hold_out_whole_stories(rng):
+    lengths = rng.integers(20, 120, size=11).tolist()
+    folds = story_folds(lengths, n_folds=4)
+    assert len(folds) == 4
+    n = sum(lengths)
+    story_of_tr = np.repeat(np.arange(len(lengths)), lengths)
+    seen = np.zeros(n, dtype=int)
+    for train, val in folds:
+        np.testing.assert_array_equal(np.sort(np.concatenate([train, val])), np.arange(n))
+        held = np.unique(story_of_tr[val])
+        assert not np.isin(story_of_tr[train], held).any(), "a story was split"
+        assert np.all(np.diff(held) == 1), "stories of a fold are contiguous"
+        seen[val] += 1
+    np.testing.assert_array_equal(seen, 1)
+    sizes = [len(val) for _, val in folds]
+    assert max(sizes) < 2 * min(sizes)
+
+
+def test_story_folds_never_leave_a_fold_empty():
+    folds = story_folds([60, 60, 60, 20], n_folds=4)
+    assert [len(val) for _, val in folds] == [60, 60, 60, 20]
+
+
+def test_one_story_training_set_is_a_clear_error():
+    with pytest.raises(DataError, match=r"at least 2 training stories.*bootstrap"):
+        story_folds([300], n_folds=5)
+
+
+def test_bootstrap_chunk_folds_hold_out_contiguous_chunks():
+    folds = bootstrap_chunk_folds(1000, n_boots=4, chunk_len=40, n_chunks=5, random_state=0)
+    again = bootstrap_chunk_folds(1000, n_boots=4, chunk_len=40, n_chunks=5, random_state=0)
+    assert len(folds) == 4
+    for (train, val), (_, val_again) in zip(folds, again, strict=True):
+        np.testing.assert_array_equal(val, val_again)
+        assert len(val) == 200 and len(train) == 800
+        chunks = val.reshape(5, 40)
+        assert np.all(np.diff(chunks, axis=1) == 1) and np.all(chunks[:, 0] % 40 == 0)
+    with pytest.raises(DataError, match="chunks"):
+        bootstrap_chunk_folds(100, n_boots=2, chunk_len=40, n_chunks=3, random_state=0)
+
+
+@pytest.mark.parametrize("form", ["primal", "dual"])
+def test_oof_predictions_equal_manual_refit(rng, backend, form):
+    n, p = SHAPES[form]
+    X, Y, _, _ = _data(rng, n, p, n_voxels=8, noise=1.5)
+    folds = _equal_story_folds(n)
+    res = fit_ridge_cv(
+        X, Y, alphas=np.logspace(0, 4, 5), folds=folds, backend=backend, return_oof_pred=True
+    )
+    expected = np.empty(Y.shape)
+    for train, val in folds:
+        for v in range(Y.shape[1]):
+            w = _ridge64(X[train], Y[train, v : v + 1], res.alphas[v])
+            expected[val, v] = (X[val].astype(np.float64) @ w)[:, 0]
+    np.testing.assert_allclose(res.oof_pred, expected, atol=2e-4 * np.abs(expected).max())
+
+
+def test_oof_with_bootstrap_folds_marks_never_held_out_trs(rng):
+    X, Y, _, _ = _data(rng, 130, 20, n_voxels=3)
+    folds = bootstrap_chunk_folds(130, n_boots=2, chunk_len=10, n_chunks=2, random_state=1)
+    res = fit_ridge_cv(X, Y, alphas=[1.0, 10.0], folds=folds, backend="numpy", return_oof_pred=True)
+    held = np.zeros(130, dtype=bool)
+    for _, val in folds:
+        held[val] = True
+    assert np.isfinite(res.oof_pred[held]).all() and np.isnan(res.oof_pred[~held]).all()
+
+
+@pytest.mark.parametrize("where", ["X", "Y", "X_test"])
+def test_nan_inputs_are_a_clear_error(rng, where):
+    X, Y, X_test, Y_test = _data(rng, 60, 10)
+    {"X": X, "Y": Y, "X_test": X_test}[where][3, 2] = np.nan
+    with pytest.raises(DataError, match=rf"^{where} contains NaN"):
+        fit_ridge_cv(X, Y, alphas=[1.0], folds=_equal_story_folds(60), X_test=X_test, Y_test=Y_test)
+
+
+def test_overlapping_folds_are_an_error(rng):
+    X, Y, _, _ = _data(rng, 40, 5)
+    with pytest.raises(DataError, match="overlap"):
+        fit_ridge_cv(X, Y, alphas=[1.0], folds=[(np.arange(30), np.arange(25, 40))])
+
+
+@pytest.mark.parametrize("form", ["primal", "dual"])
+def test_batching_does_not_change_results(rng, backend, form):
+    n, p = SHAPES[form]
+    X, Y, X_test, Y_test = _data(rng, n, p, n_voxels=13)
+    kwargs = dict(
+        alphas=np.logspace(0, 4, 6),
+        folds=_equal_story_folds(n),
+        X_test=X_test,
+        Y_test=Y_test,
+        backend=backend,
+        return_weights=True,
+        return_oof_pred=True,
+    )
+    whole = fit_ridge_cv(X, Y, n_targets_batch="auto", **kwargs)
+    batched = fit_ridge_cv(X, Y, n_targets_batch=3, **kwargs)
+    assert whole.batch_size == 13 and batched.batch_size == 3
+    for name in ("alphas", "cv_scores_all", "test_r", "weights", "oof_pred"):
+        np.testing.assert_allclose(getattr(batched, name), getattr(whole, name), atol=1e-5)
+
+
+def test_out_of_memory_halves_the_batch(rng, monkeypatch):
+    X, Y, _, _ = _data(rng, 60, 10, n_voxels=10)
+    folds = _equal_story_folds(60)
+    expected = fit_ridge_cv(X, Y, alphas=[1.0, 100.0], folds=folds, backend="numpy")
+    real_scores = ridge_module._cv_scores_fold
+
+    def scores_or_oom(backend, eig, Z, Y_val, inv_shift):
+        if Z.shape[1] > 3:
+            raise MemoryError("simulated out of memory")
+        return real_scores(backend, eig, Z, Y_val, inv_shift)
+
+    monkeypatch.setattr(ridge_module, "_cv_scores_fold", scores_or_oom)
+    res = fit_ridge_cv(X, Y, alphas=[1.0, 100.0], folds=folds, backend="numpy", n_targets_batch=10)
+    assert res.batch_size == 2
+    np.testing.assert_allclose(res.cv_scores_all, expected.cv_scores_all, atol=1e-6)
+
+
+def test_constant_voxel_scores_zero_not_nan(rng):
+    X, Y, X_test, Y_test = _data(rng, 60, 10, n_voxels=3)
+    Y[:, 1] = 0.0
+    Y_test[:, 1] = 0.0
+    res = fit_ridge_cv(
+        X, Y, alphas=[1.0, 10.0], folds=_equal_story_folds(60), X_test=X_test, Y_test=Y_test
+    )
+    assert res.cv_scores[1] == 0 and res.test_r[1] == 0
+    assert np.isfinite(res.cv_scores_all).all()
+
+
+def test_alphas_from_companion():
+    np.testing.assert_allclose(
+        alphas_from_companion(np.logspace(1, 4, 15)), np.logspace(2, 8, 15), rtol=1e-12
+    )
+
+
+def test_resolve_backend_auto_picks_cuda_only_when_visible():
+    import torch
+
+    try:
+        module, name = resolve_backend("auto")
+        assert name == ("torch_cuda" if torch.cuda.is_available() else "torch")
+        assert module.name == name
+    finally:
+        set_backend("numpy")
