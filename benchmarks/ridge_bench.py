@@ -2,6 +2,9 @@
 
 Both fits use the same alphas (companion ``a`` = √λ, converted with `alphas_from_companion`),
 the same number of resamples / folds, float32, and are scored by the mean test r over voxels.
+``--score-dtype`` sets ours' alpha-scoring precision (``fit_ridge_cv(score_dtype=...)``); the default
+``both`` runs ours with float32 and with bfloat16 scoring side by side and reports the fraction of
+voxels where the two choose the same alpha. The baseline is always float32.
 
     .venv/bin/python benchmarks/ridge_bench.py --size small           # < 20 s
     .venv/bin/python benchmarks/ridge_bench.py --size cpu              # a few minutes on 2 cores
@@ -167,6 +170,12 @@ def main(argv=None):
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--n-folds", type=int, default=5)
     parser.add_argument("--alphas", type=int, default=15, help="number of alphas")
+    parser.add_argument(
+        "--score-dtype",
+        choices=["float32", "bfloat16", "auto", "both"],
+        default="both",
+        help="ours' alpha-scoring precision; both = float32 and bfloat16 side by side",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the bootstrap baseline")
     parser.add_argument("--force", action="store_true", help="run --size real without a GPU")
     parser.add_argument("--json", nargs="?", const="-", help="write results as JSON (- = stdout)")
@@ -220,13 +229,27 @@ def main(argv=None):
         "n_alphas": args.alphas,
         "matmul_gflops": rate / 1e9,
     }
-    runs = {"ours_story_folds": s_folds, "ours_bootstrap_folds": b_folds}
-    for name, folds in runs.items():
+    dtypes = ["float32", "bfloat16"] if args.score_dtype == "both" else [args.score_dtype]
+    report["score_dtypes"] = dtypes
+    runs = {}
+    for fold_kind, folds in (("story", s_folds), ("bootstrap", b_folds)):
+        for dtype in dtypes:
+            suffix = "" if dtype == "float32" else f"_{dtype}"
+            runs[f"ours_{fold_kind}_folds{suffix}"] = (folds, dtype)
+    for name, (folds, dtype) in runs.items():
         res = fit_ridge_cv(
-            X, Y, alphas=alphas, folds=folds, X_test=X_test, Y_test=Y_test, backend=backend_name
+            X,
+            Y,
+            alphas=alphas,
+            folds=folds,
+            X_test=X_test,
+            Y_test=Y_test,
+            backend=backend_name,
+            score_dtype=dtype,
         )
         flops = ours_flops(n_train, n_features, n_voxels, n_test, folds, args.alphas)
         report[name] = {
+            "score_dtype": res.score_dtype,
             "seconds": res.fit_seconds,
             "peak_memory_gb": res.peak_memory_bytes / 1e9,
             "gflop": flops / 1e9,
@@ -236,6 +259,12 @@ def main(argv=None):
             "solver": res.solver,
             "alphas": res.alphas,
         }
+    if args.score_dtype == "both":
+        for fold_kind in ("story", "bootstrap"):
+            exact = report[f"ours_{fold_kind}_folds"]
+            low = report[f"ours_{fold_kind}_folds_bfloat16"]
+            low["same_alpha_as_float32"] = float(np.mean(low["alphas"] == exact["alphas"]))
+            low["test_r_minus_float32"] = low["mean_test_r"] - exact["mean_test_r"]
     if not args.no_baseline:
         peak = _PeakMemory("cpu")
         t0 = time.perf_counter()
@@ -246,7 +275,7 @@ def main(argv=None):
             "peak_memory_gb": peak.peak() / 1e9,
             "mean_test_r": float(np.mean(base["test_r"])),
         }
-        ours = report["ours_bootstrap_folds"]
+        ours = report[next(n for n in runs if n.startswith("ours_bootstrap"))]
         same = np.mean(np.isclose(ours["alphas"], alphas_from_companion(base["alphas"]), rtol=1e-3))
         report["same_alpha_fraction_equal_folds"] = float(same)
         for name in runs:
@@ -277,20 +306,23 @@ def _print_table(report, runs):
         f"{size['n_voxels']} voxels, {report['n_folds']} folds, {report['n_alphas']} alphas"
     )
     print(
-        f"{'fit':28s} {'seconds':>8s} {'peak GB':>8s} {'GFLOP/s':>8s} {'test r':>7s} {'speedup':>8s}"
+        f"{'fit':34s} {'seconds':>8s} {'peak GB':>8s} {'GFLOP/s':>8s} {'test r':>7s} "
+        f"{'speedup':>8s} {'same alpha as fp32':>19s}"
     )
     for name in runs:
         r = report[name]
+        same = r.get("same_alpha_as_float32")
         print(
-            f"{name:28s} {r['seconds']:8.1f} {r['peak_memory_gb']:8.2f} "
+            f"{name:34s} {r['seconds']:8.1f} {r['peak_memory_gb']:8.2f} "
             f"{r['achieved_gflops']:8.0f} {r['mean_test_r']:7.4f} "
-            f"{r.get('speedup_vs_baseline', float('nan')):8.1f}"
+            f"{r.get('speedup_vs_baseline', float('nan')):8.1f} "
+            f"{'' if same is None else f'{same:.3f}':>19s}"
         )
     if "baseline_bootstrap" in report:
         b = report["baseline_bootstrap"]
         print(
-            f"{'baseline_bootstrap':28s} {b['seconds']:8.1f} {b['peak_memory_gb']:8.2f} "
-            f"{'':>8s} {b['mean_test_r']:7.4f}"
+            f"{'baseline_bootstrap':34s} {b['seconds']:8.1f} {b['peak_memory_gb']:8.2f} "
+            f"{'':>8s} {b['mean_test_r']:7.4f} {1.0:8.1f}"
         )
         print(
             f"same alpha as baseline (equal folds): {report['same_alpha_fraction_equal_folds']:.3f}"

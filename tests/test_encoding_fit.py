@@ -96,6 +96,7 @@ def test_fit_encoding_end_to_end(dataset, tmp_path):
     assert saved["subject"] == "S1" and saved["mean_test_r"] == pytest.approx(float(test_r.mean()))
     for key in ("solver", "backend", "fit_seconds", "peak_memory_bytes", "median_alpha"):
         assert key in saved
+    assert saved["score_dtype"] == "float32"
     prov = json.loads((tmp_path / "out" / "scores.npz.provenance.json").read_text())
     assert prov["params"] == {"delays": list(DELAYS)}
 
@@ -132,3 +133,17 @@ def test_nan_in_features_is_refused(dataset, tmp_path):
     with pytest.raises(DataError, match=r"beta.*non-finite"):
         _fit(dataset, tmp_path)
     assert not (tmp_path / "out" / "scores.npz").exists()
+
+
+def test_fit_encoding_bfloat16_scoring_is_recorded(dataset, tmp_path):
+    from himalaya.backend import set_backend
+
+    try:
+        summary = _fit(dataset, tmp_path, backend="torch", score_dtype="bfloat16")
+    finally:
+        set_backend("numpy")
+    assert summary["score_dtype"] == "bfloat16" and summary["backend"] == "torch"
+    with np.load(tmp_path / "out" / "scores.npz") as data:
+        assert np.all(data["test_r"][:N_SIGNAL] > 0.8)
+    with pytest.raises(ValueError, match="bfloat16"):
+        _fit(dataset, tmp_path, score_dtype="bfloat16")  # numpy backend

@@ -14,6 +14,7 @@ from fmriscaling.encoding.ridge import (
     bootstrap_chunk_folds,
     fit_ridge_cv,
     resolve_backend,
+    resolve_score_dtype,
     story_folds,
 )
 
@@ -265,10 +266,10 @@ def test_out_of_memory_halves_the_batch(rng, monkeypatch):
     expected = fit_ridge_cv(X, Y, alphas=[1.0, 100.0], folds=folds, backend="numpy")
     real_scores = ridge_module._cv_scores_fold
 
-    def scores_or_oom(backend, eig, Z, Y_val, inv_shift):
+    def scores_or_oom(backend, eig, Z, Y_val, inv_shift, **kwargs):
         if Z.shape[1] > 3:
             raise MemoryError("simulated out of memory")
-        return real_scores(backend, eig, Z, Y_val, inv_shift)
+        return real_scores(backend, eig, Z, Y_val, inv_shift, **kwargs)
 
     monkeypatch.setattr(ridge_module, "_cv_scores_fold", scores_or_oom)
     res = fit_ridge_cv(X, Y, alphas=[1.0, 100.0], folds=folds, backend="numpy", n_targets_batch=10)
@@ -302,3 +303,70 @@ def test_resolve_backend_auto_picks_cuda_only_when_visible():
         assert module.name == name
     finally:
         set_backend("numpy")
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("torch_cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("form", ["primal", "dual"])
+def test_bfloat16_scoring_picks_the_float32_alphas_up_to_near_ties(rng, backend, form):
+    n, p = {"primal": (600, 200), "dual": (360, 480)}[form]
+    n_voxels, n_test = 300, 200
+    X = rng.standard_normal((n + n_test, p))
+    W = rng.standard_normal((p, n_voxels)) / np.sqrt(p)
+    noise_sd = np.exp(rng.uniform(np.log(0.3), np.log(4.0), n_voxels))
+    Y = X @ W + noise_sd * rng.standard_normal((n + n_test, n_voxels))
+    X, Y = X.astype(np.float32), Y.astype(np.float32)
+    # one decade per step: ties within bfloat16 noise (~5e-4 in r) are rare but not absent
+    alphas = np.logspace(-1, 5, 7)
+    kwargs = dict(
+        alphas=alphas,
+        folds=_equal_story_folds(n),
+        X_test=X[n:],
+        Y_test=Y[n:],
+        backend=backend,
+        return_oof_pred=True,
+    )
+    try:
+        exact = fit_ridge_cv(X[:n], Y[:n], **kwargs)
+        low = fit_ridge_cv(X[:n], Y[:n], score_dtype="bfloat16", **kwargs)
+    finally:
+        set_backend("numpy")
+    assert (exact.score_dtype, low.score_dtype) == ("float32", "bfloat16")
+    voxels = np.arange(n_voxels)
+    i_exact = np.searchsorted(alphas.astype(np.float32), exact.alphas)
+    i_low = np.searchsorted(alphas.astype(np.float32), low.alphas)
+    same = i_exact == i_low
+    assert same.mean() >= 0.97
+    # where bfloat16 picks another alpha, the two are tied in float32 CV score
+    gap = exact.cv_scores_all[i_exact, voxels] - exact.cv_scores_all[i_low, voxels]
+    assert np.all(gap >= 0) and np.all(gap < 1e-2)
+    assert abs(low.test_r.mean() - exact.test_r.mean()) < 2e-3
+    # the reported CV score is the exact float32 one of the chosen alpha
+    np.testing.assert_allclose(low.cv_scores, exact.cv_scores_all[i_low, voxels], atol=1e-5)
+    np.testing.assert_allclose(low.cv_scores_all, exact.cv_scores_all, atol=5e-3)
+    # fit and predictions stay float32: identical wherever the alpha is
+    np.testing.assert_allclose(low.test_r[same], exact.test_r[same], atol=1e-6)
+    np.testing.assert_allclose(low.oof_pred[:, same], exact.oof_pred[:, same], atol=1e-5)
+
+
+def test_bfloat16_scoring_needs_a_torch_backend(rng):
+    X, Y, _, _ = _data(rng, 60, 10)
+    kwargs = dict(alphas=[1.0, 10.0], folds=_equal_story_folds(60))
+    with pytest.raises(ValueError, match=r"score_dtype='bfloat16' needs the torch"):
+        fit_ridge_cv(X, Y, backend="numpy", score_dtype="bfloat16", **kwargs)
+    with pytest.raises(ValueError, match=r"score_dtype='float16'"):
+        fit_ridge_cv(X, Y, backend="numpy", score_dtype="float16", **kwargs)
+    res = fit_ridge_cv(X, Y, backend="numpy", score_dtype="auto", **kwargs)
+    assert res.score_dtype == "float32"
+
+
+def test_score_dtype_auto_on_cpu_follows_amx(monkeypatch):
+    import torch
+
+    assert resolve_score_dtype("auto", "numpy") == "float32"
+    assert resolve_score_dtype("float32", "torch") == "float32"
+    assert resolve_score_dtype("bfloat16", "torch") == "bfloat16"
+    monkeypatch.setattr(ridge_module, "_cpu_has_amx_bf16", lambda: False)
+    assert resolve_score_dtype("auto", "torch") == "float32"
+    monkeypatch.setattr(ridge_module, "_cpu_has_amx_bf16", lambda: True)
+    fast = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_score_dtype("auto", "torch") == ("bfloat16" if fast else "float32")

@@ -75,9 +75,11 @@ def test_demo_table_has_one_row_per_fit(demo):
     assert len(full) == 2 * sum(layers.values())
     assert full.groupby("model")["layer"].nunique().to_dict() == layers
     sub = table[~table["full_train"]]
-    # 4 log-spaced story counts from 2 to 12, 3 seeds, one layer, 2 subjects
-    assert sorted(sub["n_train_stories"].unique()) == [2, 3, 6, 12]
-    assert len(sub) == 2 * 4 * 3
+    # 4 log-spaced story counts from 2 to 12 (12 itself is the full fit), 3 seeds, 2 subjects
+    expected = np.rint(np.geomspace(2, 12, 4)).astype(int)[:-1].tolist()
+    assert sorted(sub["n_train_stories"].unique()) == expected == [2, 4, 7]
+    assert len(sub) == 2 * 3 * 3
+    assert (sub["layer"] == 2).all() and (sub["model"] == "tiny-opt-m").all()
     assert np.isfinite(table["mean_r"]).all()
     assert (table["n_voxels"] == 300).all()
     assert set(table["backend"]) <= {"numpy", "torch"}
@@ -125,11 +127,13 @@ def test_demo_is_complete_and_a_deleted_target_is_rebuilt_alone(demo):
     target = demo / "results/encoding/demo/UTS02/tiny-opt-s/layer-1/scores.npz"
     before = np.load(target)["test_r"]
     target.unlink()
-    dry = _snakemake(demo, "-n", "--quiet", "rules")  # no targets: the default target
+    rel = str(target.relative_to(demo))
+    dry = _snakemake(demo, rel, "-n", "--quiet", "rules")
     plan = dry.stdout + dry.stderr
-    assert "fit_encoding " in plan or "fit_encoding\n" in plan
-    assert "extract_text_features" not in plan
-    _snakemake(demo, str(target.relative_to(demo)))
+    assert "fit_encoding" in plan
+    for upstream in ("extract_text_features", "generate_demo_dataset", "build_tiny_model"):
+        assert upstream not in plan
+    _snakemake(demo, rel)
     np.testing.assert_allclose(np.load(target)["test_r"], before, rtol=1e-5, atol=1e-6)
 
 

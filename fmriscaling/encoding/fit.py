@@ -42,6 +42,7 @@ def fit_encoding(
     backend: str = "auto",
     solver: str = "auto",
     n_targets_batch: int | str = "auto",
+    score_dtype: str = "float32",
     save_weights: bool = False,
     save_predictions: bool = False,
     seed: int = 0,
@@ -87,6 +88,10 @@ def fit_encoding(
         TRs dropped at the start of training stories.
     backend, solver, n_targets_batch
         Passed to `fmriscaling.encoding.ridge.fit_ridge_cv`.
+    score_dtype : {"float32", "bfloat16", "auto"}, default "float32"
+        Precision of the GEMMs that score the alpha grid in CV (passed to `fit_ridge_cv`); the
+        fit, the predictions and the reported CV score stay float32. The precision actually used
+        is recorded in the summary.
     save_weights : bool, default False
         Store the ridge weights, shape (n_features * n_delays, n_voxels), in the npz.
     save_predictions : bool, default False
@@ -107,7 +112,8 @@ def fit_encoding(
     -------
     summary : dict
         What ``scores.json`` holds: n_train_stories, n_train_trs, n_test_trs, train_stories,
-        test_story, n_voxels, n_features, solver, backend, fit_seconds, peak_memory_bytes,
+        test_story, n_voxels, n_features, solver, backend, score_dtype, fit_seconds,
+        peak_memory_bytes,
         mean_test_r, median_test_r, median_alpha, mean_cv_score, cv, n_folds, plus ``meta``.
 
     Raises
@@ -185,6 +191,7 @@ def fit_encoding(
         backend=backend,
         solver=solver,
         n_targets_batch=n_targets_batch,
+        score_dtype=score_dtype,
         return_weights=save_weights,
         return_test_pred=save_predictions,
         return_oof_pred=save_predictions,
@@ -234,6 +241,7 @@ def fit_encoding(
         "n_folds": int(n_folds_used),
         "solver": str(result.solver),
         "backend": str(result.backend),
+        "score_dtype": str(result.score_dtype),
         "fit_seconds": float(result.fit_seconds),
         "peak_memory_bytes": int(result.peak_memory_bytes),
         "mean_test_r": float(test_r.astype(np.float64).mean()),

@@ -14,6 +14,15 @@ term ``Σ P_α y`` is ``D @ (Z ∘ AᵀY_val)`` for all alphas at once (``D`` th
 ``1 / (λ + α)``), so only ``Σ P_α²`` needs one GEMM per alpha. The refit uses one ``eigh`` of the
 full Gram and applies each voxel's own shrinkage elementwise in the eigenbasis.
 
+Scoring precision (``score_dtype``): the Σ P_α² GEMMs are ~60 % of a CPU fit. With
+``score_dtype="bfloat16"`` (torch backends only) they take bfloat16 inputs (``A diag(d_α)`` is formed
+in float32 and then rounded, as is ``Z``) with float32 accumulation inside the GEMM; the products
+are cast to float32 before they are squared and summed, so the only loss is the bfloat16 rounding
+of the inputs and of each prediction (relative ~2⁻⁹ per element, unbiased). This only affects which
+alpha wins near-ties: the cross term, the Gram, ``eigh``, projections, the refit, test and OOF
+predictions stay float32, and the reported ``cv_scores`` of the chosen alpha are recomputed exactly
+in float32 from explicit validation predictions.
+
 Alpha convention: ``alphas`` are himalaya / scikit-learn λ (``‖XW − Y‖² + λ‖W‖²``). The companion
 code of Antonello et al. shrinks singular values by ``S / (S² + a²)``, so its ``a`` is ``√λ``: use
 `alphas_from_companion` to convert (companion ``logspace(1, 4)`` is ``logspace(2, 8)`` here).
@@ -78,6 +87,10 @@ class RidgeResult:
         Peak GPU memory allocated (torch_cuda) or peak resident memory of the process (CPU).
     batch_size : int
         Voxels per batch in the last batch loop (after any out-of-memory halving).
+    score_dtype : {"float32", "bfloat16"}
+        Precision of the alpha-scoring GEMMs actually used (``"auto"`` resolved). With
+        ``"bfloat16"``, ``cv_scores_all`` holds the bfloat16-scored estimates the alphas were chosen
+        from, while ``cv_scores`` is recomputed exactly in float32 at the chosen alpha.
     """
 
     alphas: np.ndarray
@@ -92,6 +105,7 @@ class RidgeResult:
     fit_seconds: float
     peak_memory_bytes: int
     batch_size: int = 0
+    score_dtype: str = "float32"
 
 
 def alphas_from_companion(companion_alphas: Any) -> np.ndarray:
@@ -154,6 +168,71 @@ def resolve_backend(name: str = "auto") -> tuple[Any, str]:
     else:
         logger.info("ridge backend: %s (CPU, %d threads)", backend.name, os.cpu_count() or 1)
     return backend, backend.name
+
+
+# ---------------------------------------------------------------------------- score dtype
+
+SCORE_DTYPES = ("float32", "bfloat16", "auto")
+
+
+def _cpu_has_amx_bf16() -> bool:
+    """Whether this CPU advertises AMX-BF16 (Linux ``/proc/cpuinfo``); False when unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def resolve_score_dtype(score_dtype: str, backend_name: str) -> str:
+    """Precision of the alpha-scoring GEMMs: ``"float32"`` or ``"bfloat16"``.
+
+    Parameters
+    ----------
+    score_dtype : {"float32", "bfloat16", "auto"}
+        ``"auto"`` is ``"bfloat16"`` where bfloat16 GEMMs are fast: ``torch_cuda`` on a device with
+        ``torch.cuda.is_bf16_supported()``, or ``torch`` on a CPU with oneDNN bfloat16 support and
+        AMX-BF16 (there oneDNN's bf16 GEMM runs ~4-5x the float32 rate; on CPUs without AMX it is
+        emulated or at best ~2x and the choice is not worth the rounding). The decision is a
+        deterministic hardware check, not a timing, so the same machine always resolves the same
+        way. Everything else resolves to ``"float32"``.
+    backend_name : str
+        The himalaya backend actually in use (after `resolve_backend`).
+
+    Raises
+    ------
+    ValueError
+        An unknown value, or ``"bfloat16"`` requested with a backend other than torch/torch_cuda.
+    """
+    if score_dtype not in SCORE_DTYPES:
+        raise ValueError(f"score_dtype={score_dtype!r}: expected one of {SCORE_DTYPES}.")
+    torch_backend = backend_name in ("torch", "torch_cuda")
+    if score_dtype == "bfloat16":
+        if not torch_backend:
+            raise ValueError(
+                f"score_dtype='bfloat16' needs the torch or torch_cuda backend, but the backend is "
+                f"{backend_name!r} (no bfloat16 GEMMs there). Use backend 'torch' / 'torch_cuda' "
+                "or score_dtype 'float32' / 'auto'."
+            )
+        return "bfloat16"
+    if score_dtype == "float32" or not torch_backend:
+        return "float32"
+    import torch
+
+    if backend_name == "torch_cuda":
+        fast = bool(torch.cuda.is_bf16_supported())
+    else:
+        try:
+            mkldnn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # pragma: no cover - private op moved
+            mkldnn_bf16 = False
+        fast = torch.backends.mkldnn.is_available() and mkldnn_bf16 and _cpu_has_amx_bf16()
+    resolved = "bfloat16" if fast else "float32"
+    logger.info("score_dtype auto -> %s on %s", resolved, backend_name)
+    return resolved
 
 
 # ------------------------------------------------------------------------------------ folds
@@ -493,7 +572,7 @@ class _RidgeProblem:
             xty = backend.matmul(self.X[eig.train].T, Y_b[eig.train])
         return backend.matmul(eig.vecs.T, xty)
 
-    def bytes_per_voxel(self, n_alphas, keep_oof, need_weights) -> int:
+    def bytes_per_voxel(self, n_alphas, keep_oof, need_weights, low_precision=False) -> int:
         r = max(int(f.lam.shape[0]) for f in self.folds) if self.folds else self.rank
         n_val = max(int(f.val_map_c.shape[0]) for f in self.folds) if self.folds else 0
         n_test = 0 if self.test_map is None else int(self.test_map.shape[0])
@@ -504,19 +583,23 @@ class _RidgeProblem:
             + 3 * r
             + 2 * n_val
             + chunk * n_val
-            + (len(self.folds) * r if keep_oof else 0)
+            + (len(self.folds) * r if keep_oof or low_precision else 0)
             + 3 * self.rank
             + 2 * n_test
             + (self.n_features if need_weights else 0)
             + n_alphas * 3
         )
-        return 4 * floats
+        # bfloat16 scoring: Z in bf16 and the chunk's bf16 products beside their float32 copy
+        low = 2 * (r + chunk * n_val) if low_precision else 0
+        return 4 * floats + low
 
 
-def _cv_scores_fold(backend, eig: _Eig, Z, Y_val, inv_shift):
+def _cv_scores_fold(backend, eig: _Eig, Z, Y_val, inv_shift, score_dtype="float32"):
     """Mean-centred validation correlations for all alphas, shape (n_alphas, b).
 
-    ``inv_shift`` (n_alphas, r) holds ``1 / (lam + α)``.
+    ``inv_shift`` (n_alphas, r) holds ``1 / (lam + α)``. With ``score_dtype="bfloat16"`` (torch
+    tensors only) the Σ P_α² GEMMs take bfloat16 inputs; their products are cast to float32
+    before squaring and summing.
     """
     y_c = Y_val - Y_val.mean(0)[None]
     y_ss = backend.sum(y_c * y_c, 0)  # (b,)
@@ -525,11 +608,21 @@ def _cv_scores_fold(backend, eig: _Eig, Z, Y_val, inv_shift):
     # Σ_t P_α² needs the predictions themselves: stack the shrunk maps A_c diag(d_α) of a chunk
     # of alphas into one tall matrix so that each chunk is one large GEMM with Z
     n_val, rank = eig.val_map_c.shape
+    low = None
+    if score_dtype == "bfloat16":
+        import torch
+
+        low = torch.bfloat16
+        Z = Z.to(low)
     pred_ss = []
     for start in range(0, inv_shift.shape[0], _ALPHA_CHUNK):
         shift = inv_shift[start : start + _ALPHA_CHUNK]
         stacked = (shift[:, None, :] * eig.val_map_c[None]).reshape(-1, rank)
-        pred = backend.matmul(stacked, Z)  # (chunk * n_val, b)
+        if low is None:
+            pred = backend.matmul(stacked, Z)  # (chunk * n_val, b)
+        else:
+            # float32 accumulation inside the GEMM, bf16 result: square and sum in float32
+            pred = backend.matmul(stacked.to(low), Z).float()
         pred *= pred
         pred_ss.append(backend.sum(pred.reshape(shift.shape[0], n_val, -1), 1))
         del stacked, pred
@@ -558,6 +651,7 @@ def fit_ridge_cv(
     return_oof_pred: bool = False,
     fixed_alpha: float | None = None,
     solver_impl: str = "fast",
+    score_dtype: str = "float32",
 ) -> RidgeResult:
     """Fit voxelwise ridge with a per-voxel alpha chosen by CV correlation, then refit.
 
@@ -591,6 +685,12 @@ def fit_ridge_cv(
     solver_impl : {"fast", "himalaya"}
         ``"himalaya"`` runs himalaya's ``RidgeCV`` / ``KernelRidgeCV`` instead (reference path,
         no OOF predictions and no ``cv_scores_all``).
+    score_dtype : {"float32", "bfloat16", "auto"}
+        Precision of the GEMMs that score the alpha grid in CV (Σ P_α², one per alpha and fold;
+        see the module docstring). ``"bfloat16"`` needs the torch / torch_cuda backend (a
+        ValueError otherwise); ``"auto"`` picks it where bfloat16 GEMMs are fast (see
+        `resolve_score_dtype`). Only the choice of alpha can change (near-ties); the fit, the
+        predictions and the reported ``cv_scores`` stay float32.
 
     Returns
     -------
@@ -603,6 +703,8 @@ def fit_ridge_cv(
         raise ValueError(f"solver={solver!r}: expected 'auto', 'primal' or 'dual'.")
     if solver_impl not in ("fast", "himalaya"):
         raise ValueError(f"solver_impl={solver_impl!r}: expected 'fast' or 'himalaya'.")
+    if score_dtype not in SCORE_DTYPES:
+        raise ValueError(f"score_dtype={score_dtype!r}: expected one of {SCORE_DTYPES}.")
 
     X = _as_host_float32("X", X)
     Y = _as_host_float32("Y", Y)
@@ -644,11 +746,15 @@ def fit_ridge_cv(
             n_features,
         )
     bk, backend_name = resolve_backend(backend)
+    score_dtype = resolve_score_dtype(score_dtype, backend_name)
     peak = _PeakMemory(backend_name)
 
     if solver_impl == "himalaya":
         if return_oof_pred:
             raise ValueError("solver_impl='himalaya' does not make OOF predictions.")
+        if score_dtype != "float32":
+            score_dtype = "float32"  # himalaya scores in float32
+            logger.info("solver_impl='himalaya' scores alphas in float32")
         result = _fit_himalaya(bk, X, Y, alphas, folds, X_test, Y_test, solver, fixed_alpha)
     else:
         result = _fit_fast(
@@ -664,6 +770,7 @@ def fit_ridge_cv(
             return_weights,
             return_oof_pred,
             fixed_alpha is not None,
+            score_dtype,
         )
     if not return_weights:
         result["weights"] = None
@@ -671,17 +778,19 @@ def fit_ridge_cv(
         result["test_pred"] = None
     fit_seconds = time.perf_counter() - start_time
     logger.info(
-        "ridge fit: %d TRs x %d features -> %d voxels in %.1f s (%s, %s)",
+        "ridge fit: %d TRs x %d features -> %d voxels in %.1f s (%s, %s, %s scoring)",
         n_samples,
         n_features,
         n_voxels,
         fit_seconds,
         solver,
         backend_name,
+        score_dtype,
     )
     return RidgeResult(
         solver=solver,
         backend=backend_name,
+        score_dtype=score_dtype,
         fit_seconds=fit_seconds,
         peak_memory_bytes=peak.peak(),
         **result,
@@ -701,12 +810,15 @@ def _fit_fast(
     return_weights,
     return_oof_pred,
     fixed,
+    score_dtype="float32",
 ) -> dict[str, Any]:
     n_samples, n_features = X.shape
     n_voxels = Y.shape[1]
     n_alphas = alphas.size
     problem = _RidgeProblem(bk, X, X_test, folds, solver, return_weights)
     cv_folds = problem.folds if not fixed else []
+    # bfloat16 scoring: recompute the chosen alpha's CV score exactly (float32) from the kept Z
+    exact_cv = score_dtype == "bfloat16" and not fixed
 
     # 1 / (λ + α) per fold, (n_alphas, r)
     alphas_dev = bk.asarray(alphas.astype(np.float32))
@@ -714,6 +826,7 @@ def _fit_fast(
 
     out_alphas = np.empty(n_voxels, dtype=np.float32)
     cv_all = None if fixed else np.empty((n_alphas, n_voxels), dtype=np.float32)
+    cv_best = np.empty(n_voxels, dtype=np.float32) if exact_cv else None
     test_r = None if Y_test is None else np.empty(n_voxels, dtype=np.float32)
     test_pred = None if X_test is None else np.empty((X_test.shape[0], n_voxels), np.float32)
     weights = np.empty((n_features, n_voxels), np.float32) if return_weights else None
@@ -725,7 +838,9 @@ def _fit_fast(
             oof_count[fold.val_np] += 1
 
     if n_targets_batch == "auto":
-        per_voxel = problem.bytes_per_voxel(n_alphas, return_oof_pred, return_weights)
+        per_voxel = problem.bytes_per_voxel(
+            n_alphas, return_oof_pred, return_weights, low_precision=exact_cv
+        )
         batch = int(np.clip(_free_memory_bytes(bk.name) // per_voxel, 1, n_voxels))
     else:
         batch = max(1, min(int(n_targets_batch), n_voxels))
@@ -749,8 +864,10 @@ def _fit_fast(
             score_sum = 0.0
             for fold, shift in zip(cv_folds, inv_shift, strict=True):
                 Z = problem.project(fold, Y_b, XtY_b)
-                score_sum = score_sum + _cv_scores_fold(bk, fold, Z, Y_b[fold.val], shift)
-                if return_oof_pred:
+                score_sum = score_sum + _cv_scores_fold(
+                    bk, fold, Z, Y_b[fold.val], shift, score_dtype=score_dtype
+                )
+                if return_oof_pred or exact_cv:
                     kept_Z.append(Z)
                 del Z
             scores = bk.to_numpy(score_sum) / len(cv_folds)
@@ -760,13 +877,20 @@ def _fit_fast(
         out_alphas[cols] = alpha_b
         alpha_dev = bk.asarray(alpha_b)
 
-        if return_oof_pred:
+        if return_oof_pred or exact_cv:
+            exact_sum = 0.0
             for i, fold in enumerate(problem.folds):
                 Z = kept_Z[i] if kept_Z else problem.project(fold, Y_b, XtY_b)
                 coef = Z / (fold.lam[:, None] + alpha_dev[None])
-                pred = bk.matmul(fold.val_map_c, coef) + bk.matmul(fold.val_mean, coef)
-                oof_sum[fold.val_np, cols] += bk.to_numpy(pred)
+                pred = bk.matmul(fold.val_map_c, coef)  # centred validation predictions
+                if exact_cv:
+                    exact_sum = exact_sum + _pearson(bk, pred, Y_b[fold.val])
+                if return_oof_pred:
+                    pred = pred + bk.matmul(fold.val_mean, coef)
+                    oof_sum[fold.val_np, cols] += bk.to_numpy(pred)
             del kept_Z
+            if exact_cv:
+                cv_best[cols] = bk.to_numpy(exact_sum) / len(cv_folds)
 
         if X_test is None and not return_weights:
             return
@@ -803,7 +927,13 @@ def _fit_fast(
     result: dict[str, Any] = {
         "alphas": out_alphas,
         "cv_scores_all": cv_all,
-        "cv_scores": None if fixed else cv_all[np.argmax(cv_all, axis=0), np.arange(n_voxels)],
+        "cv_scores": (
+            None
+            if fixed
+            else cv_best
+            if exact_cv
+            else cv_all[np.argmax(cv_all, axis=0), np.arange(n_voxels)]
+        ),
         "test_r": test_r,
         "weights": weights,
         "test_pred": test_pred,
