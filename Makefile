@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 demo: venv
-	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+	$(BIN)/snakemake --cores $(CORES) --workflow-profile config/profiles/default --configfile config/config.yaml
 
 lint: venv
 	$(BIN)/ruff check .
