@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
-from ._utils import DataError
+from ._utils import DataError, provenance_path
 
 logger = logging.getLogger(__name__)
 
@@ -58,3 +60,33 @@ def pick_dtype(dtype: str, device: str):
         raise ValueError(
             f"dtype must be auto, float32, float16 or bfloat16, got {dtype!r}"
         ) from None
+
+
+def snapshot_record(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """Model id, revision and commit recorded beside a snapshot, for feature provenance.
+
+    Looks, in order, at the record of rule download_model, a tiny model's ``provenance.json``
+    and a sidecar beside the folder. All values are None when none exists.
+    """
+    from .download import SNAPSHOT_RECORD
+
+    model_dir = Path(model_dir)
+    for path in (
+        model_dir / SNAPSHOT_RECORD,
+        model_dir / "provenance.json",
+        provenance_path(model_dir),
+    ):
+        if not path.is_file():
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            logger.warning("ignoring unreadable snapshot provenance %s: %s", path, err)
+            continue
+        return {
+            "model_id": record.get("model_id", record.get("repo_id")),
+            "revision": record.get("revision"),
+            "commit": record.get("commit"),
+            "snapshot_provenance": str(path),
+        }
+    return {"model_id": None, "revision": None, "commit": None, "snapshot_provenance": None}

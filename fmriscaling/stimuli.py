@@ -459,3 +459,34 @@ def read_trs(path: str | os.PathLike) -> pd.DataFrame:
     return _read_table(
         path, TR_COLUMNS, {"tr_index": np.int64, "time": np.float64, "response_row": np.int64}
     )
+
+
+def kept_tr_rows(
+    trs_path: str | os.PathLike, story: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """TR times of a story and the indices of its kept TRs, ordered by ``response_row``.
+
+    Returns
+    -------
+    tr_times : array of shape (n_simulated_trs,)
+        Every simulated TR time (the interpolation targets).
+    keep : array of shape (n_response_rows,)
+        Indices into ``tr_times`` of the rows of the response file, in file order.
+    """
+    story = story or Path(trs_path).name.split(".")[0]
+    trs = read_trs(trs_path)
+    tr_times = np.asarray(trs["time"], dtype=np.float64)
+    response_row = np.asarray(trs["response_row"], dtype=np.int64)
+    keep = np.flatnonzero(response_row >= 0)
+    keep = keep[np.argsort(response_row[keep], kind="stable")]
+    if keep.size == 0:
+        raise DataError(
+            f"story {story!r}: {trs_path} keeps no TR (every response_row is -1); check the "
+            "story's TR count in respdict.json and the trimming settings"
+        )
+    if not np.array_equal(response_row[keep], np.arange(keep.size)):
+        raise DataError(
+            f"story {story!r}: response_row in {trs_path} must number the kept TRs 0..n-1 "
+            "(and mark dropped TRs with -1); re-run the stimulus timing stage"
+        )
+    return tr_times, keep

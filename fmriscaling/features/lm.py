@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
-from .._utils import DataError, provenance, provenance_path, write_json
-from ..models import pick_device, pick_dtype, require_model_dir
+from .._utils import DataError, provenance, write_json
+from ..models import pick_device, pick_dtype, require_model_dir, snapshot_record
 from .io import FeatureWriter, downsample_story
 
 if TYPE_CHECKING:
@@ -601,52 +601,6 @@ def naive_lm_features(
 # ---------------------------------------------------------------------------- driver
 
 
-def _read_snapshot_provenance(model_dir: Path) -> dict[str, Any]:
-    """Model id / revision / commit recorded by the download (or tiny-model) step, if any."""
-    import json
-
-    from ..download import SNAPSHOT_RECORD
-
-    for path in (
-        model_dir / SNAPSHOT_RECORD,  # rule download_model
-        model_dir / "provenance.json",  # tiny models
-        provenance_path(model_dir),  # a sidecar beside the directory
-    ):
-        if not path.is_file():
-            continue
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            logger.warning("ignoring unreadable snapshot provenance %s: %s", path, err)
-            continue
-        return {
-            "model_id": record.get("model_id", record.get("repo_id")),
-            "revision": record.get("revision"),
-            "commit": record.get("commit"),
-            "snapshot_provenance": str(path),
-        }
-    return {"model_id": None, "revision": None, "commit": None, "snapshot_provenance": None}
-
-
-def _story_rows(story: str, trs_path: str | os.PathLike, trs: Any) -> tuple[np.ndarray, np.ndarray]:
-    """TR times and the indices of the rows kept (ordered by response_row)."""
-    tr_times = np.asarray(trs["time"], dtype=np.float64)
-    response_row = np.asarray(trs["response_row"], dtype=np.int64)
-    keep = np.flatnonzero(response_row >= 0)
-    keep = keep[np.argsort(response_row[keep], kind="stable")]
-    if not np.array_equal(response_row[keep], np.arange(keep.size)):
-        raise DataError(
-            f"story {story!r}: response_row in {trs_path} must number the kept TRs 0..n-1 "
-            "(and mark dropped TRs with -1); re-run the stimulus timing stage"
-        )
-    if keep.size == 0:
-        raise DataError(
-            f"story {story!r}: {trs_path} keeps no TR (every response_row is -1); check the "
-            "story's TR count in respdict.json and the trimming settings"
-        )
-    return tr_times, keep
-
-
 def extract_text_model(
     model_dir: str | os.PathLike,
     words_tables: Mapping[str, str | os.PathLike],
@@ -703,7 +657,7 @@ def extract_text_model(
     paths : list of Path
         The layer files, layer 0 first.
     """
-    from ..stimuli import read_trs, read_words
+    from ..stimuli import kept_tr_rows, read_words
 
     if not words_tables:
         raise DataError(
@@ -737,7 +691,7 @@ def extract_text_model(
                     "tier and re-run the stimulus timing stage"
                 )
             word_times = np.asarray(words_df["time"], dtype=np.float64)
-            tr_times, keep = _story_rows(story, trs_path, read_trs(trs_path))
+            tr_times, keep = kept_tr_rows(trs_path, story)
             feats, stats = extract_lm_features(
                 lm,
                 words,
@@ -776,7 +730,7 @@ def extract_text_model(
             params,
             model_name=model_name,
             model_dir=str(lm.model_dir),
-            **_read_snapshot_provenance(lm.model_dir),
+            **snapshot_record(lm.model_dir),
             dtype=str(lm.dtype).removeprefix("torch."),
             device=lm.device,
             n_params=lm.n_params,

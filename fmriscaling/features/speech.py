@@ -24,7 +24,6 @@ Frame geometry
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -35,10 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import DataError, provenance, provenance_path, write_json
-from ..download import SNAPSHOT_RECORD
-from ..models import pick_device, pick_dtype, require_model_dir
-from ..stimuli import read_trs
+from .._utils import DataError, provenance, write_json
+from ..models import pick_device, pick_dtype, require_model_dir, snapshot_record
+from ..stimuli import kept_tr_rows
 from ..textgrid import check_data_file
 from .io import FeatureWriter, downsample_story
 
@@ -322,33 +320,6 @@ class SpeechModel:
         return states.float().cpu().numpy()
 
 
-def _read_snapshot_provenance(model_dir: Path) -> dict[str, Any]:
-    """Model id / revision / commit recorded by the download (or tiny-model) step, if any.
-
-    Same record as ``fmriscaling.features.lm`` stores for text models.
-    """
-    # downloaded snapshots, tiny built models, or a sidecar beside the directory
-    for path in (
-        model_dir / SNAPSHOT_RECORD,
-        model_dir / "provenance.json",
-        provenance_path(model_dir),
-    ):
-        if not path.is_file():
-            continue
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            logger.warning("ignoring unreadable snapshot provenance %s: %s", path, err)
-            continue
-        return {
-            "model_id": record.get("model_id", record.get("repo_id")),
-            "revision": record.get("revision"),
-            "commit": record.get("commit"),
-            "snapshot_provenance": str(path),
-        }
-    return {"model_id": None, "revision": None, "commit": None, "snapshot_provenance": None}
-
-
 def load_speech_model(
     model_dir: str | os.PathLike,
     *,
@@ -418,7 +389,7 @@ def load_speech_model(
         n_params=int(n_params),
         n_params_used=int(sum(p.numel() for p in model.parameters())),
         model_dir=model_dir,
-        snapshot_provenance=_read_snapshot_provenance(model_dir),
+        snapshot_provenance=snapshot_record(model_dir),
     )
 
 
@@ -542,26 +513,6 @@ def extract_speech_features(
     return feats, ends / float(sample_rate)
 
 
-def _story_rows(story: str, trs_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """TR times of a story and the indices of the TRs kept, ordered by ``response_row``."""
-    trs = read_trs(trs_path)
-    tr_times = np.asarray(trs["time"], dtype=np.float64)
-    response_row = np.asarray(trs["response_row"], dtype=np.int64)
-    keep = np.flatnonzero(response_row >= 0)
-    keep = keep[np.argsort(response_row[keep], kind="stable")]
-    if keep.size == 0:
-        raise DataError(
-            f"story {story!r}: {trs_path} keeps no TR (every response_row is -1); check the "
-            "story's TR count and the trimming settings"
-        )
-    if not np.array_equal(response_row[keep], np.arange(keep.size)):
-        raise DataError(
-            f"story {story!r}: response_row in {trs_path} must number the kept TRs 0..n-1 "
-            "(and mark dropped TRs with -1); re-run the stimulus timing stage"
-        )
-    return tr_times, keep
-
-
 def extract_speech_model(
     model_dir: str | os.PathLike,
     wavs: Mapping[str, str | os.PathLike],
@@ -643,7 +594,7 @@ def extract_speech_model(
     # check every input before the first (slow) story, so a bad file fails fast
     for story, wav_path in wavs.items():
         check_data_file(wav_path, kind=f"wav audio file of story {story!r}")
-    story_rows = {story: _story_rows(story, trs_tables[story]) for story in wavs}
+    story_rows = {story: kept_tr_rows(trs_tables[story], story) for story in wavs}
 
     story_info: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
