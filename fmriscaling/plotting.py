@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ._utils import DataError, atomic_path
 from .encoding.tables import best_layers, fit_log_linear
@@ -333,7 +333,10 @@ def plot_data_scaling(
         bars.set_gid(f"errorbars:{key}")
 
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    # tick the story counts that were fitted, as plain numbers
+    ax.set_xticks(np.unique(sub["n_train_stories"].to_numpy(dtype=float)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training stories")
     ax.set_ylabel(f"{_metric_label(metric)} (mean ± sd over subsets)")
     ax.legend(fontsize="x-small", frameon=False)
