@@ -129,6 +129,12 @@ def _format_params(value: float, _pos: int | None = None) -> str:
     return f"{value:.3g}"
 
 
+def _format_minor(value: float, _pos: int | None = None) -> str:
+    """Minor tick label: only at 2, 3 and 5 times a power of ten, so labels never collide."""
+    leading = value / 10 ** np.floor(np.log10(value))
+    return _format_params(value) if np.round(leading) in (2, 3, 5) else ""
+
+
 def _params_per_model(full: pd.DataFrame) -> pd.Series:
     counts = full.groupby("model")["n_params"].nunique()
     ambiguous = counts.index[counts > 1].tolist()
@@ -227,6 +233,10 @@ def plot_model_size_scaling(
 
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(_format_params))
+    # minor ticks labelled only when the sizes span less than two decades (else too crowded)
+    low, high = ax.get_xlim()
+    narrow = np.log10(high / low) < 2
+    ax.xaxis.set_minor_formatter(FuncFormatter(_format_minor) if narrow else NullFormatter())
     ax.set_xlabel("model parameters")
     ax.set_ylabel(f"{_metric_label(metric)} (best CV layer)")
     ax.legend(fontsize="small", frameon=False)
