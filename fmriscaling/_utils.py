@@ -35,6 +35,71 @@ class ConfigError(FmriScalingError, ValueError):
     """A configuration key has a wrong value; the message names the key."""
 
 
+# a git-annex pointer (a DataLad checkout without the content) is a short text naming the key
+ANNEX_MAX_BYTES = 1024
+ANNEX_HINT = (
+    "It is a git-annex/DataLad pointer, not the data: fetch the content "
+    "(`datalad get <file>` or `git annex get <file>`), or download the file from "
+    "OpenNeuro's public S3 bucket with the workflow's download rule."
+)
+
+
+def is_annex_pointer(head: bytes) -> bool:
+    """Whether the first bytes of a short file or response are a git-annex pointer."""
+    text = head.lstrip()
+    return text.startswith(b"/annex/objects/") or b".git/annex/objects" in text
+
+
+def check_data_file(path: str | os.PathLike, *, kind: str = "data file") -> Path:
+    """Fail clearly when ``path`` is missing, empty or a git-annex pointer.
+
+    Parameters
+    ----------
+    path : path-like
+        File to check.
+    kind : str
+        What the file should be (``"TextGrid"``, ``"HDF5 response file"``); used in messages.
+
+    Returns
+    -------
+    Path
+        ``path`` as a Path.
+
+    Raises
+    ------
+    DataError
+        When the file is a broken symlink (e.g. into ``.git/annex`` with the content not
+        fetched), a git-annex pointer file, missing, or empty.
+    """
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        target = os.readlink(path)
+        if "annex" in target:
+            raise DataError(
+                f"{path}: expected a {kind}, found a git-annex symlink to {target} whose "
+                f"content is not present. {ANNEX_HINT}"
+            )
+        raise DataError(f"{path}: expected a {kind}, found a broken symlink to {target}.")
+    if not path.exists():
+        raise DataError(f"{path}: {kind} does not exist. Download it or fix the path.")
+    if path.is_dir():
+        raise DataError(f"{path}: expected a {kind}, found a directory.")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(
+            f"{path}: {kind} is empty (0 bytes). Re-download the file (check its md5 against "
+            "the dataset manifest)."
+        )
+    if size <= ANNEX_MAX_BYTES:
+        head = path.read_bytes()
+        if is_annex_pointer(head):
+            raise DataError(
+                f"{path}: expected a {kind}, found git-annex pointer text "
+                f"{head.decode('ascii', 'replace').strip()!r}. {ANNEX_HINT}"
+            )
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.

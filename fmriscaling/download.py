@@ -39,7 +39,13 @@ import requests
 import urllib3
 from tqdm.auto import tqdm
 
-from fmriscaling._utils import ConfigError, DataError, write_json
+from fmriscaling._utils import (
+    ANNEX_MAX_BYTES,
+    ConfigError,
+    DataError,
+    is_annex_pointer,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +66,6 @@ _MD5_RE = re.compile(r"[0-9a-f]{32}")
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _PART_SUFFIX = ".part"
 # a git-annex pointer is a short text file; real data files are never this small and this shaped
-_ANNEX_MAX_BYTES = 1024
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 SNAPSHOT_RECORD = "fmriscaling_snapshot.json"
 
@@ -386,11 +391,6 @@ def _file_md5(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _annex_pointer(head: bytes) -> bool:
-    text = head.lstrip()
-    return text.startswith(b"/annex/objects/") or b".git/annex/objects" in text
-
-
 def _html_page(head: bytes) -> bool:
     text = head.lstrip()[:64].lower()
     return text.startswith(b"<!doctype html") or text.startswith(b"<html")
@@ -660,7 +660,7 @@ def _iter_body(response: requests.Response, chunk_size: int) -> Iterator[bytes]:
     if read1 is None:  # pragma: no cover - urllib3 < 2.3
         yield from response.iter_content(chunk_size=chunk_size)
         return
-    head = raw.read(_ANNEX_MAX_BYTES)
+    head = raw.read(ANNEX_MAX_BYTES)
     if not head:
         return
     yield head
@@ -670,8 +670,8 @@ def _iter_body(response: requests.Response, chunk_size: int) -> Iterator[bytes]:
 
 def _bad_head(chunk: bytes, *, name: str, url: str, size: int, body: int | None) -> str | None:
     """Why the first bytes are a git-annex pointer or an HTML page, or None."""
-    short = body is None or body <= _ANNEX_MAX_BYTES
-    if short and _annex_pointer(chunk):
+    short = body is None or body <= ANNEX_MAX_BYTES
+    if short and is_annex_pointer(chunk):
         return (
             f"{name}: {url} returned a git-annex pointer ({chunk[:80]!r}) instead of the "
             f"file's {size} bytes; the content is not on that server: use the S3 mirror "

@@ -15,8 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ._utils import DataError
-from .textgrid import check_data_file
+from ._utils import DataError, check_data_file
 
 logger = logging.getLogger(__name__)
 

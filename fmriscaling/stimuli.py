@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._utils import DataError, atomic_path
-from .textgrid import INTERVAL_TIER, TextGrid, Tier, check_data_file, read_textgrid
+from ._utils import DataError, atomic_path, check_data_file
+from .textgrid import INTERVAL_TIER, TextGrid, Tier, read_textgrid
 
 logger = logging.getLogger(__name__)
 

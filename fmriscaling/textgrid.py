@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._utils import DataError, atomic_path
+from ._utils import DataError, atomic_path, check_data_file
 
 logger = logging.getLogger(__name__)
 
@@ -267,63 +267,10 @@ def write_textgrid(
 # reading
 # --------------------------------------------------------------------------------------
 
-_ANNEX_HINT = (
-    "It is a git-annex/DataLad pointer, not the data: fetch the content "
-    "(`datalad get <file>` or `git annex get <file>`), or download the file from "
-    "OpenNeuro's public S3 bucket with the workflow's download rule."
-)
-_ANNEX_CONTENT = re.compile(rb"\A\s*(?:(?:\.\./)*\.git/annex/objects/|/annex/objects/)\S*\s*\Z")
 _REDOWNLOAD_HINT = (
     "Re-download the file (check its md5 against the dataset manifest) or re-export it "
     "from Praat as a text file."
 )
-
-
-def check_data_file(path: str | os.PathLike, *, kind: str = "data file") -> Path:
-    """Fail clearly when ``path`` is missing, empty or a git-annex pointer.
-
-    Parameters
-    ----------
-    path : path-like
-        File to check.
-    kind : str
-        What the file should be (``"TextGrid"``, ``"HDF5 response file"``); used in messages.
-
-    Returns
-    -------
-    Path
-        ``path`` as a Path.
-
-    Raises
-    ------
-    DataError
-        When the file is a broken symlink (e.g. into ``.git/annex`` with the content not
-        fetched), a git-annex pointer file, missing, or empty.
-    """
-    path = Path(path)
-    if path.is_symlink() and not path.exists():
-        target = os.readlink(path)
-        if "annex" in target:
-            raise DataError(
-                f"{path}: expected a {kind}, found a git-annex symlink to {target} whose "
-                f"content is not present. {_ANNEX_HINT}"
-            )
-        raise DataError(f"{path}: expected a {kind}, found a broken symlink to {target}.")
-    if not path.exists():
-        raise DataError(f"{path}: {kind} does not exist. Download it or fix the path.")
-    if path.is_dir():
-        raise DataError(f"{path}: expected a {kind}, found a directory.")
-    size = path.stat().st_size
-    if size == 0:
-        raise DataError(f"{path}: {kind} is empty (0 bytes). {_REDOWNLOAD_HINT}")
-    if size < 1024:
-        head = path.read_bytes()
-        if _ANNEX_CONTENT.match(head):
-            raise DataError(
-                f"{path}: expected a {kind}, found git-annex pointer text "
-                f"{head.decode('ascii', 'replace').strip()!r}. {_ANNEX_HINT}"
-            )
-    return path
 
 
 def _decode(path: Path, raw: bytes) -> str:

@@ -8,12 +8,12 @@ import os
 import pytest
 
 from fmriscaling import DataError
+from fmriscaling._utils import check_data_file
 from fmriscaling.textgrid import (
     Interval,
     Point,
     TextGrid,
     Tier,
-    check_data_file,
     read_textgrid,
     write_textgrid,
 )

@@ -34,10 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import DataError, provenance, write_json
+from .._utils import DataError, check_data_file, provenance, write_json
 from ..models import pick_device, pick_dtype, require_model_dir, snapshot_record
 from ..stimuli import kept_tr_rows
-from ..textgrid import check_data_file
 from .io import FeatureWriter, downsample_story
 
 logger = logging.getLogger(__name__)
