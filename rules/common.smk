@@ -114,10 +114,6 @@ def layers_of(model):
     return model_layers(MODELS[model])
 
 
-def n_params_of(model):
-    return MODELS[model]["n_params"]
-
-
 # ---------------------------------------------------------------- resources
 
 
@@ -225,26 +221,6 @@ def subsample_scores_path(subject, model, layer, n, seed):
     )
 
 
-def full_fit_scores():
-    return [
-        f"results/encoding/{DATASET}/{subject}/{model}/layer-{layer}/scores.npz"
-        for subject in SUBJECTS
-        for model in RUN_MODELS
-        for layer in layers_of(model)
-    ]
-
-
-def subsample_scores():
-    return [
-        subsample_scores_path(subject, fit["model"], layer, n, seed)
-        for subject in SUBJECTS
-        for fit in config["subsampling"]["fits"]
-        for layer in fit["layers"]
-        for n in subsample_sizes(subject)
-        for seed in config["subsampling"]["seeds"]
-    ]
-
-
 def table_entries():
     """Metadata of every fit, in the order of the tables' rows."""
     entries = []
@@ -278,6 +254,9 @@ def table_entries():
                                 )
                             )
     return entries
+
+
+TABLE_ENTRIES = table_entries()
 
 
 def noise_ceiling_files():

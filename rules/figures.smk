@@ -3,7 +3,7 @@
 
 rule encoding_table:
     input:
-        scores=[entry["path"] for entry in table_entries()],
+        scores=[entry["path"] for entry in TABLE_ENTRIES],
         ceilings=list(noise_ceiling_files().values()),
         features=expand("results/features/{{dataset}}/{model}", model=RUN_MODELS),
     output:
@@ -19,7 +19,7 @@ rule encoding_table:
         mem_mb=4000,
         runtime=30,
     params:
-        entries=table_entries(),
+        entries=TABLE_ENTRIES,
         ceilings=noise_ceiling_files(),
         floor=config["noise_ceiling"]["floor"],
     script:
@@ -56,7 +56,7 @@ rule brain_map:
         best_layers="results/tables/{dataset}/best_layers.csv",
         scores=lambda wildcards: [
             e["path"]
-            for e in table_entries()
+            for e in TABLE_ENTRIES
             if e["subject"] == wildcards.subject and e["n_train"] is None
         ],
         ceiling="results/noise_ceiling/{dataset}/{subject}.npz",
