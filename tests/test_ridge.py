@@ -260,6 +260,53 @@ def test_batching_does_not_change_results(rng, backend, form):
         np.testing.assert_allclose(getattr(batched, name), getattr(whole, name), atol=1e-5)
 
 
+@pytest.mark.parametrize("score_block", [None, 4])
+@pytest.mark.parametrize("form", ["primal", "dual"])
+def test_scoring_blocks_and_alpha_chunks_do_not_change_results(rng, monkeypatch, form, score_block):
+    # None: whole batches with alphas in chunks of 2 (the GPU layout); 4: CPU voxel blocks
+    n, p = SHAPES[form]
+    X, Y, _, _ = _data(rng, n, p, n_voxels=13)
+    kwargs = dict(alphas=np.logspace(0, 4, 5), folds=_equal_story_folds(n), backend="numpy")
+    reference = fit_ridge_cv(X, Y, **kwargs)  # 13 voxels: one block, one chunk
+    monkeypatch.setattr(ridge_module, "_score_block", lambda name: score_block)
+    monkeypatch.setattr(ridge_module, "_ALPHA_CHUNK", 2)
+    res = fit_ridge_cv(X, Y, **kwargs)
+    np.testing.assert_allclose(res.cv_scores_all, reference.cv_scores_all, atol=1e-6)
+    np.testing.assert_array_equal(res.alphas, reference.alphas)
+
+
+@pytest.mark.parametrize("form", ["primal", "dual"])
+def test_test_predictions_grouped_by_alpha_equal_the_refit(rng, backend, monkeypatch, form):
+    # many voxels and few test TRs: one map per distinct alpha is cheaper than projecting Y
+    n, p = SHAPES[form]
+    X, Y, X_test, Y_test = _data(rng, n, p, n_voxels=400, n_test=5)
+    kwargs = dict(
+        alphas=np.logspace(-1, 4, 6),
+        folds=_equal_story_folds(n),
+        X_test=X_test,
+        Y_test=Y_test,
+        backend=backend,
+        return_test_pred=True,
+    )
+    calls = []
+    grouped = ridge_module._RidgeProblem.test_predictions_by_alpha
+
+    def spy(self, *args):
+        calls.append(args[-1].size)
+        return grouped(self, *args)
+
+    monkeypatch.setattr(ridge_module._RidgeProblem, "test_predictions_by_alpha", spy)
+    res = fit_ridge_cv(X, Y, **kwargs)
+    assert calls == [400] and np.unique(res.alphas).size > 1
+    # weights force the per-voxel refit; its predictions are X_test @ weights
+    refit = fit_ridge_cv(X, Y, return_weights=True, **kwargs)
+    assert calls == [400]
+    np.testing.assert_array_equal(res.alphas, refit.alphas)
+    np.testing.assert_allclose(res.test_pred, refit.test_pred, atol=1e-4)
+    np.testing.assert_allclose(res.test_pred, X_test @ refit.weights, atol=1e-4)
+    np.testing.assert_allclose(res.test_r, refit.test_r, atol=1e-5)
+
+
 def test_out_of_memory_halves_the_batch(rng, monkeypatch):
     X, Y, _, _ = _data(rng, 60, 10, n_voxels=10)
     folds = _equal_story_folds(60)
@@ -315,7 +362,7 @@ def test_bfloat16_scoring_picks_the_float32_alphas_up_to_near_ties(rng, backend,
     noise_sd = np.exp(rng.uniform(np.log(0.3), np.log(4.0), n_voxels))
     Y = X @ W + noise_sd * rng.standard_normal((n + n_test, n_voxels))
     X, Y = X.astype(np.float32), Y.astype(np.float32)
-    # one decade per step: ties within bfloat16 noise (~5e-4 in r) are rare but not absent
+    # one decade per step: ties within bfloat16 noise (~1e-3 in r) are rare but not absent
     alphas = np.logspace(-1, 5, 7)
     kwargs = dict(
         alphas=alphas,
@@ -335,14 +382,18 @@ def test_bfloat16_scoring_picks_the_float32_alphas_up_to_near_ties(rng, backend,
     i_exact = np.searchsorted(alphas.astype(np.float32), exact.alphas)
     i_low = np.searchsorted(alphas.astype(np.float32), low.alphas)
     same = i_exact == i_low
-    assert same.mean() >= 0.97
-    # where bfloat16 picks another alpha, the two are tied in float32 CV score
+    assert same.mean() >= 0.9
+    # where bfloat16 picks another alpha, the two are tied in float32 CV score: the gap is within
+    # the bfloat16 scoring error (~1e-3 in r), far below the score range over the grid
     gap = exact.cv_scores_all[i_exact, voxels] - exact.cv_scores_all[i_low, voxels]
-    assert np.all(gap >= 0) and np.all(gap < 1e-2)
+    spread = exact.cv_scores_all.max(0) - exact.cv_scores_all.min(0)
+    assert np.all(gap >= 0) and np.all(gap < 1e-3)
+    assert np.median(spread[~same]) > 10 * gap.max()
     assert abs(low.test_r.mean() - exact.test_r.mean()) < 2e-3
-    # the reported CV score is the exact float32 one of the chosen alpha
-    np.testing.assert_allclose(low.cv_scores, exact.cv_scores_all[i_low, voxels], atol=1e-5)
-    np.testing.assert_allclose(low.cv_scores_all, exact.cv_scores_all, atol=5e-3)
+    # the reported CV score is the bfloat16-scored one of the chosen alpha, close to float32
+    np.testing.assert_array_equal(low.cv_scores, low.cv_scores_all[i_low, voxels])
+    np.testing.assert_allclose(low.cv_scores_all, exact.cv_scores_all, atol=2e-3)
+    assert np.abs(low.cv_scores_all - exact.cv_scores_all).max() > 0  # it did score in bf16
     # fit and predictions stay float32: identical wherever the alpha is
     np.testing.assert_allclose(low.test_r[same], exact.test_r[same], atol=1e-6)
     np.testing.assert_allclose(low.oof_pred[:, same], exact.oof_pred[:, same], atol=1e-5)

@@ -32,6 +32,7 @@ def _write_scores(path, test_r, cv_score, n_train_stories=10, n_train_trs=3000):
         "n_train_trs": n_train_trs,
         "solver": "primal",
         "backend": "numpy",
+        "score_dtype": "float32",
         "fit_seconds": 1.5,
         "peak_memory_bytes": 2_000_000,
         "median_alpha": 100.0,
@@ -90,6 +91,7 @@ def test_collect_columns_and_values(tmp_path):
     assert row.mean_cv_score == pytest.approx(0.2)
     assert row.peak_memory_mb == pytest.approx(2.0)
     assert row.n_train_stories == 10 and bool(row.full_train)
+    assert (row.solver, row.backend, row.score_dtype) == ("primal", "numpy", "float32")
 
 
 def test_collect_rejects_voxel_mismatch_and_nan(tmp_path):

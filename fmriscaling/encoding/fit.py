@@ -89,9 +89,8 @@ def fit_encoding(
     backend, solver, n_targets_batch
         Passed to `fmriscaling.encoding.ridge.fit_ridge_cv`.
     score_dtype : {"float32", "bfloat16", "auto"}, default "float32"
-        Precision of the GEMMs that score the alpha grid in CV (passed to `fit_ridge_cv`); the
-        fit, the predictions and the reported CV score stay float32. The precision actually used
-        is recorded in the summary.
+        Precision of the CV alpha search (passed to `fit_ridge_cv`); the refit and its
+        predictions stay float32. The precision actually used is recorded in the summary.
     save_weights : bool, default False
         Store the ridge weights, shape (n_features * n_delays, n_voxels), in the npz.
     save_predictions : bool, default False

@@ -8,20 +8,24 @@ The fast path works from the Gram matrix instead of an SVD of the data:
   ``G_train = G − X_valᵀ X_val`` and one ``eigh`` of it.
 
 In both forms the validation predictions for ridge parameter α are
-``P_α = A diag(1 / (λ + α)) Z`` with ``A`` (n_val, r) a fixed map per fold and ``Z`` (r, n_voxels)
-the targets projected once per fold. The Pearson correlation needs three sums per voxel: the cross
-term ``Σ P_α y`` is ``D @ (Z ∘ AᵀY_val)`` for all alphas at once (``D`` the (n_alphas, r) matrix of
-``1 / (λ + α)``), so only ``Σ P_α²`` needs one GEMM per alpha. The refit uses one ``eigh`` of the
-full Gram and applies each voxel's own shrinkage elementwise in the eigenbasis.
+``P_α = A diag(1 / (λ + α)) Z`` with ``A`` (n_val, r) a fixed map per fold (centred over the fold)
+and ``Z`` (r, n_voxels) the training targets projected once per fold. Per fold, the shrunk maps
+``A diag(d_α)`` of all alphas are stacked into one tall matrix, so scoring the whole alpha grid is
+one GEMM with ``Z`` (in chunks of alphas on GPUs, to bound memory); the Pearson cross term and ``Σ P_α²`` per voxel are then read off those
+predictions. On CPUs the voxels go through that GEMM in blocks of a few hundred so each block's
+predictions stay in cache. The refit uses one ``eigh`` of the full Gram and applies each voxel's
+own shrinkage elementwise in the eigenbasis.
 
-Scoring precision (``score_dtype``): the Σ P_α² GEMMs are ~60 % of a CPU fit. With
-``score_dtype="bfloat16"`` (torch backends only) they take bfloat16 inputs (``A diag(d_α)`` is formed
-in float32 and then rounded, as is ``Z``) with float32 accumulation inside the GEMM; the products
-are cast to float32 before they are squared and summed, so the only loss is the bfloat16 rounding
-of the inputs and of each prediction (relative ~2⁻⁹ per element, unbiased). This only affects which
-alpha wins near-ties: the cross term, the Gram, ``eigh``, projections, the refit, test and OOF
-predictions stay float32, and the reported ``cv_scores`` of the chosen alpha are recomputed exactly
-in float32 from explicit validation predictions.
+Scoring precision (``score_dtype``): with ``"float32"`` the whole alpha search is float32. With
+``"bfloat16"`` (torch backends only) the alpha search runs on bfloat16 inputs with float32
+accumulation inside the GEMMs: the per-fold projections ``Z = Vᵀ Y_train`` (from bfloat16 copies
+of the eigenvectors and the targets) and the prediction GEMMs (the shrunk maps formed in float32,
+then rounded); the predictions are cast to float32 before the sums. On a CPU with AMX-BF16 those
+GEMMs run ~3-6x the float32 rate, which makes a CPU fit ~2.5x faster. The rounding (relative
+~2⁻⁹ per input, unbiased) moves CV correlations by ~1e-4 (at most ~1e-3), so it can only change
+which alpha wins a near-tie. The Gram, the ``eigh`` calls, the refit (weights, test predictions,
+test r) and the OOF predictions stay float32. ``cv_scores`` and ``cv_scores_all`` are the scores
+the alphas were chosen from, i.e. bfloat16-scored in that mode.
 
 Alpha convention: ``alphas`` are himalaya / scikit-learn λ (``‖XW − Y‖² + λ‖W‖²``). The companion
 code of Antonello et al. shrinks singular values by ``S / (S² + a²)``, so its ``a`` is ``√λ``: use
@@ -49,8 +53,10 @@ logger = logging.getLogger(__name__)
 
 Fold = tuple[np.ndarray, np.ndarray]
 
-# alphas stacked into one GEMM for Σ P²
+# alphas stacked into one GEMM for the validation predictions (on devices that score whole batches)
 _ALPHA_CHUNK = 8
+# voxels per block when scoring on a CPU: one block's predictions of all alphas stay in cache
+_CPU_SCORE_BLOCK = 512
 # share of free memory a voxel batch may use; the CPU is shared with other jobs
 _CPU_MEMORY_FRACTION = 0.25
 _GPU_MEMORY_FRACTION = 0.6
@@ -88,9 +94,9 @@ class RidgeResult:
     batch_size : int
         Voxels per batch in the last batch loop (after any out-of-memory halving).
     score_dtype : {"float32", "bfloat16"}
-        Precision of the alpha-scoring GEMMs actually used (``"auto"`` resolved). With
-        ``"bfloat16"``, ``cv_scores_all`` holds the bfloat16-scored estimates the alphas were chosen
-        from, while ``cv_scores`` is recomputed exactly in float32 at the chosen alpha.
+        Precision of the alpha search actually used (``"auto"`` resolved). With ``"bfloat16"``,
+        ``cv_scores`` and ``cv_scores_all`` are the bfloat16-scored values the alphas were chosen
+        from (within ~1e-3 of float32).
     """
 
     alphas: np.ndarray
@@ -188,7 +194,7 @@ def _cpu_has_amx_bf16() -> bool:
 
 
 def resolve_score_dtype(score_dtype: str, backend_name: str) -> str:
-    """Precision of the alpha-scoring GEMMs: ``"float32"`` or ``"bfloat16"``.
+    """Precision of the CV alpha search: ``"float32"`` or ``"bfloat16"``.
 
     Parameters
     ----------
@@ -480,6 +486,7 @@ class _Eig:
     val_mean: Any = None
     x_val: Any = None  # primal: X[val], to downdate XᵀY
     complement: bool = True  # train ∪ val covers all TRs (primal downdate is valid)
+    vecs_low: Any = None  # vecs in the low scoring dtype (bfloat16 scoring only)
 
 
 def _eigh(backend, gram) -> tuple[Any, Any]:
@@ -501,9 +508,10 @@ def _pearson(backend, pred, y):
 class _RidgeProblem:
     """Gram matrices and per-fold eigendecompositions, set up once; voxels come in batches."""
 
-    def __init__(self, backend, X, X_test, folds, solver, need_weights):
+    def __init__(self, backend, X, X_test, folds, solver, need_weights, low=None):
         self.backend = backend
         self.solver = solver
+        self.low = low
         n_samples, n_features = X.shape
         self.n_samples, self.n_features = n_samples, n_features
         self.X = backend.asarray(X)
@@ -554,14 +562,28 @@ class _RidgeProblem:
         val_mean = val_map.mean(0)[None]
         return _Eig(lam, vecs, tr, va, val_np, val_map - val_mean, val_mean)
 
+    def _low_vecs(self, eig: _Eig):
+        """``eig.vecs`` in the scoring dtype, cast once per fold and kept."""
+        if eig.vecs_low is None:
+            eig.vecs_low = eig.vecs.to(self.low)
+        return eig.vecs_low
+
     @property
     def rank(self) -> int:
         return int(self.full.lam.shape[0])
 
-    def project(self, eig: _Eig, Y_b, XtY_b):
-        """Z (r, b): training targets in the eigenbasis of ``eig``."""
+    def project(self, eig: _Eig, Y_b, XtY_b, *, Y_low=None):
+        """Z (r, b): training targets in the eigenbasis of ``eig``.
+
+        With ``Y_low`` (the batch's targets in the low scoring dtype; dual only) or, in primal
+        form, whenever the problem has a low dtype and ``Y_low`` is ``True``, the final projection
+        runs in that dtype and Z comes back in it (for scoring only).
+        """
         backend = self.backend
         if self.solver == "dual":
+            if Y_low is not None:
+                y_train = Y_low if eig.train is None else Y_low[eig.train]
+                return backend.matmul(self._low_vecs(eig).T, y_train)
             y_train = Y_b if eig.train is None else Y_b[eig.train]
             return backend.matmul(eig.vecs.T, y_train)
         if eig.train is None:
@@ -570,68 +592,114 @@ class _RidgeProblem:
             xty = XtY_b - backend.matmul(eig.x_val.T, Y_b[eig.val])
         else:
             xty = backend.matmul(self.X[eig.train].T, Y_b[eig.train])
+        if Y_low is not None:
+            return backend.matmul(self._low_vecs(eig).T, xty.to(self.low))
         return backend.matmul(eig.vecs.T, xty)
 
-    def bytes_per_voxel(self, n_alphas, keep_oof, need_weights, low_precision=False) -> int:
+    def group_test_by_alpha(self, alpha_b: np.ndarray) -> bool:
+        """Whether `test_predictions_by_alpha` costs fewer flops than projecting the batch."""
+        if self.test_map is None:
+            return False
+        n_test, rank = self.test_map.shape
+        n_rows = self.n_features if self.solver == "primal" else self.n_samples
+        n_b, n_unique = alpha_b.size, np.unique(alpha_b).size
+        grouped = n_unique * n_test * rank * n_rows + n_test * n_rows * n_b
+        projected = rank * n_rows * n_b + n_test * rank * n_b
+        return grouped < projected
+
+    def test_predictions_by_alpha(self, Y_b, XtY_b, alpha_b: np.ndarray):
+        """Refit test predictions (n_test, b) without projecting every voxel.
+
+        For each distinct alpha, the map ``T diag(1 / (λ + α)) Vᵀ`` (``T`` the test map of the full
+        eigenbasis) takes the training targets (dual) or ``XᵀY`` (primal) of that alpha's voxels
+        straight to test predictions. Same numbers as the per-voxel refit, in float32.
+        """
+        backend = self.backend
+        rhs = XtY_b if self.solver == "primal" else Y_b
+        pred = backend.zeros_like(rhs, shape=(self.test_map.shape[0], alpha_b.size))
+        for alpha in np.unique(alpha_b):
+            idx = backend.asarray(np.flatnonzero(alpha_b == alpha))
+            shrunk = self.test_map / (self.full.lam[None] + float(alpha))
+            pred[:, idx] = backend.matmul(backend.matmul(shrunk, self.full.vecs.T), rhs[:, idx])
+        return pred
+
+    def bytes_per_voxel(self, n_alphas, keep_oof, need_weights, block=None) -> int:
+        """Device bytes a voxel of a batch needs at the peak of a fit (a generous estimate)."""
         r = max(int(f.lam.shape[0]) for f in self.folds) if self.folds else self.rank
         n_val = max(int(f.val_map_c.shape[0]) for f in self.folds) if self.folds else 0
+        n_train = self.n_samples - min((int(f.val_map_c.shape[0]) for f in self.folds), default=0)
         n_test = 0 if self.test_map is None else int(self.test_map.shape[0])
-        chunk = min(n_alphas, _ALPHA_CHUNK)
-        floats = (
-            self.n_samples
-            + (self.n_features if self.solver == "primal" else 0)
-            + 3 * r
-            + 2 * n_val
-            + chunk * n_val
-            + (len(self.folds) * r if keep_oof or low_precision else 0)
-            + 3 * self.rank
-            + 2 * n_test
-            + (self.n_features if need_weights else 0)
-            + n_alphas * 3
-        )
-        # bfloat16 scoring: Z in bf16 and the chunk's bf16 products beside their float32 copy
-        low = 2 * (r + chunk * n_val) if low_precision else 0
-        return 4 * floats + low
+        low = self.low is not None
+        f32 = 4
+        total = f32 * self.n_samples  # Y_b
+        if self.solver == "primal":
+            total += f32 * 2 * self.n_features  # XᵀY and its downdate
+        if self.folds:
+            zsize = 2 if low else f32
+            total += (zsize * self.n_samples // 2) if low and self.solver == "dual" else 0  # Y_low
+            total += zsize * (n_train + r)  # gathered training targets, Z
+            total += f32 * (2 * n_val + 4 * n_alphas)  # y_c, scores, cross, Σ P², sum over folds
+            if block is None:  # one chunk of validation predictions per voxel
+                chunk = min(n_alphas, _ALPHA_CHUNK)
+                total += chunk * n_val * (f32 + (2 if low else 0)) * 2
+            if keep_oof and not low:
+                total += f32 * len(self.folds) * r  # Z kept for the OOF predictions
+            if keep_oof:
+                total += f32 * (r + n_val)  # coef and one fold's predictions
+        total += f32 * (2 * self.rank + 2 * n_test)  # refit Z and coef, test predictions
+        if need_weights:
+            total += f32 * self.n_features
+        return int(total)
 
 
-def _cv_scores_fold(backend, eig: _Eig, Z, Y_val, inv_shift, score_dtype="float32"):
+def _cv_scores_fold(backend, eig, Z, Y_val, inv_shift, *, low=None, block=None):
     """Mean-centred validation correlations for all alphas, shape (n_alphas, b).
 
-    ``inv_shift`` (n_alphas, r) holds ``1 / (lam + α)``. With ``score_dtype="bfloat16"`` (torch
-    tensors only) the Σ P_α² GEMMs take bfloat16 inputs; their products are cast to float32
-    before squaring and summing.
+    ``inv_shift`` (n_alphas, r) holds ``1 / (lam + α)``. The validation predictions of a chunk of
+    alphas come from one GEMM of the stacked shrunk maps ``A_c diag(d_α)`` with ``Z``; the cross
+    term and the sum of squares per voxel are taken from those same predictions. ``low`` (a torch
+    dtype, torch tensors only) runs that GEMM with inputs in that dtype (float32 accumulation;
+    ``Z`` may already be in it) and casts the predictions to float32 before the sums. ``block``
+    walks the voxels in column blocks of that size, which keeps each block's predictions in the CPU
+    cache (None: one block).
     """
     y_c = Y_val - Y_val.mean(0)[None]
     y_ss = backend.sum(y_c * y_c, 0)  # (b,)
-    # Σ_t P_α y = Σ_k d_αk Z_k (A_cᵀ y)_k : one GEMM for all alphas
-    cross = backend.matmul(inv_shift, Z * backend.matmul(eig.val_map_c.T, y_c))
-    # Σ_t P_α² needs the predictions themselves: stack the shrunk maps A_c diag(d_α) of a chunk
-    # of alphas into one tall matrix so that each chunk is one large GEMM with Z
     n_val, rank = eig.val_map_c.shape
-    low = None
-    if score_dtype == "bfloat16":
-        import torch
-
-        low = torch.bfloat16
+    n_alphas, n_b = inv_shift.shape[0], Z.shape[1]
+    if low is not None and Z.dtype != low:
         Z = Z.to(low)
-    pred_ss = []
-    for start in range(0, inv_shift.shape[0], _ALPHA_CHUNK):
-        shift = inv_shift[start : start + _ALPHA_CHUNK]
+    block = n_b if block is None else max(1, int(block))
+    chunk = n_alphas if block < n_b else _ALPHA_CHUNK
+    cross = backend.zeros_like(y_ss, shape=(n_alphas, n_b))
+    pred_ss = backend.zeros_like(y_ss, shape=(n_alphas, n_b))
+    for a0 in range(0, n_alphas, chunk):
+        shift = inv_shift[a0 : a0 + chunk]
+        n_a = shift.shape[0]
         stacked = (shift[:, None, :] * eig.val_map_c[None]).reshape(-1, rank)
-        if low is None:
-            pred = backend.matmul(stacked, Z)  # (chunk * n_val, b)
-        else:
-            # float32 accumulation inside the GEMM, bf16 result: square and sum in float32
-            pred = backend.matmul(stacked.to(low), Z).float()
-        pred *= pred
-        pred_ss.append(backend.sum(pred.reshape(shift.shape[0], n_val, -1), 1))
-        del stacked, pred
-    pred_ss = backend.concatenate(pred_ss, 0)
+        if low is not None:
+            stacked = stacked.to(low)
+        for v0 in range(0, n_b, block):
+            cols = slice(v0, min(v0 + block, n_b))
+            pred = backend.matmul(stacked, Z[:, cols])  # (n_a * n_val, block)
+            if low is not None:
+                pred = pred.float()
+            pred = pred.reshape(n_a, n_val, -1)
+            cross[a0 : a0 + n_a, cols] = backend.sum(pred * y_c[None, :, cols], 1)
+            pred *= pred
+            pred_ss[a0 : a0 + n_a, cols] = backend.sum(pred, 1)
+            del pred
+        del stacked
     denom = backend.sqrt(pred_ss * y_ss[None])
     return cross / (denom + (denom == 0))
 
 
 # --------------------------------------------------------------------------------- the fit
+
+
+def _score_block(backend_name: str) -> int | None:
+    """Voxels per scoring block: small on CPUs (cache), whole batches on GPUs (big kernels)."""
+    return None if backend_name in ("torch_cuda", "cupy") else _CPU_SCORE_BLOCK
 
 
 def fit_ridge_cv(
@@ -686,11 +754,12 @@ def fit_ridge_cv(
         ``"himalaya"`` runs himalaya's ``RidgeCV`` / ``KernelRidgeCV`` instead (reference path,
         no OOF predictions and no ``cv_scores_all``).
     score_dtype : {"float32", "bfloat16", "auto"}
-        Precision of the GEMMs that score the alpha grid in CV (Σ P_α², one per alpha and fold;
-        see the module docstring). ``"bfloat16"`` needs the torch / torch_cuda backend (a
-        ValueError otherwise); ``"auto"`` picks it where bfloat16 GEMMs are fast (see
-        `resolve_score_dtype`). Only the choice of alpha can change (near-ties); the fit, the
-        predictions and the reported ``cv_scores`` stay float32.
+        Precision of the CV alpha search (per-fold projections and prediction GEMMs; see the
+        module docstring). ``"bfloat16"`` needs the torch / torch_cuda backend (a ValueError
+        otherwise); ``"auto"`` picks it where bfloat16 GEMMs are fast (see
+        `resolve_score_dtype`). Only the choice of alpha can change (near-ties) and the CV scores
+        move by ~1e-4; the refit, its weights, test predictions and test r, and the OOF
+        predictions stay float32.
 
     Returns
     -------
@@ -815,10 +884,14 @@ def _fit_fast(
     n_samples, n_features = X.shape
     n_voxels = Y.shape[1]
     n_alphas = alphas.size
-    problem = _RidgeProblem(bk, X, X_test, folds, solver, return_weights)
+    low = None
+    if score_dtype == "bfloat16" and not fixed:
+        import torch
+
+        low = torch.bfloat16
+    problem = _RidgeProblem(bk, X, X_test, folds, solver, return_weights, low=low)
     cv_folds = problem.folds if not fixed else []
-    # bfloat16 scoring: recompute the chosen alpha's CV score exactly (float32) from the kept Z
-    exact_cv = score_dtype == "bfloat16" and not fixed
+    block = _score_block(bk.name)
 
     # 1 / (λ + α) per fold, (n_alphas, r)
     alphas_dev = bk.asarray(alphas.astype(np.float32))
@@ -826,7 +899,6 @@ def _fit_fast(
 
     out_alphas = np.empty(n_voxels, dtype=np.float32)
     cv_all = None if fixed else np.empty((n_alphas, n_voxels), dtype=np.float32)
-    cv_best = np.empty(n_voxels, dtype=np.float32) if exact_cv else None
     test_r = None if Y_test is None else np.empty(n_voxels, dtype=np.float32)
     test_pred = None if X_test is None else np.empty((X_test.shape[0], n_voxels), np.float32)
     weights = np.empty((n_features, n_voxels), np.float32) if return_weights else None
@@ -838,9 +910,7 @@ def _fit_fast(
             oof_count[fold.val_np] += 1
 
     if n_targets_batch == "auto":
-        per_voxel = problem.bytes_per_voxel(
-            n_alphas, return_oof_pred, return_weights, low_precision=exact_cv
-        )
+        per_voxel = problem.bytes_per_voxel(n_alphas, return_oof_pred, return_weights, block)
         batch = int(np.clip(_free_memory_bytes(bk.name) // per_voxel, 1, n_voxels))
     else:
         batch = max(1, min(int(n_targets_batch), n_voxels))
@@ -861,15 +931,20 @@ def _fit_fast(
         if fixed:
             alpha_b = np.full(n_b, alphas[0], dtype=np.float32)
         else:
+            # low-precision scoring: the targets are cast once, the projections run in bf16
+            Y_low = None
+            if low is not None:
+                Y_low = Y_b.to(low) if solver == "dual" else True
             score_sum = 0.0
             for fold, shift in zip(cv_folds, inv_shift, strict=True):
-                Z = problem.project(fold, Y_b, XtY_b)
+                Z = problem.project(fold, Y_b, XtY_b, Y_low=Y_low)
                 score_sum = score_sum + _cv_scores_fold(
-                    bk, fold, Z, Y_b[fold.val], shift, score_dtype=score_dtype
+                    bk, fold, Z, Y_b[fold.val], shift, low=low, block=block
                 )
-                if return_oof_pred or exact_cv:
+                if return_oof_pred and low is None:
                     kept_Z.append(Z)
                 del Z
+            del Y_low
             scores = bk.to_numpy(score_sum) / len(cv_folds)
             best = np.argmax(scores, axis=0)
             cv_all[:, cols] = scores
@@ -877,35 +952,36 @@ def _fit_fast(
         out_alphas[cols] = alpha_b
         alpha_dev = bk.asarray(alpha_b)
 
-        if return_oof_pred or exact_cv:
-            exact_sum = 0.0
+        if return_oof_pred:
+            # float32 projections (kept from scoring, or recomputed after bf16 scoring)
             for i, fold in enumerate(problem.folds):
                 Z = kept_Z[i] if kept_Z else problem.project(fold, Y_b, XtY_b)
                 coef = Z / (fold.lam[:, None] + alpha_dev[None])
-                pred = bk.matmul(fold.val_map_c, coef)  # centred validation predictions
-                if exact_cv:
-                    exact_sum = exact_sum + _pearson(bk, pred, Y_b[fold.val])
-                if return_oof_pred:
-                    pred = pred + bk.matmul(fold.val_mean, coef)
-                    oof_sum[fold.val_np, cols] += bk.to_numpy(pred)
+                del Z
+                pred = bk.matmul(fold.val_map_c + fold.val_mean, coef)
+                oof_sum[fold.val_np, cols] += bk.to_numpy(pred)
+                del pred, coef
             del kept_Z
-            if exact_cv:
-                cv_best[cols] = bk.to_numpy(exact_sum) / len(cv_folds)
 
         if X_test is None and not return_weights:
             return
-        # refit: each voxel's shrinkage is elementwise in the eigenbasis of the full Gram
-        Z = problem.project(problem.full, Y_b, XtY_b)
-        coef = Z / (problem.full.lam[:, None] + alpha_dev[None])
-        del Z
-        if X_test is not None:
-            pred = bk.matmul(problem.test_map, coef)
+        if X_test is not None and not return_weights and problem.group_test_by_alpha(alpha_b):
+            # test predictions only: one (n_test, n) map per alpha beats projecting every voxel
+            pred = problem.test_predictions_by_alpha(Y_b, XtY_b, alpha_b)
+        else:
+            # refit: each voxel's shrinkage is elementwise in the eigenbasis of the full Gram
+            Z = problem.project(problem.full, Y_b, XtY_b)
+            coef = Z / (problem.full.lam[:, None] + alpha_dev[None])
+            del Z
+            pred = None if X_test is None else bk.matmul(problem.test_map, coef)
+            if return_weights:
+                weights[:, cols] = bk.to_numpy(bk.matmul(problem.weight_map, coef))
+            del coef
+        if pred is not None:
             test_pred[:, cols] = bk.to_numpy(pred)
             if Y_test is not None:
                 y_test = bk.asarray(np.ascontiguousarray(Y_test[:, cols]))
                 test_r[cols] = bk.to_numpy(_pearson(bk, pred, y_test))
-        if return_weights:
-            weights[:, cols] = bk.to_numpy(bk.matmul(problem.weight_map, coef))
 
     start = 0
     while start < n_voxels:
@@ -928,11 +1004,7 @@ def _fit_fast(
         "alphas": out_alphas,
         "cv_scores_all": cv_all,
         "cv_scores": (
-            None
-            if fixed
-            else cv_best
-            if exact_cv
-            else cv_all[np.argmax(cv_all, axis=0), np.arange(n_voxels)]
+            None if fixed else cv_all[np.argmax(cv_all, axis=0), np.arange(n_voxels)]
         ),
         "test_r": test_r,
         "weights": weights,

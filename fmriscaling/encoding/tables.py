@@ -50,6 +50,7 @@ ENCODING_COLUMNS: tuple[str, ...] = (
     "median_alpha",
     "solver",
     "backend",
+    "score_dtype",
     "fit_seconds",
     "peak_memory_mb",
 )
@@ -164,6 +165,7 @@ def collect_encoding_scores(
                 "median_alpha": float(summary.get("median_alpha", np.nan)),
                 "solver": summary.get("solver"),
                 "backend": summary.get("backend"),
+                "score_dtype": summary.get("score_dtype"),
                 "fit_seconds": float(summary.get("fit_seconds", np.nan)),
                 "peak_memory_mb": float(summary.get("peak_memory_bytes", np.nan)) / 1e6,
             }
