@@ -1003,9 +1003,7 @@ def _fit_fast(
     result: dict[str, Any] = {
         "alphas": out_alphas,
         "cv_scores_all": cv_all,
-        "cv_scores": (
-            None if fixed else cv_all[np.argmax(cv_all, axis=0), np.arange(n_voxels)]
-        ),
+        "cv_scores": (None if fixed else cv_all[np.argmax(cv_all, axis=0), np.arange(n_voxels)]),
         "test_r": test_r,
         "weights": weights,
         "test_pred": test_pred,
