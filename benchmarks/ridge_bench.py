@@ -124,32 +124,52 @@ def bootstrap_ridge_baseline(X, Y, X_test, Y_test, companion_alphas, folds):
 
 
 def ours_flops(n, p, v, n_test, folds, n_alphas):
-    """Dominant flops of `fit_ridge_cv` (eigh counted as 9 r³, GEMM as 2mnk)."""
+    """Nominal flops of `fit_ridge_cv` as it runs (eigh counted as 9 r³, GEMM as 2mnk).
+
+    Counted the same for float32 and bfloat16 scoring, so "GFLOP/s" of a bfloat16 run is a
+    float32-equivalent rate. Elementwise work (sums of the predictions) is not counted.
+    """
     dual = n < p
     r_full = n if dual else p
     total = 2 * n * n * p if dual else 2 * n * p * p
-    for train, val in folds:
-        r = len(train) if dual else p
-        m = len(val)
-        total += 9 * r**3 + 2 * m * r * (len(train) if dual else p)
-        total += 2 * r * (len(train) if dual else p) * v  # Z = Vᵀ Y_train
-        total += 2 * r * m * v + 2 * n_alphas * r * v  # AᵀY_val, cross terms
-        total += 2 * n_alphas * m * r * v  # Σ P² per alpha
-    total += 9 * r_full**3 + 2 * r_full * r_full * v  # refit eigh, projection
-    total += 2 * n_test * (n * p + n * r_full if dual else p * r_full) + 2 * n_test * r_full * v
     if not dual:
         total += 2 * n * p * v  # XᵀY
-    return float(total)
+    for train, val in folds:
+        n_tr, m = len(train), len(val)
+        r = n_tr if dual else p
+        rows = n_tr if dual else p  # what Vᵀ projects: Y_train (dual) or XᵀY (primal)
+        total += 9 * r**3 + 2 * m * r * (n_tr if dual else p)  # eigh, validation map
+        if not dual:
+            total += 2 * p * m * v  # downdate XᵀY
+        total += 2 * r * rows * v  # Z = Vᵀ Y_train
+        total += 2 * n_alphas * m * r * v  # validation predictions of every alpha
+    rows = n if dual else p
+    total += 9 * r_full**3 + 2 * n_test * (n * p + n * r_full if dual else p * r_full)
+    # test predictions: one map per alpha, or the projection of every voxel (cheaper one)
+    grouped = 2 * n_alphas * n_test * r_full * rows + 2 * n_test * rows * v
+    projected = 2 * r_full * rows * v + 2 * n_test * r_full * v
+    return float(total + min(grouped, projected))
 
 
-def measure_matmul_rate(backend, size=4096, repeats=3):
-    """Best-of-``repeats`` FLOP/s of a size x size float32 GEMM on the backend's device."""
+def measure_matmul_rate(backend, size=4096, repeats=3, dtype=None):
+    """Best-of-``repeats`` FLOP/s of a size x size GEMM on the backend's device.
+
+    ``dtype`` None is float32; a torch dtype (``torch.bfloat16``) casts the operands first
+    (torch backends only).
+    """
     a = backend.asarray(np.random.default_rng(0).standard_normal((size, size), dtype=np.float32))
-    backend.to_numpy(backend.matmul(a, a)[:1, :1])
+    if dtype is not None:
+        a = a.to(dtype)
+
+    def one():
+        corner = backend.matmul(a, a)[:1, :1]
+        backend.to_numpy(corner if dtype is None else corner.float())  # synchronises a GPU
+
+    one()
     best = np.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        backend.to_numpy(backend.matmul(a, a)[:1, :1])  # to_numpy synchronises a GPU
+        one()
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 / best
 
@@ -187,6 +207,11 @@ def main(argv=None):
     alphas = alphas_from_companion(companion)  # himalaya λ = a²: logspace(2, 8)
     backend, backend_name = resolve_backend(args.backend)
     rate = measure_matmul_rate(backend)
+    rate_bf16 = None
+    if backend_name in ("torch", "torch_cuda"):
+        import torch
+
+        rate_bf16 = measure_matmul_rate(backend, dtype=torch.bfloat16)
     device = "cuda" if backend_name == "torch_cuda" else f"{cpu_model()} ({_n_cores()} cores)"
     if backend_name == "torch_cuda":
         import torch
@@ -228,6 +253,7 @@ def main(argv=None):
         "n_folds": args.n_folds,
         "n_alphas": args.alphas,
         "matmul_gflops": rate / 1e9,
+        "matmul_gflops_bfloat16": None if rate_bf16 is None else rate_bf16 / 1e9,
     }
     dtypes = ["float32", "bfloat16"] if args.score_dtype == "both" else [args.score_dtype]
     report["score_dtypes"] = dtypes
@@ -300,13 +326,15 @@ def _n_cores():
 
 def _print_table(report, runs):
     size = report["size"]
+    bf16 = report["matmul_gflops_bfloat16"] or float("nan")
     print(
         f"\n{report['device']}, backend {report['backend']}, GEMM {report['matmul_gflops']:.0f} "
-        f"GFLOP/s; {size['n_train']} TRs x {size['n_features']} features x "
-        f"{size['n_voxels']} voxels, {report['n_folds']} folds, {report['n_alphas']} alphas"
+        f"GFLOP/s float32, {bf16:.0f} bfloat16; {size['n_train']} TRs x "
+        f"{size['n_features']} features x {size['n_voxels']} voxels, {report['n_folds']} folds, "
+        f"{report['n_alphas']} alphas"
     )
     print(
-        f"{'fit':34s} {'seconds':>8s} {'peak GB':>8s} {'GFLOP/s':>8s} {'test r':>7s} "
+        f"{'fit':34s} {'seconds':>8s} {'peak GB':>8s} {'GFLOP/s':>8s} {'test r':>8s} "
         f"{'speedup':>8s} {'same alpha as fp32':>19s}"
     )
     for name in runs:
@@ -314,7 +342,7 @@ def _print_table(report, runs):
         same = r.get("same_alpha_as_float32")
         print(
             f"{name:34s} {r['seconds']:8.1f} {r['peak_memory_gb']:8.2f} "
-            f"{r['achieved_gflops']:8.0f} {r['mean_test_r']:7.4f} "
+            f"{r['achieved_gflops']:8.0f} {r['mean_test_r']:8.5f} "
             f"{r.get('speedup_vs_baseline', float('nan')):8.1f} "
             f"{'' if same is None else f'{same:.3f}':>19s}"
         )
@@ -322,7 +350,7 @@ def _print_table(report, runs):
         b = report["baseline_bootstrap"]
         print(
             f"{'baseline_bootstrap':34s} {b['seconds']:8.1f} {b['peak_memory_gb']:8.2f} "
-            f"{'':>8s} {b['mean_test_r']:7.4f} {1.0:8.1f}"
+            f"{'':>8s} {b['mean_test_r']:8.5f} {1.0:8.1f}"
         )
         print(
             f"same alpha as baseline (equal folds): {report['same_alpha_fraction_equal_folds']:.3f}"

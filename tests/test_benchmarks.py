@@ -1,0 +1,96 @@
+"""The ridge benchmark's baseline is a correct bootstrap ridge and its report is complete.
+
+Speed is not asserted here (it belongs to benchmarks/RESULTS.md); these tests check that the
+numbers the benchmark compares are computed from equal settings.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from himalaya.backend import set_backend
+
+from fmriscaling.encoding.ridge import alphas_from_companion, bootstrap_chunk_folds, fit_ridge_cv
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "ridge_bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("ridge_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_baseline_equals_our_float32_fit_on_the_same_folds(bench):
+    X, Y, X_test, Y_test = bench.make_data(300, 400, 200, 60, rank=5)
+    companion = np.logspace(1, 4, 7)
+    folds = bootstrap_chunk_folds(300, n_boots=3, chunk_len=20, n_chunks=3, random_state=0)
+    base = bench.bootstrap_ridge_baseline(X, Y, X_test, Y_test, companion, folds)
+    try:
+        ours = fit_ridge_cv(
+            X,
+            Y,
+            alphas=alphas_from_companion(companion),
+            folds=folds,
+            X_test=X_test,
+            Y_test=Y_test,
+            backend="numpy",
+        )
+    finally:
+        set_backend("numpy")
+    # the same per-voxel CV curves: where the alphas differ, they are tied (the curves of
+    # low-SNR voxels plateau at large alpha, where ties break either way)
+    grid = alphas_from_companion(companion).astype(np.float32)
+    i_ours = np.searchsorted(grid, ours.alphas)
+    i_base = np.searchsorted(grid, alphas_from_companion(base["alphas"]).astype(np.float32))
+    voxels = np.arange(Y.shape[1])
+    gap = ours.cv_scores_all[i_ours, voxels] - ours.cv_scores_all[i_base, voxels]
+    assert np.all(gap >= 0) and np.all(gap < 2e-5)
+    assert (i_ours == i_base).mean() > 0.5
+    np.testing.assert_allclose(base["cv_scores"], ours.cv_scores, atol=2e-5)
+    same = i_ours == i_base
+    np.testing.assert_allclose(base["test_r"][same], ours.test_r[same], atol=1e-4)
+
+
+def test_flop_count_matches_a_hand_count(bench):
+    # dual, 2 folds of 50 validation TRs, 3 alphas, 10 voxels, 5 test TRs
+    n, p, v, n_test, n_alphas = 100, 200, 10, 5, 3
+    folds = [(np.arange(50, 100), np.arange(50)), (np.arange(50), np.arange(50, 100))]
+    per_fold = 9 * 50**3 + 2 * 50 * 50 * 50 + 2 * 50 * 50 * v + 2 * n_alphas * 50 * 50 * v
+    refit = 9 * n**3 + 2 * n_test * (n * p + n * n)
+    test = min(
+        2 * n_alphas * n_test * n * n + 2 * n_test * n * v, 2 * n * n * v + 2 * n_test * n * v
+    )
+    expected = 2 * n * n * p + 2 * per_fold + refit + test
+    assert bench.ours_flops(n, p, v, n_test, folds, n_alphas) == expected
+
+
+def test_small_run_reports_every_fit(bench, tmp_path, monkeypatch):
+    monkeypatch.setitem(bench.SIZES, "small", (200, 150, 300, 40, 40))
+    out = tmp_path / "bench.json"
+    try:
+        bench.main(["--size", "small", "--json", str(out)])
+    finally:
+        set_backend("numpy")
+    report = json.loads(out.read_text())
+    fits = [k for k in report if k.startswith("ours_")]
+    assert sorted(fits) == sorted(
+        f"ours_{kind}_folds{suffix}"
+        for kind in ("story", "bootstrap")
+        for suffix in ("", "_bfloat16")
+    )
+    for name in fits:
+        fit = report[name]
+        assert fit["seconds"] > 0 and fit["peak_memory_gb"] > 0 and fit["gflop"] > 0
+        assert fit["speedup_vs_baseline"] == pytest.approx(
+            report["baseline_bootstrap"]["seconds"] / fit["seconds"]
+        )
+    # the float32 fit on the baseline's folds picks the baseline's alphas up to plateau ties
+    assert report["same_alpha_fraction_equal_folds"] > 0.5
+    assert report["ours_bootstrap_folds"]["mean_test_r"] == pytest.approx(
+        report["baseline_bootstrap"]["mean_test_r"], abs=2e-3
+    )
