@@ -260,6 +260,26 @@ def test_batching_does_not_change_results(rng, backend, form):
         np.testing.assert_allclose(getattr(batched, name), getattr(whole, name), atol=1e-5)
 
 
+def test_batches_report_progress(rng, caplog):
+    X, Y, _, _ = _data(rng, *SHAPES["primal"], n_voxels=13)
+    kwargs = dict(alphas=[1.0, 10.0], folds=_equal_story_folds(150), backend="numpy")
+    with caplog.at_level("INFO", logger="fmriscaling.encoding.ridge"):
+        fit_ridge_cv(X, Y, n_targets_batch=5, **kwargs)
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("voxels ")]
+    assert [m.split(" in ")[0] for m in progress] == [
+        "voxels 5/13 (38%)",
+        "voxels 10/13 (77%)",
+        "voxels 13/13 (100%)",
+    ]
+    assert any(
+        r.getMessage().startswith("4 eigendecompositions of 40 x 40") for r in caplog.records
+    )
+    caplog.clear()
+    with caplog.at_level("INFO", logger="fmriscaling.encoding.ridge"):
+        fit_ridge_cv(X, Y, n_targets_batch=13, **kwargs)  # one batch: no progress lines
+    assert not [r for r in caplog.records if r.getMessage().startswith("voxels ")]
+
+
 @pytest.mark.parametrize("score_block", [None, 4])
 @pytest.mark.parametrize("form", ["primal", "dual"])
 def test_scoring_blocks_and_alpha_chunks_do_not_change_results(rng, monkeypatch, form, score_block):

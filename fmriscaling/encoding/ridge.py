@@ -889,8 +889,17 @@ def _fit_fast(
         import torch
 
         low = torch.bfloat16
+    setup_start = time.perf_counter()
     problem = _RidgeProblem(bk, X, X_test, folds, solver, return_weights, low=low)
     cv_folds = problem.folds if not fixed else []
+    gram_size = n_features if solver == "primal" else n_samples
+    logger.info(
+        "%d eigendecompositions of %d x %d Grams in %.1f s",
+        len(problem.folds) + 1,
+        gram_size,
+        gram_size,
+        time.perf_counter() - setup_start,
+    )
     block = _score_block(bk.name)
 
     # 1 / (λ + α) per fold, (n_alphas, r)
@@ -984,6 +993,7 @@ def _fit_fast(
                 test_r[cols] = bk.to_numpy(_pearson(bk, pred, y_test))
 
     start = 0
+    loop_start = time.perf_counter()
     while start < n_voxels:
         cols = slice(start, min(start + batch, n_voxels))
         try:
@@ -999,6 +1009,16 @@ def _fit_fast(
                 torch.cuda.empty_cache()
             continue
         start = cols.stop
+        if start < n_voxels or cols.start > 0:
+            elapsed = time.perf_counter() - loop_start
+            logger.info(
+                "voxels %d/%d (%.0f%%) in %.1f s, about %.0f s left",
+                start,
+                n_voxels,
+                100 * start / n_voxels,
+                elapsed,
+                elapsed * (n_voxels - start) / start,
+            )
 
     result: dict[str, Any] = {
         "alphas": out_alphas,
