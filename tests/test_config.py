@@ -30,7 +30,7 @@ def test_demo_config_is_valid_and_gets_defaults():
     config = validate_config(_demo())
     assert config["dataset"]["source"] == "synthetic"
     assert config["download"]["base_url"].startswith("https://")
-    assert config["encoding"]["bootstrap"] == {"n_boots": 15, "chunk_len": 40, "n_chunks": 20}
+    assert config["encoding"]["bootstrap"] == {"n_boots": 15, "chunk_len": 40, "n_chunks": None}
 
 
 def test_lebel_overlay_replaces_models_and_subsampling():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import h5py
 import numpy as np
 import pytest
 
 from fmriscaling import DataError
+from fmriscaling.encoding import ridge as ridge_module
 from fmriscaling.encoding.design import delay_matrix, zscore
 from fmriscaling.encoding.fit import fit_encoding
 
@@ -113,6 +115,26 @@ def test_fit_encoding_bootstrap_cv(dataset, tmp_path):
     with np.load(tmp_path / "out" / "scores.npz") as data:
         assert np.all(np.isfinite(data["test_r"]))
         assert data["test_r"][:N_SIGNAL].mean() > 0.5
+
+
+def test_bootstrap_cv_defaults_to_holding_out_a_fifth(dataset, tmp_path, monkeypatch):
+    calls, real = [], ridge_module.bootstrap_chunk_folds
+
+    def spy(n_samples, **kwargs):
+        calls.append((n_samples, kwargs))
+        return real(n_samples, **kwargs)
+
+    monkeypatch.setattr(ridge_module, "bootstrap_chunk_folds", spy)
+    summary = _fit(
+        dataset,
+        tmp_path,
+        train_stories=["alpha"],
+        cv="bootstrap",
+        bootstrap={"n_boots": 3, "chunk_len": 10, "n_chunks": None},
+    )
+    ((n_samples, kwargs),) = calls
+    assert n_samples == summary["n_train_trs"]
+    assert kwargs["n_chunks"] == math.ceil(n_samples / 5 / 10) and kwargs["n_boots"] == 3
 
 
 def test_one_story_with_story_folds_is_refused(dataset, tmp_path):

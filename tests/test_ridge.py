@@ -12,6 +12,7 @@ from fmriscaling.encoding import ridge as ridge_module
 from fmriscaling.encoding.ridge import (
     alphas_from_companion,
     bootstrap_chunk_folds,
+    default_n_chunks,
     fit_ridge_cv,
     resolve_backend,
     resolve_score_dtype,
@@ -200,6 +201,17 @@ def test_bootstrap_chunk_folds_hold_out_contiguous_chunks():
         bootstrap_chunk_folds(100, n_boots=2, chunk_len=40, n_chunks=3, random_state=0)
 
 
+@pytest.mark.parametrize(("n_samples", "chunk_len"), [(27000, 40), (1000, 40), (660, 40), (95, 10)])
+def test_default_bootstrap_holds_out_a_fifth_at_every_size(n_samples, chunk_len):
+    n_chunks = default_n_chunks(n_samples, chunk_len)
+    folds = bootstrap_chunk_folds(
+        n_samples, n_boots=2, chunk_len=chunk_len, n_chunks=n_chunks, random_state=0
+    )
+    held_out = len(folds[0][1]) / n_samples
+    # ceil: at least a fifth, and less than one chunk more
+    assert 0.2 <= held_out < 0.2 + chunk_len / n_samples
+
+
 @pytest.mark.parametrize("form", ["primal", "dual"])
 def test_oof_predictions_equal_manual_refit(rng, backend, form):
     n, p = SHAPES[form]
@@ -342,6 +354,48 @@ def test_out_of_memory_halves_the_batch(rng, monkeypatch):
     res = fit_ridge_cv(X, Y, alphas=[1.0, 100.0], folds=folds, backend="numpy", n_targets_batch=10)
     assert res.batch_size == 2
     np.testing.assert_allclose(res.cv_scores_all, expected.cv_scores_all, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError("Unable to allocate 9.09 TiB for an array"),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 10000000000000 bytes. Error code 12"
+        ),
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    ],
+)
+def test_retry_after_out_of_memory_mid_oof_counts_each_fold_once(rng, monkeypatch, error):
+    # the error strikes after two folds' OOF predictions were added: the retry must not add twice
+    X, Y, _, _ = _data(rng, 60, 10, n_voxels=6)
+    kwargs = dict(alphas=[1.0, 100.0], folds=_equal_story_folds(60), return_oof_pred=True)
+    expected = fit_ridge_cv(X, Y, backend="numpy", **kwargs)
+    bk = set_backend("numpy")
+    real_to_numpy, calls = bk.to_numpy, []
+
+    def fails_once(array):
+        calls.append(1)
+        if len(calls) == 4:  # 1: CV scores, 2-3: OOF folds 1-2, 4: OOF fold 3
+            raise error
+        return real_to_numpy(array)
+
+    monkeypatch.setattr(bk, "to_numpy", fails_once)
+    res = fit_ridge_cv(X, Y, backend="numpy", n_targets_batch=6, **kwargs)
+    assert res.batch_size == 3 and len(calls) > 4
+    np.testing.assert_allclose(res.oof_pred, expected.oof_pred, atol=1e-6)
+
+
+def test_other_runtime_errors_are_not_retried(rng, monkeypatch):
+    X, Y, _, _ = _data(rng, 60, 10, n_voxels=6)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("expected scalar type Float but found Half")
+
+    monkeypatch.setattr(ridge_module, "_cv_scores_fold", broken)
+    with pytest.raises(RuntimeError, match="expected scalar type"):
+        fit_ridge_cv(X, Y, alphas=[1.0], folds=_equal_story_folds(60), backend="numpy")
 
 
 def test_constant_voxel_scores_zero_not_nan(rng):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -80,8 +79,8 @@ def fit_encoding(
     n_folds : int, default 5
         Story folds (capped at the number of training stories).
     bootstrap : mapping, optional
-        ``n_boots`` (default 20), ``chunk_len`` (default 40), ``n_chunks`` (default: enough
-        chunks to hold out ~20 % of the training TRs), used when ``cv="bootstrap"``.
+        ``n_boots`` (default 15), ``chunk_len`` (default 40), ``n_chunks`` (default None:
+        ``default_n_chunks``, a fifth of the training TRs), used when ``cv="bootstrap"``.
     extra_trim_test : int, default 40
         TRs dropped at the start of the test story.
     extra_trim_train : mapping story -> int, optional
@@ -123,7 +122,7 @@ def fit_encoding(
     """
     from ..features.io import read_layer
     from ..responses import check_tr_count, read_responses
-    from .ridge import bootstrap_chunk_folds, fit_ridge_cv, story_folds
+    from .ridge import bootstrap_chunk_folds, default_n_chunks, fit_ridge_cv, story_folds
 
     train_stories = [str(s) for s in train_stories]
     test_story = str(test_story)
@@ -158,10 +157,10 @@ def fit_encoding(
         chunk_len = int(boot.get("chunk_len", 40))
         n_chunks = boot.get("n_chunks")
         if n_chunks is None:
-            n_chunks = max(1, math.ceil(0.2 * X_train.shape[0] / chunk_len))
+            n_chunks = default_n_chunks(X_train.shape[0], chunk_len)
         folds = bootstrap_chunk_folds(
             X_train.shape[0],
-            n_boots=int(boot.get("n_boots", 20)),
+            n_boots=int(boot.get("n_boots", 15)),
             chunk_len=chunk_len,
             n_chunks=int(n_chunks),
             random_state=seed,

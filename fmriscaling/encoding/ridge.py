@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -300,6 +301,15 @@ def story_folds(story_lengths: Sequence[int], n_folds: int = 5) -> list[Fold]:
     return folds
 
 
+def default_n_chunks(n_samples: int, chunk_len: int) -> int:
+    """Chunks that hold out a fifth of ``n_samples`` TRs: ``ceil(n_samples / 5 / chunk_len)``.
+
+    This is how the companion code sizes its bootstrap; tying the count to the training size keeps
+    the held-out fraction near 20 % across a data-subsampling sweep.
+    """
+    return max(1, math.ceil(int(n_samples) / 5 / int(chunk_len)))
+
+
 def bootstrap_chunk_folds(
     n_samples: int,
     *,
@@ -461,7 +471,12 @@ def _is_out_of_memory(error: BaseException) -> bool:
             return True
     except ImportError:  # pragma: no cover
         pass
-    return isinstance(error, RuntimeError) and "out of memory" in str(error)
+    # torch's CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate
+    # memory ..."), its CUDA allocator (before OutOfMemoryError existed) "CUDA out of memory"
+    message = str(error)
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in message or "can't allocate memory" in message
+    )
 
 
 # ------------------------------------------------------------------------ the eigen problems
@@ -962,7 +977,9 @@ def _fit_fast(
         alpha_dev = bk.asarray(alpha_b)
 
         if return_oof_pred:
-            # float32 projections (kept from scoring, or recomputed after bf16 scoring)
+            # float32 projections (kept from scoring, or recomputed after bf16 scoring); the
+            # columns are reset first so that a batch retried after out-of-memory adds once
+            oof_sum[:, cols] = 0.0
             for i, fold in enumerate(problem.folds):
                 Z = kept_Z[i] if kept_Z else problem.project(fold, Y_b, XtY_b)
                 coef = Z / (fold.lam[:, None] + alpha_dev[None])
