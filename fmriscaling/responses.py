@@ -186,7 +186,8 @@ def read_repeats(
     DataError
         When the file is not HDF5, holds none of :data:`REPEATS_DATASETS` (the message lists
         the datasets present), the repeats are not 3-D, there are fewer than 2 repeats, the
-        TR count is wrong, or values are NaN/inf.
+        TR count is wrong, ``data`` (the repeat mean the models are tested on) has another
+        shape than the repeats' mean, or values are NaN/inf.
     """
     path = _check_hdf5(path)
     story = story or path.stem
@@ -222,12 +223,13 @@ def read_repeats(
     if data is not None:
         mean = repeats.mean(axis=0, dtype=np.float64)
         if data.shape != mean.shape:
-            logger.warning(
-                "%s: 'data' has shape %s but the mean of %r has shape %s",
-                path,
-                data.shape,
-                name,
-                mean.shape,
+            # 'data' is what the models are tested on: a ceiling over other TRs or voxels would
+            # normalise test r by the wrong thing
+            raise DataError(
+                f"{path}: 'data' (the test responses the models are scored on) has shape "
+                f"{data.shape} but the repeats in {name!r} average to shape {mean.shape}; expected "
+                "the same (n_trs, n_voxels), or the noise ceiling would describe other TRs or "
+                "voxels than test r. Re-download the file and check its md5 against the manifest."
             )
         else:
             scale = max(float(np.abs(mean).max()), np.finfo(np.float32).tiny)

@@ -117,6 +117,18 @@ def test_read_repeats_mean_mismatch_warns(tmp_path, rng, caplog):
     assert any("differs from the mean" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("data_shape", [(6, 4), (7, 3)])
+def test_read_repeats_refuses_data_of_another_shape(tmp_path, rng, data_shape):
+    # test r is computed on 'data': a ceiling over other TRs or voxels must not pass silently
+    reps = rng.standard_normal((2, 7, 4))
+    path = _hf5(tmp_path / "w.hf5", individual_repeats=reps, data=rng.standard_normal(data_shape))
+    with pytest.raises(DataError) as exc:
+        read_repeats(path)
+    msg = str(exc.value)
+    for part in (str(path), f"shape {data_shape}", "(7, 4)", "individual_repeats", "md5"):
+        assert part in msg
+
+
 def test_read_repeats_alternative_name(tmp_path, rng):
     reps = rng.standard_normal((2, 5, 3))
     path = _hf5(tmp_path / "w.hf5", repeats=reps)
