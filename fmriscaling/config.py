@@ -120,6 +120,13 @@ def _check_semantics(config: dict[str, Any]) -> None:
                 f"config key 'subsampling.fits[{i}].layers' lists {too_deep}; {name} has "
                 f"layers 0..{models[name]['n_layers']}"
             )
+    encoding = config.get("encoding", {})
+    if encoding.get("solver_impl") == "himalaya" and encoding.get("save_predictions"):
+        raise ConfigError(
+            "config key 'encoding.solver_impl' is 'himalaya', which makes no out-of-fold "
+            "predictions, but 'encoding.save_predictions' is true; use solver_impl: fast or set "
+            "save_predictions: false"
+        )
     stim = config.get("stimuli", {})
     text = config.get("features", {}).get("text", {})
     if text and text.get("reset_words", 0) >= text.get("max_words", 1):

@@ -11,6 +11,7 @@ ENCODING_PARAMS = dict(
     extra_trim_test=config["encoding"]["test_extra_trim"],
     backend=config["encoding"]["backend"],
     solver=config["encoding"]["solver"],
+    solver_impl=config["encoding"]["solver_impl"],
     score_dtype=config["encoding"]["score_dtype"],
     save_weights=config["encoding"]["save_weights"],
     save_predictions=config["encoding"]["save_predictions"],

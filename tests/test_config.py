@@ -129,6 +129,17 @@ def test_reset_must_be_below_max_words():
         validate_config(config)
 
 
+def test_himalaya_solver_impl_refuses_save_predictions():
+    config = _demo()
+    config.setdefault("encoding", {}).update(solver_impl="himalaya", save_predictions=True)
+    with pytest.raises(
+        ConfigError, match=r"'encoding.solver_impl' is 'himalaya'.*save_predictions"
+    ):
+        validate_config(config)
+    config["encoding"]["save_predictions"] = False
+    assert validate_config(config)["encoding"]["solver_impl"] == "himalaya"
+
+
 def test_validation_does_not_mutate_input():
     config = _demo()
     before = copy.deepcopy(config)

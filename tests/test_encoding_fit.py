@@ -103,6 +103,19 @@ def test_fit_encoding_end_to_end(dataset, tmp_path):
     assert prov["params"] == {"delays": list(DELAYS)}
 
 
+def test_himalaya_solver_impl_gives_the_same_fit(dataset, tmp_path):
+    fast = _fit(dataset, tmp_path / "fast")
+    reference = _fit(dataset, tmp_path / "himalaya", solver_impl="himalaya")
+    assert (fast["solver_impl"], reference["solver_impl"]) == ("fast", "himalaya")
+    with (
+        np.load(tmp_path / "fast" / "out" / "scores.npz") as a,
+        np.load(tmp_path / "himalaya" / "out" / "scores.npz") as b,
+    ):
+        np.testing.assert_allclose(a["alpha"], b["alpha"], rtol=1e-5)
+        np.testing.assert_allclose(a["cv_score"], b["cv_score"], atol=1e-5)
+        np.testing.assert_allclose(a["test_r"], b["test_r"], atol=1e-5)
+
+
 def test_fit_encoding_bootstrap_cv(dataset, tmp_path):
     summary = _fit(
         dataset,

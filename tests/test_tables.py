@@ -31,6 +31,7 @@ def _write_scores(path, test_r, cv_score, n_train_stories=10, n_train_trs=3000):
         "n_train_stories": n_train_stories,
         "n_train_trs": n_train_trs,
         "solver": "primal",
+        "solver_impl": "fast",
         "backend": "numpy",
         "score_dtype": "float32",
         "fit_seconds": 1.5,
@@ -91,7 +92,12 @@ def test_collect_columns_and_values(tmp_path):
     assert row.mean_cv_score == pytest.approx(0.2)
     assert row.peak_memory_mb == pytest.approx(2.0)
     assert row.n_train_stories == 10 and bool(row.full_train)
-    assert (row.solver, row.backend, row.score_dtype) == ("primal", "numpy", "float32")
+    assert (row.solver, row.solver_impl, row.backend, row.score_dtype) == (
+        "primal",
+        "fast",
+        "numpy",
+        "float32",
+    )
 
 
 def test_collect_rejects_voxel_mismatch_and_nan(tmp_path):

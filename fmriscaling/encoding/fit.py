@@ -40,6 +40,7 @@ def fit_encoding(
     extra_trim_train: Mapping[str, int] | None = None,
     backend: str = "auto",
     solver: str = "auto",
+    solver_impl: str = "fast",
     n_targets_batch: int | str = "auto",
     score_dtype: str = "float32",
     save_weights: bool = False,
@@ -85,7 +86,7 @@ def fit_encoding(
         TRs dropped at the start of the test story.
     extra_trim_train : mapping story -> int, optional
         TRs dropped at the start of training stories.
-    backend, solver, n_targets_batch
+    backend, solver, solver_impl, n_targets_batch
         Passed to `fmriscaling.encoding.ridge.fit_ridge_cv`.
     score_dtype : {"float32", "bfloat16", "auto"}, default "float32"
         Precision of the CV alpha search (passed to `fit_ridge_cv`); the refit and its
@@ -110,8 +111,8 @@ def fit_encoding(
     -------
     summary : dict
         What ``scores.json`` holds: n_train_stories, n_train_trs, n_test_trs, train_stories,
-        test_story, n_voxels, n_features, solver, backend, score_dtype, fit_seconds,
-        peak_memory_bytes,
+        test_story, n_voxels, n_features, solver, solver_impl, backend, score_dtype,
+        fit_seconds, peak_memory_bytes,
         mean_test_r, median_test_r, median_alpha, mean_cv_score, cv, n_folds, plus ``meta``.
 
     Raises
@@ -188,6 +189,7 @@ def fit_encoding(
         Y_test=Y_test,
         backend=backend,
         solver=solver,
+        solver_impl=solver_impl,
         n_targets_batch=n_targets_batch,
         score_dtype=score_dtype,
         return_weights=save_weights,
@@ -238,6 +240,7 @@ def fit_encoding(
         "cv": cv,
         "n_folds": int(n_folds_used),
         "solver": str(result.solver),
+        "solver_impl": solver_impl,
         "backend": str(result.backend),
         "score_dtype": str(result.score_dtype),
         "fit_seconds": float(result.fit_seconds),
