@@ -196,6 +196,9 @@ def main(argv=None):
         default="both",
         help="ours' alpha-scoring precision; both = float32 and bfloat16 side by side",
     )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the synthetic data and the bootstrap folds"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the bootstrap baseline")
     parser.add_argument("--force", action="store_true", help="run --size real without a GPU")
     parser.add_argument("--json", nargs="?", const="-", help="write results as JSON (- = stdout)")
@@ -228,7 +231,7 @@ def main(argv=None):
         )
         return
     t0 = time.perf_counter()
-    X, Y, X_test, Y_test = make_data(n_train, n_features, n_voxels, n_test)
+    X, Y, X_test, Y_test = make_data(n_train, n_features, n_voxels, n_test, seed=args.seed)
     logging.info("data generated in %.1f s", time.perf_counter() - t0)
 
     n_stories = max(2, n_train // story_len)
@@ -241,7 +244,7 @@ def main(argv=None):
         n_boots=args.n_folds,
         chunk_len=chunk_len,
         n_chunks=max(1, round(n_train / args.n_folds / chunk_len)),
-        random_state=0,
+        random_state=args.seed,
     )
 
     report = {
@@ -252,6 +255,7 @@ def main(argv=None):
         "size": dict(n_train=n_train, n_features=n_features, n_voxels=n_voxels, n_test=n_test),
         "n_folds": args.n_folds,
         "n_alphas": args.alphas,
+        "seed": args.seed,
         "matmul_gflops": rate / 1e9,
         "matmul_gflops_bfloat16": None if rate_bf16 is None else rate_bf16 / 1e9,
     }
