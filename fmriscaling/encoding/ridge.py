@@ -587,27 +587,27 @@ class _RidgeProblem:
     def rank(self) -> int:
         return int(self.full.lam.shape[0])
 
-    def project(self, eig: _Eig, Y_b, XtY_b, *, Y_low=None):
+    def project(self, eig: _Eig, Y_b, XtY_b, *, low=False, Y_low=None):
         """Z (r, b): training targets in the eigenbasis of ``eig``.
 
-        With ``Y_low`` (the batch's targets in the low scoring dtype; dual only) or, in primal
-        form, whenever the problem has a low dtype and ``Y_low`` is ``True``, the final projection
-        runs in that dtype and Z comes back in it (for scoring only).
+        With ``low`` the projection runs in the problem's low scoring dtype and Z comes back in it
+        (for scoring only). ``Y_low`` is ``Y_b`` already cast to that dtype (dual form), so that a
+        batch is cast once rather than once per fold.
         """
         backend = self.backend
         if self.solver == "dual":
-            if Y_low is not None:
-                y_train = Y_low if eig.train is None else Y_low[eig.train]
-                return backend.matmul(self._low_vecs(eig).T, y_train)
-            y_train = Y_b if eig.train is None else Y_b[eig.train]
-            return backend.matmul(eig.vecs.T, y_train)
+            y = Y_b
+            if low:
+                y = Y_b.to(self.low) if Y_low is None else Y_low
+            y_train = y if eig.train is None else y[eig.train]
+            return backend.matmul((self._low_vecs(eig) if low else eig.vecs).T, y_train)
         if eig.train is None:
             xty = XtY_b
         elif eig.complement:
             xty = XtY_b - backend.matmul(eig.x_val.T, Y_b[eig.val])
         else:
             xty = backend.matmul(self.X[eig.train].T, Y_b[eig.train])
-        if Y_low is not None:
+        if low:
             return backend.matmul(self._low_vecs(eig).T, xty.to(self.low))
         return backend.matmul(eig.vecs.T, xty)
 
@@ -955,13 +955,11 @@ def _fit_fast(
         if fixed:
             alpha_b = np.full(n_b, alphas[0], dtype=np.float32)
         else:
-            # low-precision scoring: the targets are cast once, the projections run in bf16
-            Y_low = None
-            if low is not None:
-                Y_low = Y_b.to(low) if solver == "dual" else True
+            # low-precision scoring: the projections run in bf16, the dual targets cast once
+            Y_low = Y_b.to(low) if low is not None and solver == "dual" else None
             score_sum = 0.0
             for fold, shift in zip(cv_folds, inv_shift, strict=True):
-                Z = problem.project(fold, Y_b, XtY_b, Y_low=Y_low)
+                Z = problem.project(fold, Y_b, XtY_b, low=low is not None, Y_low=Y_low)
                 score_sum = score_sum + _cv_scores_fold(
                     bk, fold, Z, Y_b[fold.val], shift, low=low, block=block
                 )
