@@ -651,7 +651,8 @@ class _RidgeProblem:
             total += f32 * 2 * self.n_features  # XᵀY and its downdate
         if self.folds:
             zsize = 2 if low else f32
-            total += (zsize * self.n_samples // 2) if low and self.solver == "dual" else 0  # Y_low
+            if low and self.solver == "dual":
+                total += zsize * self.n_samples  # Y_low: the batch's targets in bfloat16
             total += zsize * (n_train + r)  # gathered training targets, Z
             total += f32 * (2 * n_val + 4 * n_alphas)  # y_c, scores, cross, Σ P², sum over folds
             if block is None:  # one chunk of validation predictions per voxel
