@@ -13,7 +13,9 @@ import yaml
 
 from ._utils import ConfigError
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema" / "config.schema.yaml"
+# shipped inside the package, so that a non-editable install validates too
+# (config/schema/config.schema.yaml is a link to it, beside the configs it describes)
+SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
 
 
 def load_schema(path: str | os.PathLike | None = None) -> dict[str, Any]:

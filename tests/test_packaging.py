@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -54,10 +58,23 @@ def test_env_pins_match_pyproject(env_file):
 
 def test_python_pin_matches_requires_python():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    lower = data["project"]["requires-python"]
+    requires = SpecifierSet(data["project"]["requires-python"])
     for env_file in ENV_FILES:
-        assert _env_requirements(env_file)["python"].contains("3.11")
-    assert SpecifierSet(lower).contains("3.11")
+        env_python = _env_requirements(env_file)["python"]
+        # every bound pyproject.toml sets, each environment sets too (it may add an upper one)
+        assert set(requires) <= set(env_python), (
+            f"{env_file.name} pins python {env_python}, pyproject.toml requires {requires}"
+        )
+
+
+# what runs the workflow, not a stage: installed beside snakemake, never inside a job
+RUNNER_PACKAGES = {"snakemake", "snakemake-executor-plugin-slurm"}
+
+
+def test_every_dependency_is_in_a_stage_environment():
+    in_envs = set().union(*(_env_requirements(p) for p in ENV_FILES))
+    missing = sorted(set(_pyproject_requirements()) - RUNNER_PACKAGES - in_envs)
+    assert not missing, f"pyproject.toml depends on {missing}, which no envs/*.yaml pins"
 
 
 def test_every_rule_with_a_script_names_an_existing_env():
@@ -71,3 +88,49 @@ def test_every_rule_with_a_script_names_an_existing_env():
             assert (smk.parent / match.group(1)).resolve().is_file(), (
                 f"rule {rule}: {match.group(1)} does not exist"
             )
+
+
+@pytest.mark.slow
+def test_a_built_wheel_validates_configs_on_its_own(tmp_path):
+    """A non-editable install carries the schema: validate from the wheel's files alone."""
+    # build from a copy: a build/ folder left in the tree would hide a missing file next time
+    src = tmp_path / "src"
+    shutil.copytree(
+        ROOT / "fmriscaling", src / "fmriscaling", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("fmriscaling-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(tmp_path / "site")
+    code = (
+        "import sys; sys.path.insert(0, {site!r}); "
+        "import yaml, fmriscaling.config as c; "
+        "assert c.__file__.startswith({site!r}), c.__file__; "
+        "cfg = c.validate_config(yaml.safe_load(open({config!r}))); "
+        "print(cfg['encoding']['score_dtype'])"
+    ).format(site=str(tmp_path / "site"), config=str(ROOT / "config" / "config.yaml"))
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "auto"
