@@ -140,7 +140,10 @@ def ours_flops(n, p, v, n_test, folds, n_alphas):
         rows = n_tr if dual else p  # what Vᵀ projects: Y_train (dual) or XᵀY (primal)
         total += 9 * r**3 + 2 * m * r * (n_tr if dual else p)  # eigh, validation map
         if not dual:
-            total += 2 * p * m * v  # downdate XᵀY
+            # training Gram and XᵀY: downdated by the validation rows when train and validation
+            # cover every TR (story folds), else formed from the training rows
+            rows_used = m if n_tr + m == n else n_tr
+            total += 2 * rows_used * p * p + 2 * p * rows_used * v
         total += 2 * r * rows * v  # Z = Vᵀ Y_train
         total += 2 * n_alphas * m * r * v  # validation predictions of every alpha
     rows = n if dual else p

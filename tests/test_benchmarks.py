@@ -56,17 +56,49 @@ def test_baseline_equals_our_float32_fit_on_the_same_folds(bench):
     np.testing.assert_allclose(base["test_r"][same], ours.test_r[same], atol=1e-4)
 
 
-def test_flop_count_matches_a_hand_count(bench):
-    # dual, 2 folds of 50 validation TRs, 3 alphas, 10 voxels, 5 test TRs
-    n, p, v, n_test, n_alphas = 100, 200, 10, 5, 3
-    folds = [(np.arange(50, 100), np.arange(50)), (np.arange(50), np.arange(50, 100))]
-    per_fold = 9 * 50**3 + 2 * 50 * 50 * 50 + 2 * 50 * 50 * v + 2 * n_alphas * 50 * 50 * v
-    refit = 9 * n**3 + 2 * n_test * (n * p + n * n)
-    test = min(
-        2 * n_alphas * n_test * n * n + 2 * n_test * n * v, 2 * n * n * v + 2 * n_test * n * v
-    )
-    expected = 2 * n * n * p + 2 * per_fold + refit + test
-    assert bench.ours_flops(n, p, v, n_test, folds, n_alphas) == expected
+@pytest.mark.parametrize(
+    ("n", "p", "fold_kind"),
+    [(100, 200, "halves"), (200, 50, "halves"), (200, 50, "bootstrap"), (120, 300, "bootstrap")],
+    ids=["dual", "primal", "primal-bootstrap", "dual-bootstrap"],
+)
+def test_flop_count_matches_what_the_fit_runs(bench, monkeypatch, n, p, fold_kind):
+    """The benchmark's formula against the GEMMs torch counts and the eigh calls it makes."""
+    import himalaya.backend.torch as torch_backend
+    from torch.utils.flop_counter import FlopCounterMode
+
+    v, n_test, n_alphas = 10, 5, 3
+    if fold_kind == "halves":
+        h = n // 2
+        folds = [(np.arange(h, n), np.arange(h)), (np.arange(h), np.arange(h, n))]
+    else:  # held-out chunks: train and validation do not cover every TR
+        folds = [
+            (np.arange(40, n - 20), np.arange(20)),
+            (np.arange(0, n - 60), np.arange(n - 40, n)),
+        ]
+    X, Y, X_test, Y_test = bench.make_data(n, p, v, n_test, rank=5)
+    eigh_sizes = []
+    eigh = torch_backend.eigh
+
+    def counting_eigh(a, *args, **kwargs):
+        eigh_sizes.append(a.shape[-1])
+        return eigh(a, *args, **kwargs)
+
+    monkeypatch.setattr(torch_backend, "eigh", counting_eigh)
+    with FlopCounterMode(display=False) as counter:
+        fit_ridge_cv(
+            X,
+            Y,
+            alphas=np.logspace(0, 2, n_alphas),
+            folds=folds,
+            X_test=X_test,
+            Y_test=Y_test,
+            backend="torch",
+            score_dtype="float32",
+        )
+    assert len(eigh_sizes) == len(folds) + 1
+    # the benchmark counts an eigh of an r x r matrix as 9 r³
+    measured = counter.get_total_flops() + sum(9 * r**3 for r in eigh_sizes)
+    assert bench.ours_flops(n, p, v, n_test, folds, n_alphas) == measured
 
 
 def test_small_run_reports_every_fit(bench, tmp_path, monkeypatch):
