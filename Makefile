@@ -10,7 +10,7 @@ TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/nu
 TORCH_CPU_SPEC ?= torch==2.13.0
 TORCH_CUDA_SPEC ?= torch>=2.3,<3
 
-.PHONY: venv demo test lint unit workflow format clean-demo
+.PHONY: venv demo test lint unit workflow format clean-demo demo-diff
 
 venv: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ lint: venv
 
 test: venv lint
 	$(BIN)/python -m pytest
+
+# the demo's tables at REF and at HEAD, cell for cell (timings left out): make demo-diff REF=<commit>
+demo-diff: venv
+	@test -n "$(REF)" || { echo "usage: make demo-diff REF=<commit>"; exit 2; }
+	$(BIN)/python tests/demo_diff.py --ref $(REF)
 
 format: venv
 	$(BIN)/ruff check --fix .
