@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -696,28 +696,52 @@ def save_figure(
         plt.close(fig)
 
 
+def save_figure_files(
+    fig: Figure, paths: Sequence[str | os.PathLike], *, dpi: int = 200
+) -> list[Path]:
+    """`save_figure` to the given files, each in the format its suffix names.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    paths : sequence of path-like
+        Files sharing one stem (``fig.png``, ``fig.pdf``); parent folders are created.
+    dpi : int
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    paths = [Path(p) for p in paths]
+    stems = {p.with_suffix("") for p in paths}
+    if len(stems) != 1 or any(not p.suffix for p in paths):
+        plt.close(fig)
+        raise ValueError(f"expected one file per format of a single figure, got {paths}")
+    (stem,) = stems
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    return save_figure(fig, stem, [p.suffix for p in paths], dpi=dpi)
+
+
 def scaling_report(
     table: pd.DataFrame,
-    out_dir: str | os.PathLike,
-    formats: Sequence[str] = ("png", "pdf"),
+    outputs: Mapping[str, Sequence[str | os.PathLike]],
     *,
     metric: str = "mean_r",
 ) -> dict[str, list[Path]]:
-    """Draw and save the three scaling figures of a scaling table.
+    """Draw and save the scaling figures of a scaling table, each to the files asked for.
 
-    Writes ``model_size_scaling``, ``data_scaling`` and ``layer_profiles`` (one file per format
-    each) into ``out_dir``. A figure whose rows are absent from the table (no ``kind == "full"``
-    rows for the model-size and layer figures, no ``kind == "subsample"`` rows for the data
-    figure) is skipped with a logged warning.
+    Figures: ``model_size_scaling``, ``data_scaling`` and ``layer_profiles``. A figure whose rows
+    are absent from the table (no ``kind == "full"`` rows for the model-size and layer figures,
+    no ``kind == "subsample"`` rows for the data figure) is skipped with a logged warning.
 
     Parameters
     ----------
     table : pandas.DataFrame
         The scaling table (see the module docstring).
-    out_dir : path-like
-        Directory of the figures; created when missing.
-    formats : sequence of str
-        Output formats passed to :func:`save_figure`.
+    outputs : mapping of str to sequence of path-like
+        Figure name -> its files, one per format, told apart by their suffix
+        (``{"data_scaling": ["fig/data_scaling.png", "fig/data_scaling.pdf"]}``); folders are
+        created when missing. Names not among the figures above are an error.
     metric : str
         Column drawn on the y axes.
 
@@ -727,15 +751,17 @@ def scaling_report(
         Figure name -> files written; skipped figures are absent.
     """
     kinds = _fit_kinds(table, "scaling_report")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     figures = {
         "model_size_scaling": ("full", plot_model_size_scaling),
         "data_scaling": ("subsample", plot_data_scaling),
         "layer_profiles": ("full", plot_layer_profiles),
     }
+    unknown = sorted(set(outputs) - set(figures))
+    if unknown:
+        raise ValueError(f"scaling_report: unknown figures {unknown}; known: {sorted(figures)}")
     written: dict[str, list[Path]] = {}
-    for name, (kind, plot) in figures.items():
+    for name, paths in outputs.items():
+        kind, plot = figures[name]
         if not (kinds == kind).any():
             logger.warning("scaling_report: no rows with kind == %r; skipping %s", kind, name)
             continue
@@ -747,5 +773,5 @@ def scaling_report(
         except BaseException:
             plt.close(fig)
             raise
-        written[name] = save_figure(fig, out_dir / name, formats)
+        written[name] = save_figure_files(fig, paths)
     return written

@@ -1,10 +1,10 @@
-# Config validation, constants, wildcard constraints and input functions. Helper functions of the
+# Config validation, paths, wildcard constraints and input functions. Helper functions of the
 # workflow live here and nowhere else.
 
 import os
 import re
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 # the library lives beside the Snakefile: importable here and in every job (also in --sdm conda
 # environments, which hold only a stage's dependencies, not an installed fmriscaling)
@@ -16,9 +16,8 @@ os.environ.update(
 import numpy as np
 
 from fmriscaling.config import model_layers, validate_config
-from fmriscaling.download import manifest_stories, read_manifest
+from fmriscaling.download import manifest_stories, read_manifest, relpath_for, select_files
 from fmriscaling.encoding.subsample import draw_stories, story_count_grid
-from fmriscaling.synthetic import synthetic_story_names
 
 # validated copy with every default filled in; errors name the offending key
 _validated = validate_config(config)
@@ -29,7 +28,6 @@ DATASET = config["dataset"]["name"]
 SOURCE = config["dataset"]["source"]
 SUBJECTS = config["dataset"]["subjects"]
 TEST_STORY = config["dataset"]["test_story"]
-DATA = f"results/data/{DATASET}"
 NEVER = "(?!x)x"  # a wildcard constraint that matches nothing: the rule is off for this config
 # the dataset rules that apply: generated (rules/synthetic.smk) or downloaded (rules/download.smk)
 SYNTHETIC_DATASET = re.escape(DATASET) if SOURCE == "synthetic" else NEVER
@@ -58,6 +56,67 @@ wildcard_constraints:
     story=r"[A-Za-z0-9_-]+",
 
 
+# ---------------------------------------------------------------- paths
+# Every path is spelled once, here. Rules use the templates as they are (wildcards left open);
+# targets and input functions fill some or all wildcards in with `fill`. The dataset's own layout
+# comes from the library (relpath_for), the same one the downloader uses.
+
+
+def fill(template, **values):
+    """``template`` with the named wildcards filled in and the others left as they are."""
+    return re.sub(r"\{(\w+)\}", lambda m: str(values.get(m.group(1), m.group(0))), template)
+
+
+def _in_data(kind):
+    return f"results/data/{{dataset}}/{relpath_for(kind, subject='{subject}', story='{story}')}"
+
+
+PATHS = {
+    "data": "results/data/{dataset}",
+    "dataset_file": "results/data/{dataset}/{path}",
+    "respdict": _in_data("respdict"),
+    "textgrid": _in_data("textgrids"),
+    "audio": _in_data("audio"),
+    "responses": _in_data("responses"),
+    "transform": "results/data/{dataset}/derivative/pycortex-db/{subject}/transforms/{subject}_auto/{name}.nii.gz",
+    "ground_truth": "results/data/{dataset}/ground_truth",
+    "model": "results/models/{model}",
+    "timing": "results/stimuli/{dataset}/{story}.{kind}.tsv",
+    "features": "results/features/{dataset}/{model}",
+    "fit": "results/encoding/{dataset}/{subject}/{model}/layer-{layer}/scores.{ext}",
+    "subset_fit": "results/encoding/{dataset}/{subject}/{model}/layer-{layer}/ntrain-{n}/seed-{seed}/scores.{ext}",
+    "noise_ceiling": "results/noise_ceiling/{dataset}/{subject}.npz",
+    "table": "results/tables/{dataset}/{name}.csv",
+    "figure": "results/figures/{dataset}/{name}.{fmt}",
+    "brain_map": "results/figures/{dataset}/{subject}_best_model_map.png",
+}
+
+
+def path(name, /, **values):
+    """The path template ``name`` of `PATHS`, with ``values`` filled in."""
+    return fill(PATHS[name], **values)
+
+
+def _key(name, /, **values):
+    """What a log or benchmark of output ``name`` is filed under: its path below its stage
+    folder, without extensions or a generic file name (results/encoding/X/scores.{ext} -> X,
+    results/stimuli/{dataset}/{story}.{kind}.tsv -> {dataset}/{story})."""
+    parts = PurePosixPath(PATHS[name]).parts[2:]  # below results/<stage>/
+    leaf = parts[-1].split(".", 1)[0]
+    key = PurePosixPath(*parts[:-1]) if leaf == "scores" else PurePosixPath(*parts[:-1], leaf)
+    return fill(str(key), **values)
+
+
+def log(rule, name, /, **values):
+    """``results/logs/<rule>/<key of output name>.log`` (mirrors the output path)."""
+    return f"results/logs/{rule}/{_key(name, **values)}.log"
+
+
+def benchmark(rule, name, /, **values):
+    """``results/benchmarks/<rule>/<key of output name>.tsv`` (mirrors the output path)."""
+    return f"results/benchmarks/{rule}/{_key(name, **values)}.tsv"
+
+
 # ---------------------------------------------------------------- stories
 
 
@@ -66,6 +125,9 @@ if SOURCE == "openneuro":
     MANIFEST_INDEX = MANIFEST.set_index("path")
     AVAILABLE = {s: manifest_stories(MANIFEST, s) for s in SUBJECTS}
 else:
+    # imported only for the demo: a real study's plan never loads the demo package
+    from fmriscaling.synthetic import synthetic_story_names
+
     MANIFEST = MANIFEST_INDEX = None
     _names = synthetic_story_names(config["synthetic"]["n_train_stories"])
     AVAILABLE = {s: sorted(_names + [TEST_STORY]) for s in SUBJECTS}
@@ -103,7 +165,7 @@ ALL_STORIES = sorted({TEST_STORY}.union(*(train_stories(s) for s in SUBJECTS)))
 def model_dir(model):
     """Snapshot folder of a model: a local path, or results/models/<model> made by a rule."""
     source = MODELS[model]["source"]
-    return source["local"] if "local" in source else f"results/models/{model}"
+    return source["local"] if "local" in source else path("model", model=model)
 
 
 def model_dir_input(wildcards):
@@ -129,14 +191,13 @@ def per_attempt(key):
 # ---------------------------------------------------------------- input functions
 
 
-def response_file(subject, story):
-    return f"{DATA}/derivative/preprocessed_data/{subject}/{story}.hf5"
+def responses_of(subject, stories):
+    return [path("responses", dataset=DATASET, subject=subject, story=s) for s in stories]
 
 
 def encoding_responses(wildcards):
     """Response files of the training stories and the test story (the script maps stem -> story)."""
-    stories = train_stories(wildcards.subject) + [TEST_STORY]
-    return [response_file(wildcards.subject, story) for story in stories]
+    return responses_of(wildcards.subject, train_stories(wildcards.subject) + [TEST_STORY])
 
 
 def subset_stories(wildcards):
@@ -144,8 +205,7 @@ def subset_stories(wildcards):
 
 
 def subset_responses(wildcards):
-    stories = subset_stories(wildcards) + [TEST_STORY]
-    return [response_file(wildcards.subject, story) for story in stories]
+    return responses_of(wildcards.subject, subset_stories(wildcards) + [TEST_STORY])
 
 
 def alphas():
@@ -160,14 +220,16 @@ def subsample_sizes(subject):
     return [n for n in story_count_grid(n_all, config["subsampling"]["n_stories"]) if n < n_all]
 
 
-# ---------------------------------------------------------------- stage inputs
+def timing_tables(kind):
+    """One timing table per story (``{dataset}`` left open)."""
+    return [path("timing", story=s, kind=kind) for s in ALL_STORIES]
 
 
 def tiny_model_corpus(wildcards):
     """Text models train their tokenizer on the demo stories; speech models need nothing."""
     if MODELS[wildcards.model]["kind"] != "text":
         return []
-    return expand(f"{DATA}/derivative/TextGrids/{{story}}.TextGrid", story=ALL_STORIES)
+    return [path("textgrid", dataset=DATASET, story=s) for s in ALL_STORIES]
 
 
 def manifest_entry(wildcards):
@@ -182,53 +244,47 @@ def manifest_entry(wildcards):
     return {"size": int(row["size"]), "md5": str(row["md5"])}
 
 
+def download_kinds():
+    """Kinds of ds003020 file the configured analysis needs, plus the extra kinds asked for."""
+    kinds = ["respdict", "responses", "textgrids"] + (["audio"] if SPEECH_MODELS else [])
+    extra = set(config["download"]["kinds"])
+    if config["figures"]["brain_maps"]:
+        extra.add("pycortex")
+    return kinds + sorted(extra)
+
+
 def dataset_files(wildcards=None):
-    """Every data file the configured analysis needs (and the extra kinds asked for)."""
-    files = [f"{DATA}/derivative/respdict.json"]
-    files += expand(f"{DATA}/derivative/TextGrids/{{story}}.TextGrid", story=ALL_STORIES)
-    if SPEECH_MODELS:
-        files += expand(f"{DATA}/stimuli/{{story}}.wav", story=ALL_STORIES)
+    """Every data file the configured analysis needs: the library's selection of the manifest
+    (the downloader's own), or the generated demo files."""
+    data = path("data", dataset=DATASET)
+    if SOURCE != "openneuro":
+        return sorted(
+            [path("respdict", dataset=DATASET)]
+            + [path("textgrid", dataset=DATASET, story=s) for s in ALL_STORIES]
+            + [f for s in SUBJECTS for f in responses_of(s, train_stories(s) + [TEST_STORY])]
+        )
+    kinds = download_kinds()
+    story_kinds = [k for k in kinds if k in ("respdict", "textgrids", "audio")]
+    subject_kinds = [k for k in kinds if k in ("pycortex", "freesurfer")]
+    files = select_files(MANIFEST, subjects=None, stories=ALL_STORIES, kinds=story_kinds)
     for subject in SUBJECTS:
-        files += [response_file(subject, s) for s in train_stories(subject) + [TEST_STORY]]
-    if SOURCE == "openneuro":
-        for subject in SUBJECTS:
-            prefixes = []
-            if "pycortex" in config["download"]["kinds"] or config["figures"]["brain_maps"]:
-                prefixes.append(f"derivative/pycortex-db/{subject}/transforms/{subject}_auto/")
-            if "freesurfer" in config["download"]["kinds"]:
-                prefixes.append(f"derivative/fmriprep/sourcedata/freesurfer/{subject}/")
-            files += [
-                f"{DATA}/{p}"
-                for p in MANIFEST["path"]
-                if any(p.startswith(prefix) for prefix in prefixes)
-            ]
-    return sorted(set(files))
-
-
-def timing_tables(kind):
-    return expand(f"results/stimuli/{{{{dataset}}}}/{{story}}.{kind}.tsv", story=ALL_STORIES)
+        stories = train_stories(subject) + [TEST_STORY]
+        files += select_files(MANIFEST, subjects=[subject], stories=stories, kinds=["responses"])
+        files += select_files(MANIFEST, subjects=[subject], kinds=subject_kinds)
+    return sorted({f"{data}/{relpath}" for relpath in files})
 
 
 # ---------------------------------------------------------------- targets
 
 
-def subsample_scores_path(subject, model, layer, n, seed):
-    return os.path.join(
-        f"results/encoding/{DATASET}/{subject}/{model}/layer-{layer}",
-        f"ntrain-{n}",
-        f"seed-{seed}",
-        "scores.npz",
-    )
-
-
 def table_entries():
-    """Metadata of every fit, in the order of the tables' rows."""
+    """Metadata of every fit and its scores path, in the order of the tables' rows."""
     entries = []
     for subject in SUBJECTS:
         for model in RUN_MODELS:
             spec = MODELS[model]
             for layer in layers_of(model):
-                base = f"results/encoding/{DATASET}/{subject}/{model}/layer-{layer}"
+                labels = dict(dataset=DATASET, subject=subject, model=model, layer=layer)
                 common = dict(
                     subject=subject,
                     model=model,
@@ -237,9 +293,8 @@ def table_entries():
                     n_params=spec["n_params"],
                     layer=layer,
                     n_layers=spec["n_layers"],
-                    features_dir=f"results/features/{DATASET}/{model}",
                 )
-                entries.append(dict(common, n_train=None, seed=-1, path=f"{base}/scores.npz"))
+                entries.append(dict(common, n_train=None, seed=-1, path=path("fit", **labels)))
                 for fit in config["subsampling"]["fits"]:
                     if fit["model"] != model or layer not in fit["layers"]:
                         continue
@@ -250,7 +305,7 @@ def table_entries():
                                     common,
                                     n_train=n,
                                     seed=seed,
-                                    path=subsample_scores_path(subject, model, layer, n, seed),
+                                    path=path("subset_fit", **labels, n=n, seed=seed),
                                 )
                             )
     return entries
@@ -259,29 +314,39 @@ def table_entries():
 TABLE_ENTRIES = table_entries()
 
 
-def noise_ceiling_files():
-    return {s: f"results/noise_ceiling/{DATASET}/{s}.npz" for s in SUBJECTS}
+def entry_labels(entries):
+    """The entries' metadata without their paths, for params (a moved file reruns nothing)."""
+    return [{k: v for k, v in e.items() if k != "path"} for e in entries]
 
 
-TABLES = [
-    f"results/tables/{DATASET}/encoding.csv",
-    f"results/tables/{DATASET}/best_layers.csv",
-    f"results/tables/{DATASET}/scaling.csv",
-]
+def entry_files(entries, ext):
+    return [fill(e["path"], ext=ext) for e in entries]
+
+
+def full_fits_of(subject):
+    return [e for e in TABLE_ENTRIES if e["subject"] == subject and e["n_train"] is None]
+
+
+TABLE_NAMES = ["encoding", "best_layers", "scaling"]
 FIGURE_NAMES = ["model_size_scaling", "layer_profiles"] + (
     ["data_scaling"] if config["subsampling"]["fits"] else []
 )
-FIGURES = [
-    f"results/figures/{DATASET}/{name}.{fmt}"
-    for name in FIGURE_NAMES
-    for fmt in config["figures"]["formats"]
-]
-BRAIN_MAPS = (
-    [f"results/figures/{DATASET}/{subject}_best_model_map.png" for subject in SUBJECTS]
-    if config["figures"]["brain_maps"]
-    else []
-)
+
+
+def figure_outputs(wildcards=None):
+    """Named outputs of the scaling_figures rule (figure name -> its file per format)."""
+    return {
+        name: [path("figure", name=name, fmt=fmt) for fmt in config["figures"]["formats"]]
+        for name in FIGURE_NAMES
+    }
 
 
 def final_targets(wildcards):
-    return TABLES + FIGURES + BRAIN_MAPS
+    tables = [path("table", dataset=DATASET, name=name) for name in TABLE_NAMES]
+    figures = [fill(f, dataset=DATASET) for files in figure_outputs().values() for f in files]
+    maps = (
+        [path("brain_map", dataset=DATASET, subject=s) for s in SUBJECTS]
+        if config["figures"]["brain_maps"]
+        else []
+    )
+    return tables + figures + maps

@@ -4,9 +4,11 @@
 
 rule download_ds003020_file:
     output:
-        "results/data/{dataset}/{path}",
+        path("dataset_file"),
     log:
-        "results/logs/download/{dataset}/{path}.log",
+        log("download", "dataset_file"),
+    benchmark:
+        benchmark("download", "dataset_file")
     wildcard_constraints:
         dataset=OPENNEURO_DATASET,
         path=r"(derivative|stimuli)/.+",
@@ -36,9 +38,11 @@ rule download_dataset:
 
 rule download_model:
     output:
-        directory("results/models/{model}"),
+        directory(path("model")),
     log:
-        "results/logs/download_model/{model}.log",
+        log("download_model", "model"),
+    benchmark:
+        benchmark("download_model", "model")
     wildcard_constraints:
         model=_alternatives(HUB_MODELS),
     retries: 2

@@ -7,7 +7,6 @@ ENCODING_PARAMS = dict(
     alphas=alphas(),
     cv=config["encoding"]["cv"],
     n_folds=config["encoding"]["n_folds"],
-    bootstrap=config["encoding"]["bootstrap"],
     extra_trim_test=config["encoding"]["test_extra_trim"],
     backend=config["encoding"]["backend"],
     solver=config["encoding"]["solver"],
@@ -15,21 +14,25 @@ ENCODING_PARAMS = dict(
     score_dtype=config["encoding"]["score_dtype"],
     save_weights=config["encoding"]["save_weights"],
     save_predictions=config["encoding"]["save_predictions"],
-    seed=config["encoding"]["seed"],
 )
+if config["encoding"]["cv"] == "bootstrap":
+    # only bootstrap CV draws chunks: a story-CV fit does not rerun when these change
+    ENCODING_PARAMS.update(
+        bootstrap=config["encoding"]["bootstrap"], seed=config["encoding"]["seed"]
+    )
 
 
 rule fit_encoding:
     input:
-        features="results/features/{dataset}/{model}",
+        features=path("features"),
         responses=encoding_responses,
     output:
-        scores="results/encoding/{dataset}/{subject}/{model}/layer-{layer}/scores.npz",
-        summary="results/encoding/{dataset}/{subject}/{model}/layer-{layer}/scores.json",
+        scores=path("fit", ext="npz"),
+        summary=path("fit", ext="json"),
     log:
-        "results/logs/fit_encoding/{dataset}/{subject}/{model}/layer-{layer}.log",
+        log("fit_encoding", "fit"),
     benchmark:
-        "results/benchmarks/fit_encoding/{dataset}/{subject}/{model}/layer-{layer}.tsv"
+        benchmark("fit_encoding", "fit")
     conda:
         "../envs/encoding.yaml"
     threads: config["compute"]["ridge_threads"]
@@ -44,26 +47,17 @@ rule fit_encoding:
         "../workflow_scripts/fit_encoding.py"
 
 
-rule fit_encoding_subset:
+use rule fit_encoding as fit_encoding_subset with:
     input:
-        features="results/features/{dataset}/{model}",
+        features=path("features"),
         responses=subset_responses,
     output:
-        scores="results/encoding/{dataset}/{subject}/{model}/layer-{layer}/ntrain-{n}/seed-{seed}/scores.npz",
-        summary="results/encoding/{dataset}/{subject}/{model}/layer-{layer}/ntrain-{n}/seed-{seed}/scores.json",
+        scores=path("subset_fit", ext="npz"),
+        summary=path("subset_fit", ext="json"),
     log:
-        "results/logs/fit_encoding_subset/{dataset}/{subject}/{model}/layer-{layer}/ntrain-{n}/seed-{seed}.log",
+        log("fit_encoding_subset", "subset_fit"),
     benchmark:
-        "results/benchmarks/fit_encoding_subset/{dataset}/{subject}/{model}/layer-{layer}/ntrain-{n}/seed-{seed}.tsv"
-    conda:
-        "../envs/encoding.yaml"
-    threads: config["compute"]["ridge_threads"]
-    resources:
-        mem_mb=per_attempt("ridge_mem_mb"),
-        runtime=per_attempt("ridge_runtime"),
-        gpu=GPU,
+        benchmark("fit_encoding_subset", "subset_fit")
     params:
         train_stories=subset_stories,
         encoding=ENCODING_PARAMS,
-    script:
-        "../workflow_scripts/fit_encoding.py"

@@ -8,11 +8,11 @@ rule extract_text_features:
         words=timing_tables("words"),
         trs=timing_tables("trs"),
     output:
-        directory("results/features/{dataset}/{model}"),
+        directory(path("features")),
     log:
-        "results/logs/extract_text_features/{dataset}/{model}.log",
+        log("extract_text_features", "features"),
     benchmark:
-        "results/benchmarks/extract_text_features/{dataset}/{model}.tsv"
+        benchmark("extract_text_features", "features")
     wildcard_constraints:
         model=_alternatives(TEXT_MODELS),
     conda:
@@ -37,14 +37,14 @@ rule extract_text_features:
 rule extract_speech_features:
     input:
         model=model_dir_input,
-        audio=expand("results/data/{{dataset}}/stimuli/{story}.wav", story=ALL_STORIES),
+        audio=[path("audio", story=s) for s in ALL_STORIES],
         trs=timing_tables("trs"),
     output:
-        directory("results/features/{dataset}/{model}"),
+        directory(path("features")),
     log:
-        "results/logs/extract_speech_features/{dataset}/{model}.log",
+        log("extract_speech_features", "features"),
     benchmark:
-        "results/benchmarks/extract_speech_features/{dataset}/{model}.tsv"
+        benchmark("extract_speech_features", "features")
     wildcard_constraints:
         model=_alternatives(SPEECH_MODELS),
     conda:

@@ -3,15 +3,16 @@
 
 rule encoding_table:
     input:
-        scores=[entry["path"] for entry in TABLE_ENTRIES],
-        ceilings=list(noise_ceiling_files().values()),
-        features=expand("results/features/{{dataset}}/{model}", model=RUN_MODELS),
+        scores=entry_files(TABLE_ENTRIES, "npz"),
+        summaries=entry_files(TABLE_ENTRIES, "json"),
+        ceilings=[path("noise_ceiling", subject=s) for s in SUBJECTS],
+        features=[path("features", model=m) for m in RUN_MODELS],
     output:
-        encoding="results/tables/{dataset}/encoding.csv",
-        best_layers="results/tables/{dataset}/best_layers.csv",
-        scaling="results/tables/{dataset}/scaling.csv",
+        **{name: path("table", name=name) for name in TABLE_NAMES},
     log:
-        "results/logs/encoding_table/{dataset}.log",
+        log("encoding_table", "data"),
+    benchmark:
+        benchmark("encoding_table", "data")
     conda:
         "../envs/figures.yaml"
     threads: 1
@@ -19,8 +20,9 @@ rule encoding_table:
         mem_mb=4000,
         runtime=30,
     params:
-        entries=TABLE_ENTRIES,
-        ceilings=noise_ceiling_files(),
+        entries=entry_labels(TABLE_ENTRIES),
+        subjects=SUBJECTS,
+        models=RUN_MODELS,
         floor=config["noise_ceiling"]["floor"],
     script:
         "../workflow_scripts/encoding_table.py"
@@ -28,15 +30,13 @@ rule encoding_table:
 
 rule scaling_figures:
     input:
-        table="results/tables/{dataset}/encoding.csv",
+        table=path("table", name="encoding"),
     output:
-        expand(
-            "results/figures/{{dataset}}/{name}.{fmt}",
-            name=FIGURE_NAMES,
-            fmt=config["figures"]["formats"],
-        ),
+        **figure_outputs(),
     log:
-        "results/logs/scaling_figures/{dataset}.log",
+        log("scaling_figures", "data"),
+    benchmark:
+        benchmark("scaling_figures", "data")
     conda:
         "../envs/figures.yaml"
     threads: 1
@@ -44,28 +44,24 @@ rule scaling_figures:
         mem_mb=2000,
         runtime=10,
     params:
-        out_dir=lambda wildcards: f"results/figures/{wildcards.dataset}",
         names=FIGURE_NAMES,
-        formats=config["figures"]["formats"],
     script:
         "../workflow_scripts/scaling_figures.py"
 
 
 rule brain_map:
     input:
-        best_layers="results/tables/{dataset}/best_layers.csv",
-        scores=lambda wildcards: [
-            e["path"]
-            for e in TABLE_ENTRIES
-            if e["subject"] == wildcards.subject and e["n_train"] is None
-        ],
-        ceiling="results/noise_ceiling/{dataset}/{subject}.npz",
-        mask="results/data/{dataset}/derivative/pycortex-db/{subject}/transforms/{subject}_auto/mask_thick.nii.gz",
-        reference="results/data/{dataset}/derivative/pycortex-db/{subject}/transforms/{subject}_auto/reference.nii.gz",
+        best_layers=path("table", name="best_layers"),
+        scores=lambda wildcards: entry_files(full_fits_of(wildcards.subject), "npz"),
+        ceiling=path("noise_ceiling"),
+        mask=path("transform", name="mask_thick"),
+        reference=path("transform", name="reference"),
     output:
-        "results/figures/{dataset}/{subject}_best_model_map.png",
+        path("brain_map"),
     log:
-        "results/logs/brain_map/{dataset}/{subject}.log",
+        log("brain_map", "brain_map"),
+    benchmark:
+        benchmark("brain_map", "brain_map")
     conda:
         "../envs/figures.yaml"
     threads: 1
@@ -73,7 +69,7 @@ rule brain_map:
         mem_mb=4000,
         runtime=10,
     params:
-        encoding_dir=lambda wildcards: f"results/encoding/{wildcards.dataset}/{wildcards.subject}",
+        fits=lambda wildcards: entry_labels(full_fits_of(wildcards.subject)),
         floor=config["noise_ceiling"]["floor"],
     script:
         "../workflow_scripts/brain_map.py"

@@ -3,11 +3,13 @@
 
 rule noise_ceiling:
     input:
-        repeats=lambda wildcards: response_file(wildcards.subject, TEST_STORY),
+        repeats=path("responses", story=TEST_STORY),
     output:
-        "results/noise_ceiling/{dataset}/{subject}.npz",
+        path("noise_ceiling"),
     log:
-        "results/logs/noise_ceiling/{dataset}/{subject}.log",
+        log("noise_ceiling", "noise_ceiling"),
+    benchmark:
+        benchmark("noise_ceiling", "noise_ceiling")
     conda:
         "../envs/encoding.yaml"
     threads: 1

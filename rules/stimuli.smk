@@ -1,16 +1,17 @@
-# Stimulus timing: TextGrids -> word and phone tables; respdict.json -> TR times per story.
+# Stimulus timing: TextGrids -> word tables; respdict.json -> TR times per story.
 
 
 rule story_timing:
     input:
-        textgrid="results/data/{dataset}/derivative/TextGrids/{story}.TextGrid",
-        respdict="results/data/{dataset}/derivative/respdict.json",
+        textgrid=path("textgrid"),
+        respdict=path("respdict"),
     output:
-        words="results/stimuli/{dataset}/{story}.words.tsv",
-        phones="results/stimuli/{dataset}/{story}.phones.tsv",
-        trs="results/stimuli/{dataset}/{story}.trs.tsv",
+        words=path("timing", kind="words"),
+        trs=path("timing", kind="trs"),
     log:
-        "results/logs/story_timing/{dataset}/{story}.log",
+        log("story_timing", "timing"),
+    benchmark:
+        benchmark("story_timing", "timing")
     conda:
         "../envs/fmriscaling.yaml"
     threads: 1

@@ -3,27 +3,20 @@
 
 rule generate_demo_dataset:
     output:
-        respdict="results/data/{dataset}/derivative/respdict.json",
-        textgrids=expand(
-            "results/data/{{dataset}}/derivative/TextGrids/{story}.TextGrid",
-            story=ALL_STORIES,
-        ),
-        audio=expand("results/data/{{dataset}}/stimuli/{story}.wav", story=ALL_STORIES),
-        responses=expand(
-            "results/data/{{dataset}}/derivative/preprocessed_data/{subject}/{story}.hf5",
-            subject=SUBJECTS,
-            story=ALL_STORIES,
-        ),
-        masks=expand(
-            "results/data/{{dataset}}/derivative/pycortex-db/{subject}/transforms/{subject}_auto/{name}.nii.gz",
-            subject=SUBJECTS,
-            name=["mask_thick", "reference"],
-        ),
-        ground_truth=directory("results/data/{dataset}/ground_truth"),
+        respdict=path("respdict"),
+        textgrids=[path("textgrid", story=s) for s in ALL_STORIES],
+        audio=[path("audio", story=s) for s in ALL_STORIES],
+        responses=[path("responses", subject=sub, story=s) for sub in SUBJECTS for s in ALL_STORIES],
+        masks=[
+            path("transform", subject=sub, name=name)
+            for sub in SUBJECTS
+            for name in ("mask_thick", "reference")
+        ],
+        ground_truth=directory(path("ground_truth")),
     log:
-        "results/logs/generate_demo_dataset/{dataset}.log",
+        log("generate_demo_dataset", "data"),
     benchmark:
-        "results/benchmarks/generate_demo_dataset/{dataset}.tsv"
+        benchmark("generate_demo_dataset", "data")
     wildcard_constraints:
         dataset=SYNTHETIC_DATASET,
     conda:
@@ -33,7 +26,6 @@ rule generate_demo_dataset:
         mem_mb=2000,
         runtime=10,
     params:
-        root=lambda wildcards: f"results/data/{wildcards.dataset}",
         subjects=SUBJECTS,
         test_story=TEST_STORY,
         generator=config["synthetic"],
@@ -46,9 +38,11 @@ rule build_tiny_model:
     input:
         corpus=tiny_model_corpus,
     output:
-        directory("results/models/{model}"),
+        directory(path("model")),
     log:
-        "results/logs/build_tiny_model/{model}.log",
+        log("build_tiny_model", "model"),
+    benchmark:
+        benchmark("build_tiny_model", "model")
     wildcard_constraints:
         model=_alternatives(BUILT_MODELS),
     conda:

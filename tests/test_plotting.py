@@ -422,7 +422,9 @@ def test_save_figure_bad_format_leaves_nothing_and_closes(tmp_path):
 
 
 def test_scaling_report_writes_three_figures(table, tmp_path):
-    written = plotting.scaling_report(table, tmp_path / "figures", formats=("png",))
+    names = ("model_size_scaling", "data_scaling", "layer_profiles")
+    outputs = {name: [tmp_path / "figures" / f"{name}.png"] for name in names}
+    written = plotting.scaling_report(table, outputs)
     assert set(written) == {"model_size_scaling", "data_scaling", "layer_profiles"}
     for name, paths in written.items():
         assert paths == [tmp_path / "figures" / f"{name}.png"]
@@ -433,7 +435,11 @@ def test_scaling_report_writes_three_figures(table, tmp_path):
 def test_scaling_report_skips_missing_subsample_with_warning(table, tmp_path, caplog):
     full_only = table[table["kind"] == "full"]
     with caplog.at_level(logging.WARNING, logger="fmriscaling.plotting"):
-        written = plotting.scaling_report(full_only, tmp_path, formats=("png",))
+        written = plotting.scaling_report(
+            full_only,
+            {name: [tmp_path / f"{name}.png"] for name in ("model_size_scaling", "data_scaling")}
+            | {"layer_profiles": [tmp_path / "layer_profiles.png"]},
+        )
     assert set(written) == {"model_size_scaling", "layer_profiles"}
     assert not (tmp_path / "data_scaling.png").exists()
     assert any(
@@ -444,5 +450,11 @@ def test_scaling_report_skips_missing_subsample_with_warning(table, tmp_path, ca
 
 def test_scaling_report_propagates_table_errors(table, tmp_path):
     with pytest.raises(DataError, match="mean_cv_score"):
-        plotting.scaling_report(table.drop(columns=["mean_cv_score"]), tmp_path)
+        plotting.scaling_report(
+            table.drop(columns=["mean_cv_score"]),
+            {
+                name: [tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"]
+                for name in ("model_size_scaling", "data_scaling", "layer_profiles")
+            },
+        )
     assert list(tmp_path.iterdir()) == []

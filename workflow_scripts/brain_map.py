@@ -20,8 +20,11 @@ def main(smk) -> None:
     subject = smk.wildcards.subject
     best = pd.read_csv(smk.input.best_layers)
     best = best[best["subject"] == subject].sort_values("mean_cv_score").iloc[-1]
-    scores = Path(smk.params.encoding_dir) / best["model"] / f"layer-{best['layer']}"
-    with np.load(scores / "scores.npz", allow_pickle=False) as f:
+    scores = {
+        (fit["model"], int(fit["layer"])): path
+        for fit, path in zip(smk.params.fits, smk.input.scores, strict=True)
+    }
+    with np.load(scores[best["model"], int(best["layer"])], allow_pickle=False) as f:
         test_r = f["test_r"]
     ceiling = load_noise_ceiling(smk.input.ceiling)
     cc_norm = normalized_correlation(test_r, ceiling.cc_max, floor=smk.params.floor)

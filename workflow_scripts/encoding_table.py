@@ -18,17 +18,23 @@ if TYPE_CHECKING:
 
 def main(smk) -> None:
     log_to_file(smk.log[0])
-    entries = [_with_n_params(dict(e)) for e in smk.params.entries]
-    table = collect_encoding_scores(entries, smk.params.ceilings, floor=smk.params.floor)
+    p = smk.params
+    features = dict(zip(p.models, smk.input.features, strict=True))
+    entries = [
+        _with_n_params(dict(entry, path=scores), features[entry["model"]])
+        for entry, scores in zip(p.entries, smk.input.scores, strict=True)
+    ]
+    ceilings = dict(zip(p.subjects, smk.input.ceilings, strict=True))
+    table = collect_encoding_scores(entries, ceilings, floor=p.floor)
     write_table(table, smk.output.encoding)
     write_table(best_layers(table[table["full_train"]]), smk.output.best_layers)
     write_table(scaling_summary(table), smk.output.scaling)
 
 
-def _with_n_params(entry: dict) -> dict:
+def _with_n_params(entry: dict, features_dir: str) -> dict:
     """Fill a missing n_params from the parameter count recorded by feature extraction."""
     if entry.get("n_params") is None:
-        record = json.loads((Path(entry["features_dir"]) / "provenance.json").read_text())
+        record = json.loads((Path(features_dir) / "provenance.json").read_text())
         entry["n_params"] = record["n_params"]
     return entry
 

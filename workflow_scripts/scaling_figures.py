@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 def main(smk) -> None:
     log_to_file(smk.log[0])
     table = pd.read_csv(smk.input.table)
-    written = scaling_report(table, smk.params.out_dir, formats=smk.params.formats)
+    outputs = {name: list(smk.output[name]) for name in smk.params.names}
+    written = scaling_report(table, outputs)
     missing = [name for name in smk.params.names if not written.get(name)]
     if missing:
         raise RuntimeError(f"the table {smk.input.table} has no rows for figures {missing}")

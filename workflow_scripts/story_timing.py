@@ -1,4 +1,4 @@
-"""Rule story_timing: word, phone and TR tables of one story."""
+"""Rule story_timing: word and TR tables of one story."""
 
 from typing import TYPE_CHECKING
 
@@ -16,7 +16,7 @@ def main(smk) -> None:
     respdict = read_respdict(smk.input.respdict)
     if story not in respdict:
         raise KeyError(f"{smk.input.respdict} has no entry for story {story!r}")
-    words, phones, trs = story_tables(
+    words, _, trs = story_tables(
         smk.input.textgrid,
         respdict[story],
         tr=p.tr,
@@ -27,7 +27,6 @@ def main(smk) -> None:
         trim_end=p.trim_end,
     )
     write_table(words, smk.output.words)
-    write_table(phones, smk.output.phones)
     write_table(trs, smk.output.trs)
 
 
