@@ -19,9 +19,11 @@
 The hub client is imported only when `snapshot_model` runs.
 """
 
+from fmriscaling.models import SNAPSHOT_RECORD
+
 from .cli import main
 from .http import DEFAULT_BASE_URL, download_file, download_many, file_url
-from .hub import SNAPSHOT_RECORD, snapshot_model
+from .hub import snapshot_model
 from .manifest import (
     KINDS,
     RESPDICT,

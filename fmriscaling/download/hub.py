@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from fmriscaling._utils import DataError, provenance, write_json
+from fmriscaling.models import SNAPSHOT_RECORD
 
 logger = logging.getLogger(__name__)
 
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 # the staging folder is .<dest>.part beside dest, like a file download's <dest>.part
 _PART_SUFFIX = ".part"
-SNAPSHOT_RECORD = "fmriscaling_snapshot.json"
 
 
 def snapshot_model(
