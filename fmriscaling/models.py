@@ -12,6 +12,9 @@ from ._utils import DataError, provenance_path
 
 logger = logging.getLogger(__name__)
 
+#: Provenance record that rule download_model writes inside a snapshot folder.
+SNAPSHOT_RECORD = "fmriscaling_snapshot.json"
+
 
 def require_model_dir(model_dir: str | os.PathLike, model_name: str | None = None) -> Path:
     """Return ``model_dir`` if it holds a loadable snapshot, else raise a `DataError`.
@@ -68,8 +71,6 @@ def snapshot_record(model_dir: str | os.PathLike) -> dict[str, Any]:
     Looks, in order, at the record of rule download_model, a tiny model's ``provenance.json``
     and a sidecar beside the folder. All values are None when none exists.
     """
-    from .download import SNAPSHOT_RECORD
-
     model_dir = Path(model_dir)
     for path in (
         model_dir / SNAPSHOT_RECORD,

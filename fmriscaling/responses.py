@@ -8,13 +8,16 @@ their mean. Everything is returned as float32.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shlex
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ._hdf5 import open_hdf5
 from ._utils import DataError, check_data_file
 
 logger = logging.getLogger(__name__)
@@ -29,24 +32,49 @@ __all__ = [
     "read_responses",
 ]
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 REPEATS_DATASETS: tuple[str, ...] = ("individual_repeats", "repeats")
 """Dataset names tried, in order, for the repeats of the test story."""
 
 _REDOWNLOAD = "Re-download the file and check its md5 against the dataset manifest."
 
 
-def _check_hdf5(path: str | os.PathLike) -> Path:
-    path = check_data_file(path, kind="HDF5 response file")
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    # the signature sits at byte 0 unless the file has a user block (then h5py finds it)
-    if head != HDF5_SIGNATURE and not h5py.is_hdf5(path):
-        raise DataError(
-            f"{path}: not an HDF5 file (first bytes {head!r}, expected the HDF5 signature "
-            f"{HDF5_SIGNATURE!r}). {_REDOWNLOAD}"
-        )
-    return path
+def _refetch_hint(path: str | os.PathLike) -> str:
+    """The commands that fetch a response file again, as the last sentence of an error.
+
+    ``snakemake --force <path>`` reruns the rule that made it (its download, or the demo
+    generator); a path in the ds003020 layout (``<root>/derivative/preprocessed_data/<subject>/
+    <story>.hf5``) also gets the equivalent ``python -m fmriscaling.download`` command.
+
+    Parameters
+    ----------
+    path : path-like
+        The response file.
+
+    Returns
+    -------
+    str
+        E.g. ``"Fetch it again: `snakemake --cores 1 --force <path>` (...)."``
+    """
+    path = Path(path)
+    hint = (
+        f"Fetch it again: `{shlex.join(['snakemake', '--cores', '1', '--force', str(path)])}` "
+        "(reruns its download, or the demo generator)"
+    )
+    parts = path.parts
+    if len(parts) >= 4 and parts[-4:-2] == ("derivative", "preprocessed_data"):
+        root, subject, story = Path(*parts[:-4]), parts[-2], path.stem
+        command = ["python", "-m", "fmriscaling.download", "--dest", str(root)]
+        command += ["--subjects", subject, "--stories", story, "--kinds", "responses"]
+        hint += f", or for OpenNeuro ds003020 `{shlex.join([*command, '--verify-existing'])}`"
+    return hint + "."
+
+
+def _open_responses(
+    path: Path, expected_size: int | None
+) -> contextlib.AbstractContextManager[h5py.File]:
+    return open_hdf5(
+        path, kind="HDF5 response file", fix=_refetch_hint(path), expected_size=expected_size
+    )
 
 
 def list_datasets(f: h5py.Group) -> list[str]:
@@ -98,7 +126,11 @@ def _label(story: str | None) -> str:
 
 
 def read_responses(
-    path: str | os.PathLike, *, n_trs: int | None = None, story: str | None = None
+    path: str | os.PathLike,
+    *,
+    n_trs: int | None = None,
+    story: str | None = None,
+    expected_size: int | None = None,
 ) -> np.ndarray:
     """Read the responses of one story.
 
@@ -110,6 +142,9 @@ def read_responses(
         Expected number of rows (``respdict[story] - 20`` with the default trimming).
     story : str, optional
         Story name for messages; defaults to the file's stem.
+    expected_size : int, optional
+        The file's size in bytes, e.g. from the manifest; a smaller file is reported as
+        truncated.
 
     Returns
     -------
@@ -118,13 +153,14 @@ def read_responses(
     Raises
     ------
     DataError
-        When the file is missing, a git-annex pointer or not HDF5, lacks ``data`` (the
+        When the file is missing, a git-annex pointer, truncated, corrupt or not HDF5 (the
+        message gives the command that fetches it again), lacks ``data`` (the
         message lists the datasets present), ``data`` is not 2-D, has the wrong number of
         rows, or holds NaN/inf values.
     """
-    path = _check_hdf5(path)
+    path = Path(path)
     story = story or path.stem
-    with h5py.File(path, "r") as f:
+    with _open_responses(path, expected_size) as f:
         if "data" not in f or not isinstance(f["data"], h5py.Dataset):
             raise DataError(
                 f"{path}: no dataset 'data'; datasets present: {list_datasets(f) or 'none'}. "
@@ -162,6 +198,7 @@ def read_repeats(
     n_trs: int | None = None,
     story: str | None = None,
     rtol: float = 1e-3,
+    expected_size: int | None = None,
 ) -> np.ndarray:
     """Read the repeated runs of the test story.
 
@@ -176,6 +213,9 @@ def read_repeats(
     rtol : float
         Tolerance, relative to the largest absolute response, for the check that ``data``
         (when present) is the mean of the repeats; a mismatch is logged, not raised.
+    expected_size : int, optional
+        The file's size in bytes, e.g. from the manifest; a smaller file is reported as
+        truncated.
 
     Returns
     -------
@@ -184,14 +224,15 @@ def read_repeats(
     Raises
     ------
     DataError
-        When the file is not HDF5, holds none of :data:`REPEATS_DATASETS` (the message lists
-        the datasets present), the repeats are not 3-D, there are fewer than 2 repeats, the
-        TR count is wrong, ``data`` (the repeat mean the models are tested on) has another
+        When the file is missing, a git-annex pointer, truncated, corrupt or not HDF5 (the
+        message gives the command that fetches it again), holds none of
+        :data:`REPEATS_DATASETS` (the message lists the datasets present), the repeats are not
+        3-D, there are fewer than 2 repeats, the TR count is wrong, ``data`` (the repeat mean the models are tested on) has another
         shape than the repeats' mean, or values are NaN/inf.
     """
-    path = _check_hdf5(path)
+    path = Path(path)
     story = story or path.stem
-    with h5py.File(path, "r") as f:
+    with _open_responses(path, expected_size) as f:
         name = next((n for n in REPEATS_DATASETS if isinstance(f.get(n), h5py.Dataset)), None)
         if name is None:
             raise DataError(

@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
+from .._hdf5 import open_hdf5
 from .._utils import DataError
 from ..interpolation import lanczos_matrix
 
@@ -144,24 +146,38 @@ class FeatureWriter:
             self.abort()
 
 
-def _open_feature_file(path: str | os.PathLike):
-    import h5py
-
+def _open_feature_file(path: str | os.PathLike) -> contextlib.AbstractContextManager:
     path = Path(path)
     if not path.is_file():
         raise DataError(
             f"feature file {path} does not exist; run the feature extraction rule that "
             "creates it (e.g. `snakemake <that path>`)"
         )
-    return h5py.File(path, "r")
+    # the rule's output is the whole directory results/features/<dataset>/<model>
+    rebuild = shlex.join(["snakemake", "--cores", "1", "--force", str(path.parent)])
+    fix = f"Rebuild it: `{rebuild}` (extracts every layer of the model again)."
+    return open_hdf5(path, kind="HDF5 feature file", fix=fix)
 
 
 def read_layer(path: str | os.PathLike, story: str) -> np.ndarray:
     """Read one story's features from a layer file.
 
+    Parameters
+    ----------
+    path : path-like
+        A layer file, ``results/features/<dataset>/<model>/layer-<l>.h5``.
+    story : str
+        Dataset name in that file.
+
     Returns
     -------
     feats : array of shape (n_trs, n_dims), float32
+
+    Raises
+    ------
+    DataError
+        When the file is missing, truncated, corrupt or not HDF5 (the message gives the
+        command that rebuilds it), or lacks ``story``.
     """
     with _open_feature_file(path) as f:
         if story not in f:
@@ -173,7 +189,14 @@ def read_layer(path: str | os.PathLike, story: str) -> np.ndarray:
 
 
 def list_stories(path: str | os.PathLike) -> list[str]:
-    """Names of the stories stored in a layer file, sorted."""
+    """Names of the stories stored in a layer file, sorted.
+
+    Raises
+    ------
+    DataError
+        When the file is missing, truncated, corrupt or not HDF5 (the message gives the
+        command that rebuilds it).
+    """
     with _open_feature_file(path) as f:
         return sorted(f.keys())
 
