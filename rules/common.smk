@@ -16,7 +16,7 @@ os.environ.update(
 import numpy as np
 
 from fmriscaling.config import model_layers, validate_config
-from fmriscaling.download import manifest_stories, read_manifest, relpath_for, select_files
+from fmriscaling.download.manifest import manifest_stories, read_manifest, relpath_for, select_files
 from fmriscaling.encoding.subsample import draw_stories, story_count_grid
 
 # validated copy with every default filled in; errors name the offending key

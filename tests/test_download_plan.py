@@ -12,7 +12,7 @@ import re
 import pytest
 from test_workflow import ROOT, _copy_workflow, _snakemake
 
-from fmriscaling.download import manifest_stories, read_manifest, select_files
+from fmriscaling.download.manifest import manifest_stories, read_manifest, select_files
 
 pytestmark = pytest.mark.slow
 

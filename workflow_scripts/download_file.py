@@ -3,7 +3,7 @@
 from typing import TYPE_CHECKING
 
 from fmriscaling._utils import log_to_file
-from fmriscaling.download import download_file
+from fmriscaling.download.http import download_file
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake

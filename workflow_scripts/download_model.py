@@ -3,7 +3,7 @@
 from typing import TYPE_CHECKING
 
 from fmriscaling._utils import log_to_file
-from fmriscaling.download import snapshot_model
+from fmriscaling.download.hub import snapshot_model
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake

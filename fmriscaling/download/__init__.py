@@ -16,37 +16,40 @@
         python -m fmriscaling.download --dest data/ds003020 --subjects UTS01 \\
             --stories all --kinds respdict responses textgrids
 
-The hub client is imported only when `snapshot_model` runs.
+Each submodule is imported on first use of one of its names; the hub client only when
+`snapshot_model` runs.
 """
 
-from fmriscaling.models import SNAPSHOT_RECORD
+import importlib
+from typing import Any
 
-from .cli import main
-from .http import DEFAULT_BASE_URL, download_file, download_many, file_url
-from .hub import snapshot_model
-from .manifest import (
-    KINDS,
-    RESPDICT,
-    manifest_stories,
-    manifest_subjects,
-    read_manifest,
-    relpath_for,
-    select_files,
-)
+# public name -> the submodule it lives in; imported on first use, so that reading the manifest
+# (the workflow does it at parse time) loads neither the HTTP stack nor the hub client
+_HOMES = {
+    "KINDS": "manifest",
+    "RESPDICT": "manifest",
+    "manifest_stories": "manifest",
+    "manifest_subjects": "manifest",
+    "read_manifest": "manifest",
+    "relpath_for": "manifest",
+    "select_files": "manifest",
+    "DEFAULT_BASE_URL": "http",
+    "download_file": "http",
+    "download_many": "http",
+    "file_url": "http",
+    "snapshot_model": "hub",
+    "SNAPSHOT_RECORD": "hub",
+    "main": "cli",
+}
 
-__all__ = [
-    "DEFAULT_BASE_URL",
-    "KINDS",
-    "RESPDICT",
-    "SNAPSHOT_RECORD",
-    "download_file",
-    "download_many",
-    "file_url",
-    "main",
-    "manifest_stories",
-    "manifest_subjects",
-    "read_manifest",
-    "relpath_for",
-    "select_files",
-    "snapshot_model",
-]
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))
