@@ -475,6 +475,18 @@ def test_snapshot_model_gated(hub, tmp_path, revision):
     assert not dest.exists() and not (tmp_path / ".tiny.part").exists()
 
 
+def test_snapshot_model_gated_without_token_fails_before_any_request(hub, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)  # HF_HOME (the fixture's) holds no login
+    with pytest.raises(DataError, match=r"gated model .*no Hugging Face token.*HF_TOKEN"):
+        dl.snapshot_model("acme/tiny-lm", SHA, tmp_path / "tiny", endpoint=hub.url, gated=True)
+    assert hub.requests == []
+    # with a token it goes to the hub (which serves this repository openly)
+    record = dl.snapshot_model(
+        "acme/tiny-lm", SHA, tmp_path / "tiny", endpoint=hub.url, gated=True, token="hf_x"
+    )
+    assert record["commit"] == SHA
+
+
 def test_snapshot_model_refuses_foreign_dest(hub, tmp_path):
     dest = tmp_path / "tiny"
     dest.mkdir()

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 def main(smk) -> None:
     log_to_file(smk.log[0])
     p = smk.params
-    snapshot_model(p.repo_id, p.revision, smk.output[0])
+    snapshot_model(p.repo_id, p.revision, smk.output[0], gated=p.gated)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ def snapshot_model(
     token: str | None = None,
     allow_patterns: Sequence[str] | str | None = None,
     max_workers: int = 8,
+    gated: bool = False,
 ) -> dict[str, Any]:
     """Download a Hugging Face repository at a pinned commit into ``dest``, atomically.
 
@@ -59,6 +60,10 @@ def snapshot_model(
         Glob patterns of the files to fetch (e.g. ``["*.json", "*.safetensors"]``).
     max_workers : int
         Parallel file downloads.
+    gated : bool
+        The repository needs an accepted licence (the config's ``source.gated``): without a
+        token (``token``, ``HF_TOKEN`` or a ``huggingface-cli login``) it fails at once with
+        the steps to take, before any request.
 
     Returns
     -------
@@ -81,6 +86,13 @@ def snapshot_model(
         RevisionNotFoundError,
     )
 
+    if gated and not (token or _stored_token()):
+        raise DataError(
+            f"{repo_id} is a gated model (source.gated in the config) and no Hugging Face "
+            f"token is set: accept its licence at https://huggingface.co/{repo_id}, create a "
+            "token at https://huggingface.co/settings/tokens, then set HF_TOKEN (or run "
+            "`huggingface-cli login`) and rerun"
+        )
     dest = Path(dest)
     patterns = [allow_patterns] if isinstance(allow_patterns, str) else allow_patterns
     patterns = sorted(patterns) if patterns is not None else None
@@ -192,6 +204,13 @@ def snapshot_model(
     os.replace(staging, dest)
     logger.info("%s@%s: %d file(s) in %s", repo_id, commit, len(files), dest)
     return record
+
+
+def _stored_token() -> str | None:
+    """The token huggingface_hub would use: ``HF_TOKEN`` or the one saved by a login."""
+    from huggingface_hub import get_token
+
+    return get_token()
 
 
 def _drop_if_empty(folder: Path, keep: set[str]) -> None:
