@@ -26,14 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fmriscaling.encoding.ridge import (
-    _PeakMemory,
-    alphas_from_companion,
-    bootstrap_chunk_folds,
-    fit_ridge_cv,
-    resolve_backend,
-    story_folds,
-)
+from fmriscaling.encoding.backend import _PeakMemory, resolve_backend
+from fmriscaling.encoding.folds import bootstrap_chunk_folds, story_folds
+from fmriscaling.encoding.ridge import alphas_from_companion, fit_ridge_cv
 
 SIZES = {
     # n_train, n_features, n_voxels, n_test, story_len

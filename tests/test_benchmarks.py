@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from himalaya.backend import set_backend
 
-from fmriscaling.encoding.ridge import alphas_from_companion, bootstrap_chunk_folds, fit_ridge_cv
+from fmriscaling.encoding.folds import bootstrap_chunk_folds
+from fmriscaling.encoding.ridge import alphas_from_companion, fit_ridge_cv
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "ridge_bench.py"
 

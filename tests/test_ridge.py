@@ -8,16 +8,12 @@ from himalaya.backend import set_backend
 from scipy.stats import spearmanr
 
 from fmriscaling._utils import DataError
+from fmriscaling.encoding import backend as backend_module
+from fmriscaling.encoding import eigen as eigen_module
 from fmriscaling.encoding import ridge as ridge_module
-from fmriscaling.encoding.ridge import (
-    alphas_from_companion,
-    bootstrap_chunk_folds,
-    default_n_chunks,
-    fit_ridge_cv,
-    resolve_backend,
-    resolve_score_dtype,
-    story_folds,
-)
+from fmriscaling.encoding.backend import resolve_backend, resolve_score_dtype
+from fmriscaling.encoding.folds import bootstrap_chunk_folds, default_n_chunks, story_folds
+from fmriscaling.encoding.ridge import alphas_from_companion, fit_ridge_cv
 
 BACKENDS = ["numpy", "torch", pytest.param("torch_cuda", marks=pytest.mark.gpu)]
 SHAPES = {"primal": (150, 40), "dual": (60, 150)}
@@ -301,7 +297,7 @@ def test_scoring_blocks_and_alpha_chunks_do_not_change_results(rng, monkeypatch,
     kwargs = dict(alphas=np.logspace(0, 4, 5), folds=_equal_story_folds(n), backend="numpy")
     reference = fit_ridge_cv(X, Y, **kwargs)  # 13 voxels: one block, one chunk
     monkeypatch.setattr(ridge_module, "_score_block", lambda name: score_block)
-    monkeypatch.setattr(ridge_module, "_ALPHA_CHUNK", 2)
+    monkeypatch.setattr(eigen_module, "_ALPHA_CHUNK", 2)
     res = fit_ridge_cv(X, Y, **kwargs)
     np.testing.assert_allclose(res.cv_scores_all, reference.cv_scores_all, atol=1e-6)
     np.testing.assert_array_equal(res.alphas, reference.alphas)
@@ -321,13 +317,13 @@ def test_test_predictions_grouped_by_alpha_equal_the_refit(rng, backend, monkeyp
         return_test_pred=True,
     )
     calls = []
-    grouped = ridge_module._RidgeProblem.test_predictions_by_alpha
+    grouped = eigen_module._RidgeProblem.test_predictions_by_alpha
 
     def spy(self, *args):
         calls.append(args[-1].size)
         return grouped(self, *args)
 
-    monkeypatch.setattr(ridge_module._RidgeProblem, "test_predictions_by_alpha", spy)
+    monkeypatch.setattr(eigen_module._RidgeProblem, "test_predictions_by_alpha", spy)
     res = fit_ridge_cv(X, Y, **kwargs)
     assert calls == [400] and np.unique(res.alphas).size > 1
     # weights force the per-voxel refit; its predictions are X_test @ weights
@@ -490,8 +486,8 @@ def test_score_dtype_auto_on_cpu_follows_amx(monkeypatch):
     assert resolve_score_dtype("auto", "numpy") == "float32"
     assert resolve_score_dtype("float32", "torch") == "float32"
     assert resolve_score_dtype("bfloat16", "torch") == "bfloat16"
-    monkeypatch.setattr(ridge_module, "_cpu_has_amx_bf16", lambda: False)
+    monkeypatch.setattr(backend_module, "_cpu_has_amx_bf16", lambda: False)
     assert resolve_score_dtype("auto", "torch") == "float32"
-    monkeypatch.setattr(ridge_module, "_cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setattr(backend_module, "_cpu_has_amx_bf16", lambda: True)
     fast = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert resolve_score_dtype("auto", "torch") == ("bfloat16" if fast else "float32")
