@@ -171,12 +171,7 @@ def test_nan_in_features_is_refused(dataset, tmp_path):
 
 
 def test_fit_encoding_bfloat16_scoring_is_recorded(dataset, tmp_path):
-    from himalaya.backend import set_backend
-
-    try:
-        summary = _fit(dataset, tmp_path, backend="torch", score_dtype="bfloat16")
-    finally:
-        set_backend("numpy")
+    summary = _fit(dataset, tmp_path, backend="torch", score_dtype="bfloat16")
     assert summary["score_dtype"] == "bfloat16" and summary["backend"] == "torch"
     with np.load(tmp_path / "out" / "scores.npz") as data:
         assert np.all(data["test_r"][:N_SIGNAL] > 0.8)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from himalaya.backend import set_backend
+from himalaya.backend import get_backend
+from himalaya.backend import numpy as numpy_backend
 from scipy.stats import spearmanr
 
 from fmriscaling._utils import DataError
 from fmriscaling.encoding import backend as backend_module
 from fmriscaling.encoding import eigen as eigen_module
 from fmriscaling.encoding import ridge as ridge_module
-from fmriscaling.encoding.backend import resolve_backend, resolve_score_dtype
+from fmriscaling.encoding.backend import resolve_score_dtype, using_backend
 from fmriscaling.encoding.folds import bootstrap_chunk_folds, default_n_chunks, story_folds
 from fmriscaling.encoding.ridge import alphas_from_companion, fit_ridge_cv
 
@@ -21,8 +22,7 @@ SHAPES = {"primal": (150, 40), "dual": (60, 150)}
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    yield request.param
-    set_backend("numpy")  # himalaya's backend is global: leave the default behind
+    return request.param
 
 
 def _data(rng, n, p, n_voxels=12, n_test=50, noise=1.0):
@@ -368,7 +368,7 @@ def test_retry_after_out_of_memory_mid_oof_counts_each_fold_once(rng, monkeypatc
     X, Y, _, _ = _data(rng, 60, 10, n_voxels=6)
     kwargs = dict(alphas=[1.0, 100.0], folds=_equal_story_folds(60), return_oof_pred=True)
     expected = fit_ridge_cv(X, Y, backend="numpy", **kwargs)
-    bk = set_backend("numpy")
+    bk = numpy_backend
     real_to_numpy, calls = bk.to_numpy, []
 
     def fails_once(array):
@@ -414,12 +414,59 @@ def test_alphas_from_companion():
 def test_resolve_backend_auto_picks_cuda_only_when_visible():
     import torch
 
-    try:
-        module, name = resolve_backend("auto")
+    with using_backend("auto") as (module, name):
         assert name == ("torch_cuda" if torch.cuda.is_available() else "torch")
         assert module.name == name
-    finally:
-        set_backend("numpy")
+
+
+def test_using_backend_restores_the_callers_backend_also_on_error():
+    before = get_backend().name
+    with pytest.raises(KeyError, match="inside the block"):
+        with using_backend("torch") as (module, name):
+            assert (module.name, name, get_backend().name) == ("torch", "torch", "torch")
+            with using_backend("numpy"):
+                assert get_backend().name == "numpy"
+            assert get_backend().name == "torch"
+            raise KeyError("inside the block")
+    assert get_backend().name == before
+
+
+@pytest.mark.parametrize("solver_impl", ["fast", "himalaya"])
+@pytest.mark.parametrize("caller", ["numpy", "torch"])
+def test_fit_leaves_the_callers_backend_set(rng, caller, solver_impl):
+    # himalaya's backend is process-wide: a fit on another backend puts the caller's back
+    X, Y, _, _ = _data(rng, 60, 10)
+    fit_backend = {"numpy": "torch", "torch": "numpy"}[caller]
+    kwargs = dict(alphas=[1.0, 10.0], folds=_equal_story_folds(60), solver_impl=solver_impl)
+    with using_backend(caller):
+        res = fit_ridge_cv(X, Y, backend=fit_backend, **kwargs)
+        assert get_backend().name == caller
+    assert res.backend == fit_backend and np.isfinite(res.cv_scores).all()
+
+
+@pytest.mark.parametrize("failure", ["mid_fit", "score_dtype"])
+@pytest.mark.parametrize("caller", ["numpy", "torch"])
+def test_fit_that_raises_leaves_the_callers_backend_set(rng, monkeypatch, caller, failure):
+    X, Y, _, _ = _data(rng, 60, 10, n_voxels=6)
+    fit_backend = {"numpy": "torch", "torch": "numpy"}[caller]
+    seen = []
+
+    def broken(*args, **kwargs):
+        seen.append(get_backend().name)
+        raise RuntimeError("expected scalar type Float but found Half")
+
+    monkeypatch.setattr(ridge_module, "_cv_scores_fold", broken)
+    kwargs = dict(alphas=[1.0], folds=_equal_story_folds(60), backend=fit_backend)
+    with using_backend(caller):
+        if failure == "mid_fit":
+            with pytest.raises(RuntimeError, match="expected scalar type"):
+                fit_ridge_cv(X, Y, **kwargs)
+            assert seen == [fit_backend]  # it failed inside the fit, on the fit's backend
+        else:  # after the backend was set: bfloat16 scoring on numpy is refused
+            kwargs["backend"] = "numpy"
+            with pytest.raises(ValueError, match="needs the torch"):
+                fit_ridge_cv(X, Y, score_dtype="bfloat16", **kwargs)
+        assert get_backend().name == caller
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("torch_cuda", marks=pytest.mark.gpu)])
@@ -442,11 +489,8 @@ def test_bfloat16_scoring_picks_the_float32_alphas_up_to_near_ties(rng, backend,
         backend=backend,
         return_oof_pred=True,
     )
-    try:
-        exact = fit_ridge_cv(X[:n], Y[:n], **kwargs)
-        low = fit_ridge_cv(X[:n], Y[:n], score_dtype="bfloat16", **kwargs)
-    finally:
-        set_backend("numpy")
+    exact = fit_ridge_cv(X[:n], Y[:n], **kwargs)
+    low = fit_ridge_cv(X[:n], Y[:n], score_dtype="bfloat16", **kwargs)
     assert (exact.score_dtype, low.score_dtype) == ("float32", "bfloat16")
     voxels = np.arange(n_voxels)
     i_exact = np.searchsorted(alphas.astype(np.float32), exact.alphas)

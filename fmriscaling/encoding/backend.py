@@ -1,7 +1,10 @@
 """The ridge backend and device memory: where a fit runs, how precisely it scores, what fits.
 
 * `resolve_backend` picks and sets himalaya's backend (``"auto"``: torch_cuda when a GPU is
-  visible, else torch on CPU) and logs the choice.
+  visible, else torch on CPU) and logs the choice. himalaya's backend is a process-wide global,
+  so a fit sets it through `using_backend`, which restores the caller's backend on exit (on an
+  error too): the backend is chosen once, at the edge, and a fit never changes it behind the
+  caller's back.
 * `resolve_score_dtype` decides the precision of the alpha search, float32 or bfloat16
   (``"auto"``: a deterministic hardware check, AMX-BF16 on CPUs).
 * Device memory: `_free_memory_bytes` (the share of free GPU or host memory a voxel batch may
@@ -14,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCORE_DTYPES", "resolve_backend", "resolve_score_dtype"]
+__all__ = ["SCORE_DTYPES", "resolve_backend", "resolve_score_dtype", "using_backend"]
 
 # share of free memory a voxel batch may use; the CPU is shared with other jobs
 _CPU_MEMORY_FRACTION = 0.25
@@ -43,6 +48,10 @@ def resolve_backend(name: str = "auto") -> tuple[Any, str]:
         The himalaya backend module (``backend.name`` is its name).
     name : str
         Name of the backend actually set (``set_backend`` falls back with a warning on error).
+
+    See Also
+    --------
+    using_backend : the same for a ``with`` block, restoring the caller's backend afterwards.
     """
     from himalaya.backend import set_backend
 
@@ -68,6 +77,35 @@ def resolve_backend(name: str = "auto") -> tuple[Any, str]:
     else:
         logger.info("ridge backend: %s (CPU, %d threads)", backend.name, os.cpu_count() or 1)
     return backend, backend.name
+
+
+@contextmanager
+def using_backend(name: str = "auto") -> Iterator[tuple[Any, str]]:
+    """Set the himalaya backend for a ``with`` block, then restore the caller's.
+
+    ``with using_backend("numpy") as (backend, name): ...`` runs the block on ``backend`` (chosen
+    and logged by `resolve_backend`) and leaves `himalaya.backend.get_backend` as it was before the
+    block, whether the block returns or raises.
+
+    Parameters
+    ----------
+    name : {"auto", "numpy", "torch", "torch_cuda", "cupy"}
+        Backend for the block, see `resolve_backend`.
+
+    Yields
+    ------
+    backend : module
+        The himalaya backend module (``backend.name`` is its name).
+    name : str
+        Name of the backend actually set.
+    """
+    from himalaya.backend import get_backend, set_backend
+
+    previous = get_backend()
+    try:
+        yield resolve_backend(name)
+    finally:
+        set_backend(previous)
 
 
 # ---------------------------------------------------------------------------- score dtype

@@ -1,7 +1,8 @@
 """Voxelwise ridge regression with per-voxel alphas chosen by time-respecting CV.
 
-`fit_ridge_cv` checks the inputs, sets the himalaya backend (`fmriscaling.encoding.backend`),
-sets the eigen-problems up once (`fmriscaling.encoding.eigen`: one Gram, one ``eigh`` per fold and one for the refit) and sends
+`fit_ridge_cv` checks the inputs, runs on the himalaya backend it is given and leaves the caller's
+backend as it was (`fmriscaling.encoding.backend.using_backend`), sets the eigen-problems up once
+(`fmriscaling.encoding.eigen`: one Gram, one ``eigh`` per fold and one for the refit) and sends
 the voxels through them in batches sized to the free device memory, halving a batch that runs
 out of memory. Per batch: the CV correlations of the whole alpha grid in every fold, each
 voxel's best alpha, the optional out-of-fold predictions, and the refit (weights, test
@@ -44,8 +45,8 @@ from .backend import (
     _free_memory_bytes,
     _is_out_of_memory,
     _PeakMemory,
-    resolve_backend,
     resolve_score_dtype,
+    using_backend,
 )
 from .eigen import _cv_scores_fold, _RidgeProblem
 from .folds import Fold, _check_folds
@@ -208,7 +209,8 @@ def fit_ridge_cv(
     Y_test : array of shape (n_test, n_voxels), optional
         Held-out test data; ``test_r`` needs both.
     backend : str
-        himalaya backend, see `resolve_backend`.
+        himalaya backend, see `resolve_backend`. Set for this fit only: himalaya's global
+        backend is left as the caller had it, also when the fit raises (`using_backend`).
     solver : {"auto", "primal", "dual"}
         ``"auto"``: primal when ``n_samples >= n_features`` else dual (kernel).
     score : {"r"}
@@ -284,56 +286,56 @@ def fit_ridge_cv(
             ">=" if solver == "primal" else "<",
             n_features,
         )
-    bk, backend_name = resolve_backend(backend)
-    score_dtype = resolve_score_dtype(score_dtype, backend_name)
-    peak = _PeakMemory(backend_name)
+    with using_backend(backend) as (bk, backend_name):
+        score_dtype = resolve_score_dtype(score_dtype, backend_name)
+        peak = _PeakMemory(backend_name)
 
-    if solver_impl == "himalaya":
-        if return_oof_pred:
-            raise ValueError("solver_impl='himalaya' does not make OOF predictions.")
-        if score_dtype != "float32":
-            score_dtype = "float32"  # himalaya scores in float32
-            logger.info("solver_impl='himalaya' scores alphas in float32")
-        result = _fit_himalaya(bk, X, Y, alphas, folds, X_test, Y_test, solver, fixed_alpha)
-    else:
-        result = _fit_fast(
-            bk,
-            X,
-            Y,
-            alphas,
-            folds,
-            X_test,
-            Y_test,
+        if solver_impl == "himalaya":
+            if return_oof_pred:
+                raise ValueError("solver_impl='himalaya' does not make OOF predictions.")
+            if score_dtype != "float32":
+                score_dtype = "float32"  # himalaya scores in float32
+                logger.info("solver_impl='himalaya' scores alphas in float32")
+            result = _fit_himalaya(bk, X, Y, alphas, folds, X_test, Y_test, solver, fixed_alpha)
+        else:
+            result = _fit_fast(
+                bk,
+                X,
+                Y,
+                alphas,
+                folds,
+                X_test,
+                Y_test,
+                solver,
+                n_targets_batch,
+                return_weights,
+                return_oof_pred,
+                fixed_alpha is not None,
+                score_dtype,
+            )
+        if not return_weights:
+            result["weights"] = None
+        if not return_test_pred:
+            result["test_pred"] = None
+        fit_seconds = time.perf_counter() - start_time
+        logger.info(
+            "ridge fit: %d TRs x %d features -> %d voxels in %.1f s (%s, %s, %s scoring)",
+            n_samples,
+            n_features,
+            n_voxels,
+            fit_seconds,
             solver,
-            n_targets_batch,
-            return_weights,
-            return_oof_pred,
-            fixed_alpha is not None,
+            backend_name,
             score_dtype,
         )
-    if not return_weights:
-        result["weights"] = None
-    if not return_test_pred:
-        result["test_pred"] = None
-    fit_seconds = time.perf_counter() - start_time
-    logger.info(
-        "ridge fit: %d TRs x %d features -> %d voxels in %.1f s (%s, %s, %s scoring)",
-        n_samples,
-        n_features,
-        n_voxels,
-        fit_seconds,
-        solver,
-        backend_name,
-        score_dtype,
-    )
-    return RidgeResult(
-        solver=solver,
-        backend=backend_name,
-        score_dtype=score_dtype,
-        fit_seconds=fit_seconds,
-        peak_memory_bytes=peak.peak(),
-        **result,
-    )
+        return RidgeResult(
+            solver=solver,
+            backend=backend_name,
+            score_dtype=score_dtype,
+            fit_seconds=fit_seconds,
+            peak_memory_bytes=peak.peak(),
+            **result,
+        )
 
 
 def _fit_fast(
