@@ -26,14 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fmriscaling.encoding.ridge import (
-    _PeakMemory,
-    alphas_from_companion,
-    bootstrap_chunk_folds,
-    fit_ridge_cv,
-    resolve_backend,
-    story_folds,
-)
+from fmriscaling.encoding.backend import _PeakMemory, using_backend
+from fmriscaling.encoding.folds import bootstrap_chunk_folds, story_folds
+from fmriscaling.encoding.ridge import alphas_from_companion, fit_ridge_cv
 
 SIZES = {
     # n_train, n_features, n_voxels, n_test, story_len
@@ -211,13 +206,14 @@ def main(argv=None):
     n_train, n_features, n_voxels, n_test, story_len = SIZES[args.size]
     companion = np.logspace(1, 4, args.alphas)
     alphas = alphas_from_companion(companion)  # himalaya λ = a²: logspace(2, 8)
-    backend, backend_name = resolve_backend(args.backend)
-    rate = measure_matmul_rate(backend)
-    rate_bf16 = None
-    if backend_name in ("torch", "torch_cuda"):
-        import torch
+    # the GEMM rates need the backend module only: the caller's global backend is left as it was
+    with using_backend(args.backend) as (backend, backend_name):
+        rate = measure_matmul_rate(backend)
+        rate_bf16 = None
+        if backend_name in ("torch", "torch_cuda"):
+            import torch
 
-        rate_bf16 = measure_matmul_rate(backend, dtype=torch.bfloat16)
+            rate_bf16 = measure_matmul_rate(backend, dtype=torch.bfloat16)
     device = "cuda" if backend_name == "torch_cuda" else f"{cpu_model()} ({_n_cores()} cores)"
     if backend_name == "torch_cuda":
         import torch

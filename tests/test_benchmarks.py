@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from himalaya.backend import set_backend
 
-from fmriscaling.encoding.ridge import alphas_from_companion, bootstrap_chunk_folds, fit_ridge_cv
+from fmriscaling.encoding.folds import bootstrap_chunk_folds
+from fmriscaling.encoding.ridge import alphas_from_companion, fit_ridge_cv
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "ridge_bench.py"
 
@@ -30,18 +30,15 @@ def test_baseline_equals_our_float32_fit_on_the_same_folds(bench):
     companion = np.logspace(1, 4, 7)
     folds = bootstrap_chunk_folds(300, n_boots=3, chunk_len=20, n_chunks=3, random_state=0)
     base = bench.bootstrap_ridge_baseline(X, Y, X_test, Y_test, companion, folds)
-    try:
-        ours = fit_ridge_cv(
-            X,
-            Y,
-            alphas=alphas_from_companion(companion),
-            folds=folds,
-            X_test=X_test,
-            Y_test=Y_test,
-            backend="numpy",
-        )
-    finally:
-        set_backend("numpy")
+    ours = fit_ridge_cv(
+        X,
+        Y,
+        alphas=alphas_from_companion(companion),
+        folds=folds,
+        X_test=X_test,
+        Y_test=Y_test,
+        backend="numpy",
+    )
     # the same per-voxel CV curves: where the alphas differ, they are tied (the curves of
     # low-SNR voxels plateau at large alpha, where ties break either way)
     grid = alphas_from_companion(companion).astype(np.float32)
@@ -104,10 +101,7 @@ def test_flop_count_matches_what_the_fit_runs(bench, monkeypatch, n, p, fold_kin
 def test_small_run_reports_every_fit(bench, tmp_path, monkeypatch):
     monkeypatch.setitem(bench.SIZES, "small", (200, 150, 300, 40, 40))
     out = tmp_path / "bench.json"
-    try:
-        bench.main(["--size", "small", "--json", str(out)])
-    finally:
-        set_backend("numpy")
+    bench.main(["--size", "small", "--json", str(out)])
     report = json.loads(out.read_text())
     fits = [k for k in report if k.startswith("ours_")]
     assert sorted(fits) == sorted(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fmriscaling import DataError
-from fmriscaling.encoding import ridge as ridge_module
+from fmriscaling.encoding import folds as folds_module
 from fmriscaling.encoding.design import delay_matrix, zscore
 from fmriscaling.encoding.fit import fit_encoding
 
@@ -131,13 +131,13 @@ def test_fit_encoding_bootstrap_cv(dataset, tmp_path):
 
 
 def test_bootstrap_cv_defaults_to_holding_out_a_fifth(dataset, tmp_path, monkeypatch):
-    calls, real = [], ridge_module.bootstrap_chunk_folds
+    calls, real = [], folds_module.bootstrap_chunk_folds
 
     def spy(n_samples, **kwargs):
         calls.append((n_samples, kwargs))
         return real(n_samples, **kwargs)
 
-    monkeypatch.setattr(ridge_module, "bootstrap_chunk_folds", spy)
+    monkeypatch.setattr(folds_module, "bootstrap_chunk_folds", spy)
     summary = _fit(
         dataset,
         tmp_path,
@@ -171,12 +171,7 @@ def test_nan_in_features_is_refused(dataset, tmp_path):
 
 
 def test_fit_encoding_bfloat16_scoring_is_recorded(dataset, tmp_path):
-    from himalaya.backend import set_backend
-
-    try:
-        summary = _fit(dataset, tmp_path, backend="torch", score_dtype="bfloat16")
-    finally:
-        set_backend("numpy")
+    summary = _fit(dataset, tmp_path, backend="torch", score_dtype="bfloat16")
     assert summary["score_dtype"] == "bfloat16" and summary["backend"] == "torch"
     with np.load(tmp_path / "out" / "scores.npz") as data:
         assert np.all(data["test_r"][:N_SIGNAL] > 0.8)

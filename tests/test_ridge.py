@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from himalaya.backend import set_backend
+from himalaya.backend import get_backend
+from himalaya.backend import numpy as numpy_backend
 from scipy.stats import spearmanr
 
 from fmriscaling._utils import DataError
+from fmriscaling.encoding import backend as backend_module
+from fmriscaling.encoding import eigen as eigen_module
 from fmriscaling.encoding import ridge as ridge_module
-from fmriscaling.encoding.ridge import (
-    alphas_from_companion,
-    bootstrap_chunk_folds,
-    default_n_chunks,
-    fit_ridge_cv,
-    resolve_backend,
-    resolve_score_dtype,
-    story_folds,
-)
+from fmriscaling.encoding.backend import resolve_score_dtype, using_backend
+from fmriscaling.encoding.folds import bootstrap_chunk_folds, default_n_chunks, story_folds
+from fmriscaling.encoding.ridge import alphas_from_companion, fit_ridge_cv
 
 BACKENDS = ["numpy", "torch", pytest.param("torch_cuda", marks=pytest.mark.gpu)]
 SHAPES = {"primal": (150, 40), "dual": (60, 150)}
@@ -25,8 +22,7 @@ SHAPES = {"primal": (150, 40), "dual": (60, 150)}
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    yield request.param
-    set_backend("numpy")  # himalaya's backend is global: leave the default behind
+    return request.param
 
 
 def _data(rng, n, p, n_voxels=12, n_test=50, noise=1.0):
@@ -301,7 +297,7 @@ def test_scoring_blocks_and_alpha_chunks_do_not_change_results(rng, monkeypatch,
     kwargs = dict(alphas=np.logspace(0, 4, 5), folds=_equal_story_folds(n), backend="numpy")
     reference = fit_ridge_cv(X, Y, **kwargs)  # 13 voxels: one block, one chunk
     monkeypatch.setattr(ridge_module, "_score_block", lambda name: score_block)
-    monkeypatch.setattr(ridge_module, "_ALPHA_CHUNK", 2)
+    monkeypatch.setattr(eigen_module, "_ALPHA_CHUNK", 2)
     res = fit_ridge_cv(X, Y, **kwargs)
     np.testing.assert_allclose(res.cv_scores_all, reference.cv_scores_all, atol=1e-6)
     np.testing.assert_array_equal(res.alphas, reference.alphas)
@@ -321,13 +317,13 @@ def test_test_predictions_grouped_by_alpha_equal_the_refit(rng, backend, monkeyp
         return_test_pred=True,
     )
     calls = []
-    grouped = ridge_module._RidgeProblem.test_predictions_by_alpha
+    grouped = eigen_module._RidgeProblem.test_predictions_by_alpha
 
     def spy(self, *args):
         calls.append(args[-1].size)
         return grouped(self, *args)
 
-    monkeypatch.setattr(ridge_module._RidgeProblem, "test_predictions_by_alpha", spy)
+    monkeypatch.setattr(eigen_module._RidgeProblem, "test_predictions_by_alpha", spy)
     res = fit_ridge_cv(X, Y, **kwargs)
     assert calls == [400] and np.unique(res.alphas).size > 1
     # weights force the per-voxel refit; its predictions are X_test @ weights
@@ -372,7 +368,7 @@ def test_retry_after_out_of_memory_mid_oof_counts_each_fold_once(rng, monkeypatc
     X, Y, _, _ = _data(rng, 60, 10, n_voxels=6)
     kwargs = dict(alphas=[1.0, 100.0], folds=_equal_story_folds(60), return_oof_pred=True)
     expected = fit_ridge_cv(X, Y, backend="numpy", **kwargs)
-    bk = set_backend("numpy")
+    bk = numpy_backend
     real_to_numpy, calls = bk.to_numpy, []
 
     def fails_once(array):
@@ -418,12 +414,59 @@ def test_alphas_from_companion():
 def test_resolve_backend_auto_picks_cuda_only_when_visible():
     import torch
 
-    try:
-        module, name = resolve_backend("auto")
+    with using_backend("auto") as (module, name):
         assert name == ("torch_cuda" if torch.cuda.is_available() else "torch")
         assert module.name == name
-    finally:
-        set_backend("numpy")
+
+
+def test_using_backend_restores_the_callers_backend_also_on_error():
+    before = get_backend().name
+    with pytest.raises(KeyError, match="inside the block"):
+        with using_backend("torch") as (module, name):
+            assert (module.name, name, get_backend().name) == ("torch", "torch", "torch")
+            with using_backend("numpy"):
+                assert get_backend().name == "numpy"
+            assert get_backend().name == "torch"
+            raise KeyError("inside the block")
+    assert get_backend().name == before
+
+
+@pytest.mark.parametrize("solver_impl", ["fast", "himalaya"])
+@pytest.mark.parametrize("caller", ["numpy", "torch"])
+def test_fit_leaves_the_callers_backend_set(rng, caller, solver_impl):
+    # himalaya's backend is process-wide: a fit on another backend puts the caller's back
+    X, Y, _, _ = _data(rng, 60, 10)
+    fit_backend = {"numpy": "torch", "torch": "numpy"}[caller]
+    kwargs = dict(alphas=[1.0, 10.0], folds=_equal_story_folds(60), solver_impl=solver_impl)
+    with using_backend(caller):
+        res = fit_ridge_cv(X, Y, backend=fit_backend, **kwargs)
+        assert get_backend().name == caller
+    assert res.backend == fit_backend and np.isfinite(res.cv_scores).all()
+
+
+@pytest.mark.parametrize("failure", ["mid_fit", "score_dtype"])
+@pytest.mark.parametrize("caller", ["numpy", "torch"])
+def test_fit_that_raises_leaves_the_callers_backend_set(rng, monkeypatch, caller, failure):
+    X, Y, _, _ = _data(rng, 60, 10, n_voxels=6)
+    fit_backend = {"numpy": "torch", "torch": "numpy"}[caller]
+    seen = []
+
+    def broken(*args, **kwargs):
+        seen.append(get_backend().name)
+        raise RuntimeError("expected scalar type Float but found Half")
+
+    monkeypatch.setattr(ridge_module, "_cv_scores_fold", broken)
+    kwargs = dict(alphas=[1.0], folds=_equal_story_folds(60), backend=fit_backend)
+    with using_backend(caller):
+        if failure == "mid_fit":
+            with pytest.raises(RuntimeError, match="expected scalar type"):
+                fit_ridge_cv(X, Y, **kwargs)
+            assert seen == [fit_backend]  # it failed inside the fit, on the fit's backend
+        else:  # after the backend was set: bfloat16 scoring on numpy is refused
+            kwargs["backend"] = "numpy"
+            with pytest.raises(ValueError, match="needs the torch"):
+                fit_ridge_cv(X, Y, score_dtype="bfloat16", **kwargs)
+        assert get_backend().name == caller
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("torch_cuda", marks=pytest.mark.gpu)])
@@ -446,11 +489,8 @@ def test_bfloat16_scoring_picks_the_float32_alphas_up_to_near_ties(rng, backend,
         backend=backend,
         return_oof_pred=True,
     )
-    try:
-        exact = fit_ridge_cv(X[:n], Y[:n], **kwargs)
-        low = fit_ridge_cv(X[:n], Y[:n], score_dtype="bfloat16", **kwargs)
-    finally:
-        set_backend("numpy")
+    exact = fit_ridge_cv(X[:n], Y[:n], **kwargs)
+    low = fit_ridge_cv(X[:n], Y[:n], score_dtype="bfloat16", **kwargs)
     assert (exact.score_dtype, low.score_dtype) == ("float32", "bfloat16")
     voxels = np.arange(n_voxels)
     i_exact = np.searchsorted(alphas.astype(np.float32), exact.alphas)
@@ -490,8 +530,8 @@ def test_score_dtype_auto_on_cpu_follows_amx(monkeypatch):
     assert resolve_score_dtype("auto", "numpy") == "float32"
     assert resolve_score_dtype("float32", "torch") == "float32"
     assert resolve_score_dtype("bfloat16", "torch") == "bfloat16"
-    monkeypatch.setattr(ridge_module, "_cpu_has_amx_bf16", lambda: False)
+    monkeypatch.setattr(backend_module, "_cpu_has_amx_bf16", lambda: False)
     assert resolve_score_dtype("auto", "torch") == "float32"
-    monkeypatch.setattr(ridge_module, "_cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setattr(backend_module, "_cpu_has_amx_bf16", lambda: True)
     fast = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert resolve_score_dtype("auto", "torch") == ("bfloat16" if fast else "float32")

@@ -123,7 +123,8 @@ def fit_encoding(
     """
     from ..features.io import read_layer
     from ..responses import check_tr_count, read_responses
-    from .ridge import bootstrap_chunk_folds, default_n_chunks, fit_ridge_cv, story_folds
+    from .folds import bootstrap_chunk_folds, default_n_chunks, story_folds
+    from .ridge import fit_ridge_cv
 
     train_stories = [str(s) for s in train_stories]
     test_story = str(test_story)

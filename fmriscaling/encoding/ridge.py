@@ -1,20 +1,13 @@
 """Voxelwise ridge regression with per-voxel alphas chosen by time-respecting CV.
 
-The fast path works from the Gram matrix instead of an SVD of the data:
-
-* dual (``n_samples < n_features``): ``K = X Xᵀ`` once; per fold one ``eigh`` of the
-  training block ``K[train][:, train] = V diag(λ) Vᵀ``;
-* primal (``n_samples >= n_features``): ``G = XᵀX`` once; per fold
-  ``G_train = G − X_valᵀ X_val`` and one ``eigh`` of it.
-
-In both forms the validation predictions for ridge parameter α are
-``P_α = A diag(1 / (λ + α)) Z`` with ``A`` (n_val, r) a fixed map per fold (centred over the fold)
-and ``Z`` (r, n_voxels) the training targets projected once per fold. Per fold, the shrunk maps
-``A diag(d_α)`` of all alphas are stacked into one tall matrix, so scoring the whole alpha grid is
-one GEMM with ``Z`` (in chunks of alphas on GPUs, to bound memory); the Pearson cross term and ``Σ P_α²`` per voxel are then read off those
-predictions. On CPUs the voxels go through that GEMM in blocks of a few hundred so each block's
-predictions stay in cache. The refit uses one ``eigh`` of the full Gram and applies each voxel's
-own shrinkage elementwise in the eigenbasis.
+`fit_ridge_cv` checks the inputs, runs on the himalaya backend it is given and leaves the caller's
+backend as it was (`fmriscaling.encoding.backend.using_backend`), sets the eigen-problems up once
+(`fmriscaling.encoding.eigen`: one Gram, one ``eigh`` per fold and one for the refit) and sends
+the voxels through them in batches sized to the free device memory, halving a batch that runs
+out of memory. Per batch: the CV correlations of the whole alpha grid in every fold, each
+voxel's best alpha, the optional out-of-fold predictions, and the refit (weights, test
+predictions, test r) at each voxel's own alpha. ``solver_impl="himalaya"`` runs himalaya's own
+estimators instead, as a cross-check. The folds come from `fmriscaling.encoding.folds`.
 
 Scoring precision (``score_dtype``): with ``"float32"`` the whole alpha search is float32. With
 ``"bfloat16"`` (torch backends only) the alpha search runs on bfloat16 inputs with float32
@@ -37,10 +30,7 @@ code. Pearson r ignores offsets in the validation and test data.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,18 +39,24 @@ from typing import Any
 import numpy as np
 
 from .._utils import DataError
+from .backend import (
+    SCORE_DTYPES,
+    _empty_device_cache,
+    _free_memory_bytes,
+    _is_out_of_memory,
+    _PeakMemory,
+    resolve_score_dtype,
+    using_backend,
+)
+from .eigen import _cv_scores_fold, _RidgeProblem
+from .folds import Fold, _check_folds
 
 logger = logging.getLogger(__name__)
 
-Fold = tuple[np.ndarray, np.ndarray]
+__all__ = ["RidgeResult", "alphas_from_companion", "fit_ridge_cv"]
 
-# alphas stacked into one GEMM for the validation predictions (on devices that score whole batches)
-_ALPHA_CHUNK = 8
 # voxels per block when scoring on a CPU: one block's predictions of all alphas stay in cache
 _CPU_SCORE_BLOCK = 512
-# share of free memory a voxel batch may use; the CPU is shared with other jobs
-_CPU_MEMORY_FRACTION = 0.25
-_GPU_MEMORY_FRACTION = 0.6
 
 
 @dataclass
@@ -135,236 +131,6 @@ def alphas_from_companion(companion_alphas: Any) -> np.ndarray:
     return np.asarray(companion_alphas, dtype=np.float64) ** 2
 
 
-def resolve_backend(name: str = "auto") -> tuple[Any, str]:
-    """Set the himalaya backend once and return it.
-
-    Parameters
-    ----------
-    name : {"auto", "numpy", "torch", "torch_cuda", "cupy"}
-        ``"auto"`` picks ``torch_cuda`` when a CUDA device is visible, else ``torch`` on CPU
-        (its ``eigh`` is ~2x faster than numpy's on the CPUs we measured; GEMMs are equal).
-
-    Returns
-    -------
-    backend : module
-        The himalaya backend module (``backend.name`` is its name).
-    name : str
-        Name of the backend actually set (``set_backend`` falls back with a warning on error).
-    """
-    from himalaya.backend import set_backend
-
-    if name == "auto":
-        try:
-            import torch
-        except ImportError:  # pragma: no cover - torch is a dependency
-            name = "numpy"
-            logger.info("torch not installed, using numpy on CPU")
-        else:
-            if torch.cuda.is_available():
-                name = "torch_cuda"
-            else:
-                name = "torch"
-                logger.info("no GPU visible, using torch on CPU")
-    backend = set_backend(name, on_error="warn")
-    if backend.name != name:
-        logger.warning("ridge backend %s unavailable, fell back to %s", name, backend.name)
-    if backend.name == "torch_cuda":
-        import torch
-
-        logger.info("ridge backend: torch_cuda (%s)", torch.cuda.get_device_name())
-    else:
-        logger.info("ridge backend: %s (CPU, %d threads)", backend.name, os.cpu_count() or 1)
-    return backend, backend.name
-
-
-# ---------------------------------------------------------------------------- score dtype
-
-SCORE_DTYPES = ("float32", "bfloat16", "auto")
-
-
-def _cpu_has_amx_bf16() -> bool:
-    """Whether this CPU advertises AMX-BF16 (Linux ``/proc/cpuinfo``); False when unknown."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
-    except OSError:
-        pass
-    return False
-
-
-def resolve_score_dtype(score_dtype: str, backend_name: str) -> str:
-    """Precision of the CV alpha search: ``"float32"`` or ``"bfloat16"``.
-
-    Parameters
-    ----------
-    score_dtype : {"float32", "bfloat16", "auto"}
-        ``"auto"`` is ``"bfloat16"`` where bfloat16 GEMMs are fast: ``torch_cuda`` on a device with
-        ``torch.cuda.is_bf16_supported()``, or ``torch`` on a CPU with oneDNN bfloat16 support and
-        AMX-BF16 (there oneDNN's bf16 GEMM runs ~4-5x the float32 rate; on CPUs without AMX it is
-        emulated or at best ~2x and the choice is not worth the rounding). The decision is a
-        deterministic hardware check, not a timing, so the same machine always resolves the same
-        way. Everything else resolves to ``"float32"``.
-    backend_name : str
-        The himalaya backend actually in use (after `resolve_backend`).
-
-    Raises
-    ------
-    ValueError
-        An unknown value, or ``"bfloat16"`` requested with a backend other than torch/torch_cuda.
-    """
-    if score_dtype not in SCORE_DTYPES:
-        raise ValueError(f"score_dtype={score_dtype!r}: expected one of {SCORE_DTYPES}.")
-    torch_backend = backend_name in ("torch", "torch_cuda")
-    if score_dtype == "bfloat16":
-        if not torch_backend:
-            raise ValueError(
-                f"score_dtype='bfloat16' needs the torch or torch_cuda backend, but the backend is "
-                f"{backend_name!r} (no bfloat16 GEMMs there). Use backend 'torch' / 'torch_cuda' "
-                "or score_dtype 'float32' / 'auto'."
-            )
-        return "bfloat16"
-    if score_dtype == "float32" or not torch_backend:
-        return "float32"
-    import torch
-
-    if backend_name == "torch_cuda":
-        fast = bool(torch.cuda.is_bf16_supported())
-    else:
-        try:
-            mkldnn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):  # pragma: no cover - private op moved
-            mkldnn_bf16 = False
-        fast = torch.backends.mkldnn.is_available() and mkldnn_bf16 and _cpu_has_amx_bf16()
-    resolved = "bfloat16" if fast else "float32"
-    logger.info("score_dtype auto -> %s on %s", resolved, backend_name)
-    return resolved
-
-
-# ------------------------------------------------------------------------------------ folds
-
-
-def story_folds(story_lengths: Sequence[int], n_folds: int = 5) -> list[Fold]:
-    """Leave-stories-out folds: whole stories held out, stories assigned to folds contiguously.
-
-    Stories keep their order; the j-th fold boundary is the story boundary nearest to
-    ``j * n_trs / n_folds`` (every fold keeps at least one story), which balances folds by TR count.
-
-    Parameters
-    ----------
-    story_lengths : sequence of int, length n_stories
-        Number of TRs of each training story, in the order they are stacked in X and Y.
-    n_folds : int
-        Number of folds; reduced to the number of stories when there are fewer.
-
-    Returns
-    -------
-    folds : list of (train_idx, val_idx)
-        Integer index arrays into the stacked TRs; every TR is in exactly one ``val_idx``.
-
-    Raises
-    ------
-    DataError
-        Fewer than 2 stories (use `bootstrap_chunk_folds`), or a non-positive length.
-    """
-    lengths = np.asarray(story_lengths, dtype=np.int64)
-    if lengths.ndim != 1 or lengths.size < 2:
-        raise DataError(
-            f"story folds need at least 2 training stories, got {lengths.size}: leave-stories-out "
-            "CV cannot hold out a story from a one-story training set. Use bootstrap CV "
-            "(bootstrap_chunk_folds, config cv: bootstrap) or add training stories."
-        )
-    if np.any(lengths <= 0):
-        raise DataError(f"story lengths must be positive TR counts, got {lengths.tolist()}.")
-    if int(n_folds) < 2:
-        raise DataError(f"n_folds must be at least 2, got {n_folds}.")
-    n_folds = min(int(n_folds), lengths.size)
-
-    ends = np.cumsum(lengths)
-    n_stories, n_trs = lengths.size, int(ends[-1])
-    # cuts[j] = index of the first story of fold j
-    cuts = [0]
-    for j in range(1, n_folds):
-        lowest, highest = cuts[-1] + 1, n_stories - (n_folds - j)
-        candidates = np.arange(lowest, highest + 1)
-        target = j * n_trs / n_folds
-        cuts.append(int(candidates[np.argmin(np.abs(ends[candidates - 1] - target))]))
-    cuts.append(n_stories)
-    starts = np.concatenate([[0], ends])
-    all_idx = np.arange(n_trs)
-    folds = []
-    for first, stop in itertools.pairwise(cuts):
-        is_val = np.zeros(n_trs, dtype=bool)
-        is_val[starts[first] : starts[stop]] = True
-        folds.append((all_idx[~is_val], all_idx[is_val]))
-    return folds
-
-
-def default_n_chunks(n_samples: int, chunk_len: int) -> int:
-    """Chunks that hold out a fifth of ``n_samples`` TRs: ``ceil(n_samples / 5 / chunk_len)``.
-
-    This is how the companion code sizes its bootstrap; tying the count to the training size keeps
-    the held-out fraction near 20 % across a data-subsampling sweep.
-    """
-    return max(1, math.ceil(int(n_samples) / 5 / int(chunk_len)))
-
-
-def bootstrap_chunk_folds(
-    n_samples: int,
-    *,
-    n_boots: int,
-    chunk_len: int = 40,
-    n_chunks: int,
-    random_state: int | np.random.Generator | None,
-) -> list[Fold]:
-    """Companion-style bootstrap folds: held-out = random contiguous chunks of TRs.
-
-    As in the companion ``bootstrap_ridge``: the TRs are cut into consecutive chunks of
-    ``chunk_len`` (a trailing partial chunk is never held out), and each resample holds out
-    ``n_chunks`` chunks drawn without replacement; the rest is training data.
-
-    Parameters
-    ----------
-    n_samples : int
-        Number of training TRs.
-    n_boots : int
-        Number of resamples.
-    chunk_len : int
-        TRs per held-out chunk.
-    n_chunks : int
-        Chunks held out per resample.
-    random_state : int, Generator or None
-        Seed of the chunk draws.
-
-    Returns
-    -------
-    folds : list of (train_idx, val_idx), length n_boots
-    """
-    n_samples, n_boots, chunk_len, n_chunks = map(int, (n_samples, n_boots, chunk_len, n_chunks))
-    if n_boots < 1 or chunk_len < 1 or n_chunks < 1:
-        raise DataError(
-            f"bootstrap CV needs n_boots, chunk_len, n_chunks >= 1, got {n_boots}, "
-            f"{chunk_len}, {n_chunks}."
-        )
-    n_available = n_samples // chunk_len
-    if n_chunks >= n_available:
-        raise DataError(
-            f"bootstrap CV holds out {n_chunks} chunks of {chunk_len} TRs but {n_samples} TRs "
-            f"make only {n_available} chunks; lower n_chunks or chunk_len so training data remain."
-        )
-    rng = np.random.default_rng(random_state)
-    all_idx = np.arange(n_samples)
-    folds = []
-    for _ in range(n_boots):
-        chunks = np.sort(rng.choice(n_available, size=n_chunks, replace=False))
-        val = (chunks[:, None] * chunk_len + np.arange(chunk_len)[None, :]).ravel()
-        is_val = np.zeros(n_samples, dtype=bool)
-        is_val[val] = True
-        folds.append((all_idx[~is_val], val))
-    return folds
-
-
 # ------------------------------------------------------------------------------ validation
 
 
@@ -390,323 +156,12 @@ def _as_host_float32(name: str, array: Any, ndim_2: bool = True) -> np.ndarray:
     return array
 
 
-def _check_folds(folds: Sequence[Fold], n_samples: int) -> list[Fold]:
-    checked = []
-    for i, (train, val) in enumerate(folds):
-        train = np.asarray(train, dtype=np.int64).ravel()
-        val = np.asarray(val, dtype=np.int64).ravel()
-        if train.size == 0 or val.size == 0:
-            raise DataError(f"fold {i} has an empty training or validation set.")
-        for name, idx in (("train", train), ("val", val)):
-            if idx.min() < 0 or idx.max() >= n_samples:
-                raise DataError(f"fold {i} {name} indices fall outside 0..{n_samples - 1}.")
-        if np.intersect1d(train, val).size:
-            raise DataError(f"fold {i}: training and validation TRs overlap.")
-        checked.append((train, val))
-    if not checked:
-        raise DataError("no CV folds given.")
-    return checked
-
-
-# ----------------------------------------------------------------------------- memory probes
-
-
-def _free_memory_bytes(backend_name: str) -> int:
-    if backend_name == "torch_cuda":
-        import torch
-
-        free, _ = torch.cuda.mem_get_info()
-        # memory torch holds in its cache is free for us too
-        cached = torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
-        return int((free + cached) * _GPU_MEMORY_FRACTION)
-    try:
-        import psutil
-
-        available = psutil.virtual_memory().available
-    except ImportError:  # pragma: no cover
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return int(available * _CPU_MEMORY_FRACTION)
-
-
-class _PeakMemory:
-    """Peak GPU allocation (torch_cuda) or peak RSS of this process (CPU)."""
-
-    def __init__(self, backend_name: str):
-        self.cuda = backend_name == "torch_cuda"
-        if self.cuda:
-            import torch
-
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            try:  # "5" resets VmHWM to the current RSS (Linux)
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")
-            except OSError:
-                pass
-
-    def peak(self) -> int:
-        if self.cuda:
-            import torch
-
-            return int(torch.cuda.max_memory_allocated())
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, MemoryError):
-        return True
-    try:
-        import torch
-
-        if isinstance(error, torch.cuda.OutOfMemoryError):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    # torch's CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate
-    # memory ..."), its CUDA allocator (before OutOfMemoryError existed) "CUDA out of memory"
-    message = str(error)
-    return isinstance(error, RuntimeError) and (
-        "out of memory" in message or "can't allocate memory" in message
-    )
-
-
-# ------------------------------------------------------------------------ the eigen problems
-
-
-@dataclass
-class _Eig:
-    """One diagonalised ridge problem: predictions = out_map @ (1 / (lam + α) ∘ Z).
-
-    ``lam`` (r,) eigenvalues of the training Gram; ``vecs`` its eigenvectors, (n_train, r) in
-    dual or (n_features, r) in primal form; ``val_map_c`` (n_val, r) maps eigen-coefficients to
-    validation predictions centred over the fold, ``val_mean`` (1, r) the removed column means
-    (validation predictions = ``(val_map_c + val_mean) @ coef``). None for the full refit.
-    """
-
-    lam: Any
-    vecs: Any
-    train: Any = None
-    val: Any = None
-    val_np: np.ndarray | None = None
-    val_map_c: Any = None
-    val_mean: Any = None
-    x_val: Any = None  # primal: X[val], to downdate XᵀY
-    complement: bool = True  # train ∪ val covers all TRs (primal downdate is valid)
-    vecs_low: Any = None  # vecs in the low scoring dtype (bfloat16 scoring only)
-
-
-def _eigh(backend, gram) -> tuple[Any, Any]:
-    lam, vecs = backend.eigh(gram)
-    # float32 round-off can make the Gram's smallest eigenvalues slightly negative
-    lam[lam < 0] = 0
-    return lam, vecs
-
-
 def _pearson(backend, pred, y):
     """Pearson r per column of (n, b) arrays; 0 where either column is constant."""
     pred_c = pred - pred.mean(0)[None]
     y_c = y - y.mean(0)[None]
     cross = backend.sum(pred_c * y_c, 0)
     denom = backend.sqrt(backend.sum(pred_c * pred_c, 0) * backend.sum(y_c * y_c, 0))
-    return cross / (denom + (denom == 0))
-
-
-class _RidgeProblem:
-    """Gram matrices and per-fold eigendecompositions, set up once; voxels come in batches."""
-
-    def __init__(self, backend, X, X_test, folds, solver, need_weights, low=None):
-        self.backend = backend
-        self.solver = solver
-        self.low = low
-        n_samples, n_features = X.shape
-        self.n_samples, self.n_features = n_samples, n_features
-        self.X = backend.asarray(X)
-        self.X_test = None if X_test is None else backend.asarray(X_test)
-        self.folds: list[_Eig] = []
-
-        if solver == "dual":
-            gram = backend.matmul(self.X, self.X.T)  # K (n_samples, n_samples)
-            for train, val in folds:
-                tr, va = backend.asarray(train), backend.asarray(val)
-                lam, vecs = _eigh(backend, gram[tr][:, tr])
-                val_map = backend.matmul(gram[va][:, tr], vecs)
-                self.folds.append(self._fold(lam, vecs, tr, va, val, val_map))
-            lam, vecs = _eigh(backend, gram)
-            del gram
-            self.full = _Eig(lam=lam, vecs=vecs)
-            self.test_map = (
-                None
-                if self.X_test is None
-                else backend.matmul(backend.matmul(self.X_test, self.X.T), vecs)
-            )
-            self.weight_map = backend.matmul(self.X.T, vecs) if need_weights else None
-        else:
-            gram = backend.matmul(self.X.T, self.X)  # G (n_features, n_features)
-            for train, val in folds:
-                tr, va = backend.asarray(train), backend.asarray(val)
-                x_val = self.X[va]
-                complement = len(train) + len(val) == n_samples
-                if complement:
-                    gram_train = gram - backend.matmul(x_val.T, x_val)
-                else:
-                    x_train = self.X[tr]
-                    gram_train = backend.matmul(x_train.T, x_train)
-                lam, vecs = _eigh(backend, gram_train)
-                del gram_train
-                fold = self._fold(lam, vecs, tr, va, val, backend.matmul(x_val, vecs))
-                fold.x_val, fold.complement = x_val, complement
-                self.folds.append(fold)
-            lam, vecs = _eigh(backend, gram)
-            del gram
-            self.full = _Eig(lam=lam, vecs=vecs)
-            self.test_map = None if self.X_test is None else backend.matmul(self.X_test, vecs)
-            self.weight_map = vecs if need_weights else None
-
-    @staticmethod
-    def _fold(lam, vecs, tr, va, val_np, val_map) -> _Eig:
-        # keep only the centred map (one n_val x r copy per fold on the device)
-        val_mean = val_map.mean(0)[None]
-        return _Eig(lam, vecs, tr, va, val_np, val_map - val_mean, val_mean)
-
-    def _low_vecs(self, eig: _Eig):
-        """``eig.vecs`` in the scoring dtype, cast once per fold and kept."""
-        if eig.vecs_low is None:
-            eig.vecs_low = eig.vecs.to(self.low)
-        return eig.vecs_low
-
-    @property
-    def rank(self) -> int:
-        return int(self.full.lam.shape[0])
-
-    def project(self, eig: _Eig, Y_b, XtY_b, *, low=False, Y_low=None):
-        """Z (r, b): training targets in the eigenbasis of ``eig``.
-
-        With ``low`` the projection runs in the problem's low scoring dtype and Z comes back in it
-        (for scoring only). ``Y_low`` is ``Y_b`` already cast to that dtype (dual form), so that a
-        batch is cast once rather than once per fold.
-        """
-        backend = self.backend
-        if self.solver == "dual":
-            y = Y_b
-            if low:
-                y = Y_b.to(self.low) if Y_low is None else Y_low
-            y_train = y if eig.train is None else y[eig.train]
-            return backend.matmul((self._low_vecs(eig) if low else eig.vecs).T, y_train)
-        if eig.train is None:
-            xty = XtY_b
-        elif eig.complement:
-            xty = XtY_b - backend.matmul(eig.x_val.T, Y_b[eig.val])
-        else:
-            xty = backend.matmul(self.X[eig.train].T, Y_b[eig.train])
-        if low:
-            return backend.matmul(self._low_vecs(eig).T, xty.to(self.low))
-        return backend.matmul(eig.vecs.T, xty)
-
-    def group_test_by_alpha(self, alpha_b: np.ndarray) -> bool:
-        """Whether `test_predictions_by_alpha` costs fewer flops than projecting the batch."""
-        if self.test_map is None:
-            return False
-        n_test, rank = self.test_map.shape
-        n_rows = self.n_features if self.solver == "primal" else self.n_samples
-        n_b, n_unique = alpha_b.size, np.unique(alpha_b).size
-        grouped = n_unique * n_test * rank * n_rows + n_test * n_rows * n_b
-        projected = rank * n_rows * n_b + n_test * rank * n_b
-        return grouped < projected
-
-    def test_predictions_by_alpha(self, Y_b, XtY_b, alpha_b: np.ndarray):
-        """Refit test predictions (n_test, b) without projecting every voxel.
-
-        For each distinct alpha, the map ``T diag(1 / (λ + α)) Vᵀ`` (``T`` the test map of the full
-        eigenbasis) takes the training targets (dual) or ``XᵀY`` (primal) of that alpha's voxels
-        straight to test predictions. Same numbers as the per-voxel refit, in float32.
-        """
-        backend = self.backend
-        rhs = XtY_b if self.solver == "primal" else Y_b
-        pred = backend.zeros_like(rhs, shape=(self.test_map.shape[0], alpha_b.size))
-        for alpha in np.unique(alpha_b):
-            idx = backend.asarray(np.flatnonzero(alpha_b == alpha))
-            shrunk = self.test_map / (self.full.lam[None] + float(alpha))
-            pred[:, idx] = backend.matmul(backend.matmul(shrunk, self.full.vecs.T), rhs[:, idx])
-        return pred
-
-    def bytes_per_voxel(self, n_alphas, keep_oof, need_weights, block=None) -> int:
-        """Device bytes a voxel of a batch needs at the peak of a fit (a generous estimate)."""
-        r = max(int(f.lam.shape[0]) for f in self.folds) if self.folds else self.rank
-        n_val = max(int(f.val_map_c.shape[0]) for f in self.folds) if self.folds else 0
-        n_train = self.n_samples - min((int(f.val_map_c.shape[0]) for f in self.folds), default=0)
-        n_test = 0 if self.test_map is None else int(self.test_map.shape[0])
-        low = self.low is not None
-        f32 = 4
-        total = f32 * self.n_samples  # Y_b
-        if self.solver == "primal":
-            total += f32 * 2 * self.n_features  # XᵀY and its downdate
-        if self.folds:
-            zsize = 2 if low else f32
-            if low and self.solver == "dual":
-                total += zsize * self.n_samples  # Y_low: the batch's targets in bfloat16
-            total += zsize * (n_train + r)  # gathered training targets, Z
-            total += f32 * (2 * n_val + 4 * n_alphas)  # y_c, scores, cross, Σ P², sum over folds
-            if block is None:  # one chunk of validation predictions per voxel
-                chunk = min(n_alphas, _ALPHA_CHUNK)
-                total += chunk * n_val * (f32 + (2 if low else 0)) * 2
-            if keep_oof and not low:
-                total += f32 * len(self.folds) * r  # Z kept for the OOF predictions
-            if keep_oof:
-                total += f32 * (r + n_val)  # coef and one fold's predictions
-        total += f32 * (2 * self.rank + 2 * n_test)  # refit Z and coef, test predictions
-        if need_weights:
-            total += f32 * self.n_features
-        return int(total)
-
-
-def _cv_scores_fold(backend, eig, Z, Y_val, inv_shift, *, low=None, block=None):
-    """Mean-centred validation correlations for all alphas, shape (n_alphas, b).
-
-    ``inv_shift`` (n_alphas, r) holds ``1 / (lam + α)``. The validation predictions of a chunk of
-    alphas come from one GEMM of the stacked shrunk maps ``A_c diag(d_α)`` with ``Z``; the cross
-    term and the sum of squares per voxel are taken from those same predictions. ``low`` (a torch
-    dtype, torch tensors only) runs that GEMM with inputs in that dtype (float32 accumulation;
-    ``Z`` may already be in it) and casts the predictions to float32 before the sums. ``block``
-    walks the voxels in column blocks of that size, which keeps each block's predictions in the CPU
-    cache (None: one block).
-    """
-    y_c = Y_val - Y_val.mean(0)[None]
-    y_ss = backend.sum(y_c * y_c, 0)  # (b,)
-    n_val, rank = eig.val_map_c.shape
-    n_alphas, n_b = inv_shift.shape[0], Z.shape[1]
-    if low is not None and Z.dtype != low:
-        Z = Z.to(low)
-    block = n_b if block is None else max(1, int(block))
-    chunk = n_alphas if block < n_b else _ALPHA_CHUNK
-    cross = backend.zeros_like(y_ss, shape=(n_alphas, n_b))
-    pred_ss = backend.zeros_like(y_ss, shape=(n_alphas, n_b))
-    for a0 in range(0, n_alphas, chunk):
-        shift = inv_shift[a0 : a0 + chunk]
-        n_a = shift.shape[0]
-        stacked = (shift[:, None, :] * eig.val_map_c[None]).reshape(-1, rank)
-        if low is not None:
-            stacked = stacked.to(low)
-        for v0 in range(0, n_b, block):
-            cols = slice(v0, min(v0 + block, n_b))
-            pred = backend.matmul(stacked, Z[:, cols])  # (n_a * n_val, block)
-            if low is not None:
-                pred = pred.float()
-            pred = pred.reshape(n_a, n_val, -1)
-            cross[a0 : a0 + n_a, cols] = backend.sum(pred * y_c[None, :, cols], 1)
-            pred *= pred
-            pred_ss[a0 : a0 + n_a, cols] = backend.sum(pred, 1)
-            del pred
-        del stacked
-    denom = backend.sqrt(pred_ss * y_ss[None])
     return cross / (denom + (denom == 0))
 
 
@@ -754,7 +209,8 @@ def fit_ridge_cv(
     Y_test : array of shape (n_test, n_voxels), optional
         Held-out test data; ``test_r`` needs both.
     backend : str
-        himalaya backend, see `resolve_backend`.
+        himalaya backend, see `resolve_backend`. Set for this fit only: himalaya's global
+        backend is left as the caller had it, also when the fit raises (`using_backend`).
     solver : {"auto", "primal", "dual"}
         ``"auto"``: primal when ``n_samples >= n_features`` else dual (kernel).
     score : {"r"}
@@ -830,56 +286,56 @@ def fit_ridge_cv(
             ">=" if solver == "primal" else "<",
             n_features,
         )
-    bk, backend_name = resolve_backend(backend)
-    score_dtype = resolve_score_dtype(score_dtype, backend_name)
-    peak = _PeakMemory(backend_name)
+    with using_backend(backend) as (bk, backend_name):
+        score_dtype = resolve_score_dtype(score_dtype, backend_name)
+        peak = _PeakMemory(backend_name)
 
-    if solver_impl == "himalaya":
-        if return_oof_pred:
-            raise ValueError("solver_impl='himalaya' does not make OOF predictions.")
-        if score_dtype != "float32":
-            score_dtype = "float32"  # himalaya scores in float32
-            logger.info("solver_impl='himalaya' scores alphas in float32")
-        result = _fit_himalaya(bk, X, Y, alphas, folds, X_test, Y_test, solver, fixed_alpha)
-    else:
-        result = _fit_fast(
-            bk,
-            X,
-            Y,
-            alphas,
-            folds,
-            X_test,
-            Y_test,
+        if solver_impl == "himalaya":
+            if return_oof_pred:
+                raise ValueError("solver_impl='himalaya' does not make OOF predictions.")
+            if score_dtype != "float32":
+                score_dtype = "float32"  # himalaya scores in float32
+                logger.info("solver_impl='himalaya' scores alphas in float32")
+            result = _fit_himalaya(bk, X, Y, alphas, folds, X_test, Y_test, solver, fixed_alpha)
+        else:
+            result = _fit_fast(
+                bk,
+                X,
+                Y,
+                alphas,
+                folds,
+                X_test,
+                Y_test,
+                solver,
+                n_targets_batch,
+                return_weights,
+                return_oof_pred,
+                fixed_alpha is not None,
+                score_dtype,
+            )
+        if not return_weights:
+            result["weights"] = None
+        if not return_test_pred:
+            result["test_pred"] = None
+        fit_seconds = time.perf_counter() - start_time
+        logger.info(
+            "ridge fit: %d TRs x %d features -> %d voxels in %.1f s (%s, %s, %s scoring)",
+            n_samples,
+            n_features,
+            n_voxels,
+            fit_seconds,
             solver,
-            n_targets_batch,
-            return_weights,
-            return_oof_pred,
-            fixed_alpha is not None,
+            backend_name,
             score_dtype,
         )
-    if not return_weights:
-        result["weights"] = None
-    if not return_test_pred:
-        result["test_pred"] = None
-    fit_seconds = time.perf_counter() - start_time
-    logger.info(
-        "ridge fit: %d TRs x %d features -> %d voxels in %.1f s (%s, %s, %s scoring)",
-        n_samples,
-        n_features,
-        n_voxels,
-        fit_seconds,
-        solver,
-        backend_name,
-        score_dtype,
-    )
-    return RidgeResult(
-        solver=solver,
-        backend=backend_name,
-        score_dtype=score_dtype,
-        fit_seconds=fit_seconds,
-        peak_memory_bytes=peak.peak(),
-        **result,
-    )
+        return RidgeResult(
+            solver=solver,
+            backend=backend_name,
+            score_dtype=score_dtype,
+            fit_seconds=fit_seconds,
+            peak_memory_bytes=peak.peak(),
+            **result,
+        )
 
 
 def _fit_fast(
@@ -1019,10 +475,7 @@ def _fit_fast(
                 raise
             batch = max(1, batch // 2)
             logger.warning("out of memory on a voxel batch; retrying with batches of %d", batch)
-            if bk.name == "torch_cuda":
-                import torch
-
-                torch.cuda.empty_cache()
+            _empty_device_cache(bk.name)
             continue
         start = cols.stop
         if start < n_voxels or cols.start > 0:

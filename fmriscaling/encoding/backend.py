@@ -1,0 +1,275 @@
+"""The ridge backend and device memory: where a fit runs, how precisely it scores, what fits.
+
+* `resolve_backend` picks and sets himalaya's backend (``"auto"``: torch_cuda when a GPU is
+  visible, else torch on CPU) and logs the choice. himalaya's backend is a process-wide global,
+  so a fit sets it through `using_backend`, which restores the caller's backend on exit (on an
+  error too): the backend is chosen once, at the edge, and a fit never changes it behind the
+  caller's back.
+* `resolve_score_dtype` decides the precision of the alpha search, float32 or bfloat16
+  (``"auto"``: a deterministic hardware check, AMX-BF16 on CPUs).
+* Device memory: `_free_memory_bytes` (the share of free GPU or host memory a voxel batch may
+  use), `_PeakMemory` (peak GPU allocation or peak resident memory of a fit),
+  `_is_out_of_memory` and `_empty_device_cache` (what the batch loop needs to halve a batch
+  that did not fit and retry it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SCORE_DTYPES", "resolve_backend", "resolve_score_dtype", "using_backend"]
+
+# share of free memory a voxel batch may use; the CPU is shared with other jobs
+_CPU_MEMORY_FRACTION = 0.25
+_GPU_MEMORY_FRACTION = 0.6
+
+
+# -------------------------------------------------------------------------------- backend
+
+
+def resolve_backend(name: str = "auto") -> tuple[Any, str]:
+    """Set the himalaya backend once and return it.
+
+    Parameters
+    ----------
+    name : {"auto", "numpy", "torch", "torch_cuda", "cupy"}
+        ``"auto"`` picks ``torch_cuda`` when a CUDA device is visible, else ``torch`` on CPU
+        (its ``eigh`` is ~2x faster than numpy's on the CPUs we measured; GEMMs are equal).
+
+    Returns
+    -------
+    backend : module
+        The himalaya backend module (``backend.name`` is its name).
+    name : str
+        Name of the backend actually set (``set_backend`` falls back with a warning on error).
+
+    See Also
+    --------
+    using_backend : the same for a ``with`` block, restoring the caller's backend afterwards.
+    """
+    from himalaya.backend import set_backend
+
+    if name == "auto":
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a dependency
+            name = "numpy"
+            logger.info("torch not installed, using numpy on CPU")
+        else:
+            if torch.cuda.is_available():
+                name = "torch_cuda"
+            else:
+                name = "torch"
+                logger.info("no GPU visible, using torch on CPU")
+    backend = set_backend(name, on_error="warn")
+    if backend.name != name:
+        logger.warning("ridge backend %s unavailable, fell back to %s", name, backend.name)
+    if backend.name == "torch_cuda":
+        import torch
+
+        logger.info("ridge backend: torch_cuda (%s)", torch.cuda.get_device_name())
+    else:
+        logger.info("ridge backend: %s (CPU, %d threads)", backend.name, os.cpu_count() or 1)
+    return backend, backend.name
+
+
+@contextmanager
+def using_backend(name: str = "auto") -> Iterator[tuple[Any, str]]:
+    """Set the himalaya backend for a ``with`` block, then restore the caller's.
+
+    ``with using_backend("numpy") as (backend, name): ...`` runs the block on ``backend`` (chosen
+    and logged by `resolve_backend`) and leaves `himalaya.backend.get_backend` as it was before the
+    block, whether the block returns or raises.
+
+    Parameters
+    ----------
+    name : {"auto", "numpy", "torch", "torch_cuda", "cupy"}
+        Backend for the block, see `resolve_backend`.
+
+    Yields
+    ------
+    backend : module
+        The himalaya backend module (``backend.name`` is its name).
+    name : str
+        Name of the backend actually set.
+    """
+    from himalaya.backend import get_backend, set_backend
+
+    previous = get_backend()
+    try:
+        yield resolve_backend(name)
+    finally:
+        set_backend(previous)
+
+
+# ---------------------------------------------------------------------------- score dtype
+
+SCORE_DTYPES = ("float32", "bfloat16", "auto")
+
+
+def _cpu_has_amx_bf16() -> bool:
+    """Whether this CPU advertises AMX-BF16 (Linux ``/proc/cpuinfo``); False when unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def resolve_score_dtype(score_dtype: str, backend_name: str) -> str:
+    """Precision of the CV alpha search: ``"float32"`` or ``"bfloat16"``.
+
+    Parameters
+    ----------
+    score_dtype : {"float32", "bfloat16", "auto"}
+        ``"auto"`` is ``"bfloat16"`` where bfloat16 GEMMs are fast: ``torch_cuda`` on a device with
+        ``torch.cuda.is_bf16_supported()``, or ``torch`` on a CPU with oneDNN bfloat16 support and
+        AMX-BF16 (there oneDNN's bf16 GEMM runs ~4-5x the float32 rate; on CPUs without AMX it is
+        emulated or at best ~2x and the choice is not worth the rounding). The decision is a
+        deterministic hardware check, not a timing, so the same machine always resolves the same
+        way. Everything else resolves to ``"float32"``.
+    backend_name : str
+        The himalaya backend actually in use (after `resolve_backend`).
+
+    Raises
+    ------
+    ValueError
+        An unknown value, or ``"bfloat16"`` requested with a backend other than torch/torch_cuda.
+    """
+    if score_dtype not in SCORE_DTYPES:
+        raise ValueError(f"score_dtype={score_dtype!r}: expected one of {SCORE_DTYPES}.")
+    torch_backend = backend_name in ("torch", "torch_cuda")
+    if score_dtype == "bfloat16":
+        if not torch_backend:
+            raise ValueError(
+                f"score_dtype='bfloat16' needs the torch or torch_cuda backend, but the backend is "
+                f"{backend_name!r} (no bfloat16 GEMMs there). Use backend 'torch' / 'torch_cuda' "
+                "or score_dtype 'float32' / 'auto'."
+            )
+        return "bfloat16"
+    if score_dtype == "float32" or not torch_backend:
+        return "float32"
+    import torch
+
+    if backend_name == "torch_cuda":
+        fast = bool(torch.cuda.is_bf16_supported())
+    else:
+        try:
+            mkldnn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # pragma: no cover - private op moved
+            mkldnn_bf16 = False
+        fast = torch.backends.mkldnn.is_available() and mkldnn_bf16 and _cpu_has_amx_bf16()
+    resolved = "bfloat16" if fast else "float32"
+    logger.info("score_dtype auto -> %s on %s", resolved, backend_name)
+    return resolved
+
+
+# ----------------------------------------------------------------------------- memory probes
+
+
+def _free_memory_bytes(backend_name: str) -> int:
+    """Bytes a voxel batch may use: a share of the free GPU memory (torch_cuda) or host memory.
+
+    Parameters
+    ----------
+    backend_name : str
+        The himalaya backend in use.
+
+    Returns
+    -------
+    n_bytes : int
+        ``_GPU_MEMORY_FRACTION`` of the free device memory plus torch's cache, or
+        ``_CPU_MEMORY_FRACTION`` of the available host memory.
+    """
+    if backend_name == "torch_cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        # memory torch holds in its cache is free for us too
+        cached = torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+        return int((free + cached) * _GPU_MEMORY_FRACTION)
+    try:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    except ImportError:  # pragma: no cover
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(available * _CPU_MEMORY_FRACTION)
+
+
+class _PeakMemory:
+    """Peak GPU allocation (torch_cuda) or peak RSS of this process (CPU).
+
+    Created at the start of what it measures (it resets the peak there); `peak` reads it.
+
+    Parameters
+    ----------
+    backend_name : str
+        The himalaya backend in use; anything but ``"torch_cuda"`` measures the host process.
+    """
+
+    def __init__(self, backend_name: str):
+        self.cuda = backend_name == "torch_cuda"
+        if self.cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            try:  # "5" resets VmHWM to the current RSS (Linux)
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                pass
+
+    def peak(self) -> int:
+        """Peak bytes since this object was created (``ru_maxrss`` where VmHWM is unreadable)."""
+        if self.cuda:
+            import torch
+
+            return int(torch.cuda.max_memory_allocated())
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says an allocation failed (numpy, torch CPU or CUDA allocator)."""
+    if isinstance(error, MemoryError):
+        return True
+    try:
+        import torch
+
+        if isinstance(error, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    # torch's CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate
+    # memory ..."), its CUDA allocator (before OutOfMemoryError existed) "CUDA out of memory"
+    message = str(error)
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in message or "can't allocate memory" in message
+    )
+
+
+def _empty_device_cache(backend_name: str) -> None:
+    """Hand the memory torch caches on the GPU back to the device (after an out-of-memory error)."""
+    if backend_name == "torch_cuda":
+        import torch
+
+        torch.cuda.empty_cache()
