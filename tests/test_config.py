@@ -150,3 +150,59 @@ def test_validation_does_not_mutate_input():
 def test_model_layers():
     assert model_layers({"n_layers": 3, "layers": "all"}) == [0, 1, 2, 3]
     assert model_layers({"n_layers": 12, "layers": [9, 3, 9]}) == [3, 9]
+
+
+def _schema_default(schema: dict, key: str):
+    node = schema
+    for part in key.split("."):
+        node = node["properties"][part]
+    return node["default"]
+
+
+def _library_defaults():
+    """(config key, function, parameter) of every library parameter that a config key sets."""
+    from fmriscaling.download.http import download_file
+    from fmriscaling.encoding.fit import fit_encoding
+    from fmriscaling.encoding.noise_ceiling import compute_noise_ceiling_file
+    from fmriscaling.encoding.ridge import fit_ridge_cv
+    from fmriscaling.stimuli import story_tables
+
+    pairs = [
+        (fit_encoding, {
+            "encoding.delays": "delays", "encoding.cv": "cv", "encoding.n_folds": "n_folds",
+            "encoding.test_extra_trim": "extra_trim_test", "encoding.backend": "backend",
+            "encoding.solver": "solver", "encoding.solver_impl": "solver_impl",
+            "encoding.score_dtype": "score_dtype", "encoding.save_weights": "save_weights",
+            "encoding.save_predictions": "save_predictions", "encoding.seed": "seed",
+        }),
+        (fit_ridge_cv, {
+            "encoding.backend": "backend", "encoding.solver": "solver",
+            "encoding.solver_impl": "solver_impl", "encoding.score_dtype": "score_dtype",
+        }),
+        (story_tables, {
+            "stimuli.tr": "tr", "stimuli.sound_onset": "sound_onset",
+            "stimuli.fillers": "fillers", "stimuli.keep_empty_words": "keep_empty",
+            "stimuli.trim_start": "trim_start", "stimuli.trim_end": "trim_end",
+        }),
+        # the floor is the workflow's choice (the paper's 0.25); the library's default is none
+        (compute_noise_ceiling_file, {"encoding.test_extra_trim": "extra_trim"}),
+        (download_file, {"download.retries": "retries", "download.timeout_s": "timeout"}),
+    ]  # fmt: skip
+    return [(key, fn, param) for fn, mapping in pairs for key, param in mapping.items()]
+
+
+@pytest.mark.parametrize(
+    ("key", "function", "param"),
+    _library_defaults(),
+    ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", ""),
+)
+def test_a_config_key_and_the_library_parameter_it_sets_share_one_default(key, function, param):
+    import inspect
+
+    library = inspect.signature(function).parameters[param].default
+    schema = _schema_default(load_schema(), key)
+    if isinstance(library, tuple):
+        library = list(library)
+    assert library == schema, (
+        f"{function.__name__}({param}={library!r}) but the schema's {key} defaults to {schema!r}"
+    )

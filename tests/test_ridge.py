@@ -93,7 +93,14 @@ def test_primal_and_dual_agree(rng, backend):
     X, Y, X_test, Y_test = _data(rng, 90, 85, n_voxels=10)
     folds = _equal_story_folds(90)
     alphas = np.logspace(0, 4, 9)
-    kwargs = dict(alphas=alphas, folds=folds, X_test=X_test, Y_test=Y_test, backend=backend)
+    kwargs = dict(
+        alphas=alphas,
+        folds=folds,
+        X_test=X_test,
+        Y_test=Y_test,
+        backend=backend,
+        score_dtype="float32",  # exact agreement: not the default auto, bfloat16 on AMX CPUs
+    )
     primal = fit_ridge_cv(X, Y, solver="primal", return_weights=True, **kwargs)
     dual = fit_ridge_cv(X, Y, solver="dual", return_weights=True, **kwargs)
     assert (primal.solver, dual.solver) == ("primal", "dual")
@@ -110,7 +117,7 @@ def test_cv_matches_brute_force_and_himalaya(rng, backend, form):
     folds = _equal_story_folds(n)
     alphas = np.logspace(0, 5, 11)
     kwargs = dict(alphas=alphas, folds=folds, X_test=X_test, Y_test=Y_test, backend=backend)
-    fast = fit_ridge_cv(X, Y, **kwargs)
+    fast = fit_ridge_cv(X, Y, score_dtype="float32", **kwargs)
     reference = fit_ridge_cv(X, Y, solver_impl="himalaya", **kwargs)
 
     brute = _brute_force_cv(X, Y, alphas, folds)
@@ -489,7 +496,7 @@ def test_bfloat16_scoring_picks_the_float32_alphas_up_to_near_ties(rng, backend,
         backend=backend,
         return_oof_pred=True,
     )
-    exact = fit_ridge_cv(X[:n], Y[:n], **kwargs)
+    exact = fit_ridge_cv(X[:n], Y[:n], score_dtype="float32", **kwargs)
     low = fit_ridge_cv(X[:n], Y[:n], score_dtype="bfloat16", **kwargs)
     assert (exact.score_dtype, low.score_dtype) == ("float32", "bfloat16")
     voxels = np.arange(n_voxels)

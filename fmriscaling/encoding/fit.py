@@ -42,7 +42,7 @@ def fit_encoding(
     solver: str = "auto",
     solver_impl: str = "fast",
     n_targets_batch: int | str = "auto",
-    score_dtype: str = "float32",
+    score_dtype: str = "auto",
     save_weights: bool = False,
     save_predictions: bool = False,
     seed: int = 0,
@@ -88,7 +88,7 @@ def fit_encoding(
         TRs dropped at the start of training stories.
     backend, solver, solver_impl, n_targets_batch
         Passed to `fmriscaling.encoding.ridge.fit_ridge_cv`.
-    score_dtype : {"float32", "bfloat16", "auto"}, default "float32"
+    score_dtype : {"float32", "bfloat16", "auto"}, default "auto" (the config's default: bfloat16 where its GEMMs are fast)
         Precision of the CV alpha search (passed to `fit_ridge_cv`); the refit and its
         predictions stay float32. The precision actually used is recorded in the summary.
     save_weights : bool, default False

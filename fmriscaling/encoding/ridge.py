@@ -190,7 +190,7 @@ def fit_ridge_cv(
     return_oof_pred: bool = False,
     fixed_alpha: float | None = None,
     solver_impl: str = "fast",
-    score_dtype: str = "float32",
+    score_dtype: str = "auto",
 ) -> RidgeResult:
     """Fit voxelwise ridge with a per-voxel alpha chosen by CV correlation, then refit.
 
@@ -225,7 +225,7 @@ def fit_ridge_cv(
     solver_impl : {"fast", "himalaya"}
         ``"himalaya"`` runs himalaya's ``RidgeCV`` / ``KernelRidgeCV`` instead (reference path,
         no OOF predictions and no ``cv_scores_all``).
-    score_dtype : {"float32", "bfloat16", "auto"}
+    score_dtype : {"float32", "bfloat16", "auto"}, default "auto"
         Precision of the CV alpha search (per-fold projections and prediction GEMMs; see the
         module docstring). ``"bfloat16"`` needs the torch / torch_cuda backend (a ValueError
         otherwise); ``"auto"`` picks it where bfloat16 GEMMs are fast (see
