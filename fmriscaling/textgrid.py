@@ -394,26 +394,24 @@ class _Values:
             f"{tok.text!r}. {_REDOWNLOAD_HINT}"
         )
 
-    def number(self, what: str) -> float:
+    def _word(self, what: str, convert, expected: str):
+        """The next token as a bare word converted by ``convert``, or a parse error."""
         tok = self._next(what)
         try:
             if tok.kind != "word":
                 raise ValueError
-            value = float(tok.text)
+            return tok, convert(tok.text)
         except ValueError:
-            raise self._bad(tok, what, "a number") from None
+            raise self._bad(tok, what, expected) from None
+
+    def number(self, what: str) -> float:
+        tok, value = self._word(what, float, "a number")
         if value != value or value in (float("inf"), float("-inf")):
             raise self._bad(tok, what, "a finite number")
         return value
 
     def count(self, what: str) -> int:
-        tok = self._next(what)
-        try:
-            if tok.kind != "word":
-                raise ValueError
-            value = int(tok.text)
-        except ValueError:
-            raise self._bad(tok, what, "a non-negative integer") from None
+        tok, value = self._word(what, int, "a non-negative integer")
         if value < 0:
             raise self._bad(tok, what, "a non-negative integer")
         return value
