@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fmriscaling.demo.tiny_lm import build_tiny_causal_lm
 from fmriscaling.features.lm import extract_lm_features, load_causal_lm, naive_lm_features
-from fmriscaling.tiny_models import build_tiny_causal_lm
 
 SYLLABLES = "ka lo mi ne ru sa ti vo be da fu gi ho ja ke lu ma no pe qui ra se to wu".split()
 

@@ -18,7 +18,6 @@ import numpy as np
 from fmriscaling.config import model_layers, validate_config
 from fmriscaling.download import manifest_stories, read_manifest
 from fmriscaling.encoding.subsample import draw_stories, story_count_grid
-from fmriscaling.synthetic import synthetic_story_names
 
 # validated copy with every default filled in; errors name the offending key
 _validated = validate_config(config)
@@ -66,6 +65,9 @@ if SOURCE == "openneuro":
     MANIFEST_INDEX = MANIFEST.set_index("path")
     AVAILABLE = {s: manifest_stories(MANIFEST, s) for s in SUBJECTS}
 else:
+    # imported here, not at the top: a real study's parse needs nothing from the demo
+    from fmriscaling.demo.names import synthetic_story_names
+
     MANIFEST = MANIFEST_INDEX = None
     _names = synthetic_story_names(config["synthetic"]["n_train_stories"])
     AVAILABLE = {s: sorted(_names + [TEST_STORY]) for s in SUBJECTS}

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fmriscaling._utils import DataError
+from fmriscaling.demo.tiny_lm import build_tiny_causal_lm
 from fmriscaling.features.io import (
     FeatureWriter,
     downsample_story,
@@ -28,7 +29,6 @@ from fmriscaling.features.lm import (
 )
 from fmriscaling.interpolation import lanczos_interp
 from fmriscaling.stimuli import write_table
-from fmriscaling.tiny_models import build_tiny_causal_lm
 
 VOCAB = (
     "the a of and to in story brain scaling model's 1999 naïve "

@@ -15,6 +15,7 @@ from scipy.io import wavfile
 from transformers import AutoFeatureExtractor, AutoModel
 
 from fmriscaling._utils import DataError
+from fmriscaling.demo.tiny_speech import TINY_SPEECH_PRESETS, build_tiny_speech_model
 from fmriscaling.features.speech import (
     conv_last_frame,
     extract_speech_features,
@@ -25,7 +26,6 @@ from fmriscaling.features.speech import (
     window_bounds,
 )
 from fmriscaling.stimuli import write_table
-from fmriscaling.tiny_speech import TINY_SPEECH_PRESETS, build_tiny_speech_model
 
 SR = 16000
 WINDOW_S = 2.0

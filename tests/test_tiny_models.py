@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from fmriscaling.tiny_models import TINY_LM_PRESETS, build_tiny_causal_lm, train_tokenizer
+from fmriscaling.demo.tiny_lm import TINY_LM_PRESETS, build_tiny_causal_lm, train_tokenizer
 
 TEXTS = ["The story begins in a small town. Unbelievably, nobody noticed the naïve fox."] * 4
 
