@@ -14,7 +14,6 @@ from fmriscaling._utils import DataError
 from fmriscaling.demo.tiny_lm import build_tiny_causal_lm
 from fmriscaling.features.io import (
     FeatureWriter,
-    downsample_story,
     layer_path,
     list_stories,
     read_layer,
@@ -27,7 +26,7 @@ from fmriscaling.features.lm import (
     naive_lm_features,
     window_schedule,
 )
-from fmriscaling.interpolation import lanczos_interp
+from fmriscaling.interpolation import downsample_story
 from fmriscaling.stimuli import write_table
 
 VOCAB = (
@@ -196,18 +195,6 @@ def test_feature_writer_leaves_nothing_on_error(tmp_path, rng):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match=r"expected features of shape \(3, n_trs"):
         FeatureWriter(tmp_path, 2, "tiny").write_story("s", np.zeros((2, 4, 2)))
-
-
-def test_downsample_story_matches_per_layer_lanczos(rng):
-    word_feats = rng.standard_normal((3, 50, 4)).astype(np.float32)
-    word_times = np.sort(rng.uniform(0, 40, 50))
-    tr_times = np.arange(20) * 2.0 + 1.0
-    rows = slice(3, 17)
-    out = downsample_story(word_feats, word_times, tr_times, rows)
-    assert out.shape == (3, 14, 4) and out.dtype == np.float32
-    for layer in range(3):
-        expected = lanczos_interp(word_feats[layer].astype(np.float64), word_times, tr_times)
-        np.testing.assert_allclose(out[layer], expected[rows], rtol=1e-4, atol=1e-5)
 
 
 def _write_story_tables(tmp_path, story, words, n_trs=20, trim=(3, 2)):

@@ -5,7 +5,8 @@
     per-word reference (`naive_lm_features`) and the per-dataset driver `extract_text_model`.
 ``fmriscaling.features.io``
     `FeatureWriter` (one HDF5 file per layer, one dataset per story, written atomically),
-    `read_layer`, `list_stories`, and `downsample_story` (Lanczos to TR times, then trim).
+    `read_layer` and `list_stories`; the Lanczos step to TR times is
+    `fmriscaling.interpolation.downsample_story`.
 
 Submodules import torch / transformers lazily, so importing this package stays cheap.
 """

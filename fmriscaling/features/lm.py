@@ -51,8 +51,9 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 
 from .._utils import DataError, provenance, write_json
+from ..interpolation import downsample_story
 from ..models import pick_device, pick_dtype, require_model_dir, snapshot_record
-from .io import FeatureWriter, downsample_story
+from .io import FeatureWriter
 
 if TYPE_CHECKING:
     import torch

@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 
 from .._utils import DataError, check_data_file, provenance, write_json
+from ..interpolation import downsample_story
 from ..models import pick_device, pick_dtype, require_model_dir, snapshot_record
 from ..stimuli import kept_tr_rows
-from .io import FeatureWriter, downsample_story
+from .io import FeatureWriter
 
 logger = logging.getLogger(__name__)
 
