@@ -22,6 +22,7 @@ from fmriscaling.features.lm import (
     context_starts,
     extract_lm_features,
     extract_text_model,
+    lm_features_and_stats,
     load_causal_lm,
     naive_lm_features,
     window_schedule,
@@ -85,11 +86,11 @@ def test_schedule_matches_word_by_word_policy():
 @pytest.mark.parametrize("arch", ["opt", "llama"])
 def test_dynamic_equals_naive(lms, words, arch):
     lm = lms[arch]
-    dyn, stats = extract_lm_features(
-        lm, words, max_words=MAX_WORDS, reset_words=RESET_WORDS, batch_size=4, return_stats=True
+    dyn, stats = lm_features_and_stats(
+        lm, words, max_words=MAX_WORDS, reset_words=RESET_WORDS, batch_size=4
     )
-    ref, ref_stats = naive_lm_features(
-        lm, words, max_words=MAX_WORDS, reset_words=RESET_WORDS, return_stats=True
+    ref, ref_stats = lm_features_and_stats(
+        lm, words, naive=True, max_words=MAX_WORDS, reset_words=RESET_WORDS, batch_size=1
     )
     assert dyn.shape == (N_LAYERS + 1, len(words), 16) and dyn.dtype == np.float32
     np.testing.assert_allclose(dyn, ref, rtol=1e-5, atol=1e-5)

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -385,21 +385,39 @@ def _clean_words(words: Sequence[Any]) -> list[str]:
     return [w.strip() if isinstance(w, str) else "" for w in words]
 
 
-def _extract(
-    model: str | os.PathLike | LoadedLM,
+def lm_features_and_stats(
+    lm: LoadedLM,
     words: Sequence[str],
     *,
-    naive: bool,
-    max_words: int,
-    reset_words: int,
-    batch_size: int,
-    device: str,
-    dtype: str,
-    layers: Sequence[int] | None,
-    progress: ProgressFn | None,
+    naive: bool = False,
+    max_words: int = 512,
+    reset_words: int = 256,
+    batch_size: int = 8,
+    layers: Sequence[int] | None = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, ExtractionStats]:
+    """The features of `extract_lm_features` (or `naive_lm_features`) and what they cost.
+
+    Parameters
+    ----------
+    lm : LoadedLM
+        A model loaded with `load_causal_lm`.
+    words : sequence of str, length n_words
+        The story's words in order; "" (empty) words are allowed, see the module docstring.
+    naive : bool
+        One pass per word over exactly its own context (`naive_lm_features`) instead of one
+        pass per window of the schedule (`extract_lm_features`).
+    max_words, reset_words, batch_size, layers, progress
+        As in `extract_lm_features`.
+
+    Returns
+    -------
+    feats : array of shape (n_layers + 1, n_words, hidden_size), float32
+        (``len(layers)`` rows when ``layers`` is given.)
+    stats : ExtractionStats
+        Words, tokens, passes, forward calls and seconds.
+    """
     _check_context(max_words, reset_words)
-    lm = model if isinstance(model, LoadedLM) else load_causal_lm(model, device=device, dtype=dtype)
     layer_idx = _layer_indices(layers, lm.n_layers)
     clean = _clean_words(words)
     kept = np.flatnonzero([bool(w) for w in clean])
@@ -446,51 +464,29 @@ def _extract(
     return feats, stats
 
 
-@overload
+def _as_loaded(model: str | os.PathLike | LoadedLM, device: str, dtype: str) -> LoadedLM:
+    return (
+        model if isinstance(model, LoadedLM) else load_causal_lm(model, device=device, dtype=dtype)
+    )
+
+
 def extract_lm_features(
     model: str | os.PathLike | LoadedLM,
     words: Sequence[str],
     *,
-    max_words: int = ...,
-    reset_words: int = ...,
-    batch_size: int = ...,
-    device: str = ...,
-    dtype: str = ...,
-    layers: Sequence[int] | None = ...,
-    progress: ProgressFn | None = ...,
-    return_stats: Literal[False] = ...,
-) -> np.ndarray: ...
-@overload
-def extract_lm_features(
-    model: str | os.PathLike | LoadedLM,
-    words: Sequence[str],
-    *,
-    max_words: int = ...,
-    reset_words: int = ...,
-    batch_size: int = ...,
-    device: str = ...,
-    dtype: str = ...,
-    layers: Sequence[int] | None = ...,
-    progress: ProgressFn | None = ...,
-    return_stats: Literal[True],
-) -> tuple[np.ndarray, ExtractionStats]: ...
-def extract_lm_features(
-    model,
-    words,
-    *,
-    max_words=512,
-    reset_words=256,
-    batch_size=8,
-    device="auto",
-    dtype="auto",
-    layers=None,
-    progress=None,
-    return_stats=False,
-):
+    max_words: int = 512,
+    reset_words: int = 256,
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "auto",
+    layers: Sequence[int] | None = None,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
     """Hidden states of every layer at each word, with the dynamic word context.
 
     One forward pass per window of the schedule (see the module docstring); each word's
     feature equals that of a pass over exactly its own context (`naive_lm_features`).
+    `lm_features_and_stats` also returns what the extraction cost.
 
     Parameters
     ----------
@@ -512,91 +508,53 @@ def extract_lm_features(
         Hidden-state indices to keep (0 = embeddings); default all.
     progress : callable (n_done_words, n_words) -> None, optional
         Called after every forward call.
-    return_stats : bool
-        Also return an `ExtractionStats`.
 
     Returns
     -------
     feats : array of shape (n_layers + 1, n_words, hidden_size), float32
         (``len(layers)`` rows when ``layers`` is given.)
-    stats : ExtractionStats
-        Only with ``return_stats=True``.
     """
-    feats, stats = _extract(
-        model,
+    feats, _ = lm_features_and_stats(
+        _as_loaded(model, device, dtype),
         words,
-        naive=False,
         max_words=max_words,
         reset_words=reset_words,
         batch_size=batch_size,
-        device=device,
-        dtype=dtype,
         layers=layers,
         progress=progress,
     )
-    return (feats, stats) if return_stats else feats
+    return feats
 
 
-@overload
 def naive_lm_features(
     model: str | os.PathLike | LoadedLM,
     words: Sequence[str],
     *,
-    max_words: int = ...,
-    reset_words: int = ...,
-    batch_size: int = ...,
-    device: str = ...,
-    dtype: str = ...,
-    layers: Sequence[int] | None = ...,
-    progress: ProgressFn | None = ...,
-    return_stats: Literal[False] = ...,
-) -> np.ndarray: ...
-@overload
-def naive_lm_features(
-    model: str | os.PathLike | LoadedLM,
-    words: Sequence[str],
-    *,
-    max_words: int = ...,
-    reset_words: int = ...,
-    batch_size: int = ...,
-    device: str = ...,
-    dtype: str = ...,
-    layers: Sequence[int] | None = ...,
-    progress: ProgressFn | None = ...,
-    return_stats: Literal[True],
-) -> tuple[np.ndarray, ExtractionStats]: ...
-def naive_lm_features(
-    model,
-    words,
-    *,
-    max_words=512,
-    reset_words=256,
-    batch_size=1,
-    device="auto",
-    dtype="auto",
-    layers=None,
-    progress=None,
-    return_stats=False,
-):
+    max_words: int = 512,
+    reset_words: int = 256,
+    batch_size: int = 1,
+    device: str = "auto",
+    dtype: str = "auto",
+    layers: Sequence[int] | None = None,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
     """Reference: one forward pass per word over exactly its own context.
 
     Word ``i``'s context start comes from `context_starts` (the policy applied word by word);
-    its pass is ``[BOS] + tokens(words[start:i+1])``. Same parameters and return values as
+    its pass is ``[BOS] + tokens(words[start:i+1])``. Same parameters and return value as
     `extract_lm_features`; ``batch_size`` defaults to 1 (no padding at all).
     """
-    feats, stats = _extract(
-        model,
+    feats, _ = lm_features_and_stats(
+        _as_loaded(model, device, dtype),
         words,
         naive=True,
         max_words=max_words,
         reset_words=reset_words,
         batch_size=batch_size,
-        device=device,
-        dtype=dtype,
         layers=layers,
         progress=progress,
     )
-    return (feats, stats) if return_stats else feats
+    return feats
 
 
 # ---------------------------------------------------------------------------- driver
@@ -693,13 +651,8 @@ def extract_text_model(
                 )
             word_times = np.asarray(words_df["time"], dtype=np.float64)
             tr_times, keep = kept_tr_rows(trs_path, story)
-            feats, stats = extract_lm_features(
-                lm,
-                words,
-                max_words=max_words,
-                reset_words=reset_words,
-                batch_size=batch_size,
-                return_stats=True,
+            feats, stats = lm_features_and_stats(
+                lm, words, max_words=max_words, reset_words=reset_words, batch_size=batch_size
             )
             tr_feats = downsample_story(
                 feats,
