@@ -277,6 +277,23 @@ def test_extract_text_model_errors(tmp_path, model_dirs, words):
         )
 
 
+def test_extract_text_model_checks_inputs_first(tmp_path, model_dirs, words):
+    """A bad file of the last story fails before the first story runs, as for speech."""
+    first = _write_story_tables(tmp_path, "first", words)
+    last = _write_story_tables(tmp_path, "last", words)
+    kw = {"model_name": "tiny-opt", "device": "cpu", "max_words": MAX_WORDS}
+    with pytest.raises(DataError, match=r"last\.trs\.tsv.*does not exist"):
+        extract_text_model(
+            model_dirs["opt"],
+            {"first": first[0], "last": last[0]},
+            {"first": first[1], "last": tmp_path / "last.trs.tsv.missing"},
+            tmp_path / "out",
+            **kw,
+        )
+    # the writer never started: no directory, no temporary layer files
+    assert not (tmp_path / "out").exists()
+
+
 def test_model_without_bos(tmp_path):
     build_tiny_causal_lm(tmp_path, hidden_size=16, num_layers=1, num_heads=2, texts=TEXTS)
     for name, key in (("tokenizer_config.json", "bos_token"), ("config.json", "bos_token_id")):

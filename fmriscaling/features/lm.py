@@ -44,16 +44,16 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._utils import DataError, provenance, write_json
-from ..interpolation import downsample_story
+from .._utils import DataError, provenance
 from ..models import pick_device, pick_dtype, require_model_dir, snapshot_record
-from .io import FeatureWriter
+from ..stimuli import read_words
+from .extract import RunRecord, extract_model
 
 if TYPE_CHECKING:
     import torch
@@ -560,6 +560,75 @@ def naive_lm_features(
 # ---------------------------------------------------------------------------- driver
 
 
+@dataclass
+class _TextExtraction:
+    """The causal-LM part of `fmriscaling.features.extract.extract_model`."""
+
+    model: LoadedLM
+    model_name: str
+    context: dict[str, int]  # max_words, reset_words, batch_size
+    totals: ExtractionStats = field(default_factory=ExtractionStats)
+    stories: list[str] = field(default_factory=list)
+
+    def read_input(self, story: str, path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+        """The story's words (cleaned, see `extract_lm_features`) and their times, (n_words,)."""
+        words_df = read_words(path)
+        words = _clean_words(list(words_df["word"]))
+        if not any(words):
+            raise DataError(
+                f"story {story!r} has no words in {path}; check its TextGrid word "
+                "tier and re-run the stimulus timing stage"
+            )
+        return words, np.asarray(words_df["time"], dtype=np.float64)
+
+    def story_features(
+        self,
+        story: str,
+        story_input: tuple[list[str], np.ndarray],
+        tr_times: np.ndarray,
+        rows: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, ExtractionStats]:
+        words, word_times = story_input
+        feats, stats = lm_features_and_stats(self.model, words, **self.context)
+        return feats, word_times, stats
+
+    def story_written(self, story: str, stats: ExtractionStats, n_rows: int, progress: str) -> None:
+        for name in ("n_words", "n_story_tokens", "n_tokens_processed", "n_passes"):
+            setattr(self.totals, name, getattr(self.totals, name) + getattr(stats, name))
+        self.totals.seconds += stats.seconds
+        self.stories.append(story)
+        logger.info(
+            "%s %s: %d words -> %d TRs, %.1f words/s, %.2fx story tokens",
+            progress,
+            story,
+            stats.n_words,
+            n_rows,
+            stats.words_per_second,
+            stats.token_ratio,
+        )
+
+    def provenance_record(self, run: RunRecord) -> dict[str, Any]:
+        # the per-story costs are in stats; the loop's wall time is not recorded for LMs
+        lm = self.model
+        return provenance(
+            run.params,
+            model_name=self.model_name,
+            model_dir=str(lm.model_dir),
+            **snapshot_record(lm.model_dir),
+            dtype=str(lm.dtype).removeprefix("torch."),
+            device=lm.device,
+            n_params=lm.n_params,
+            n_layers=lm.n_layers,
+            hidden_size=lm.hidden_size,
+            bos_token_id=lm.bos_token_id,
+            stats=asdict(self.totals),
+            **self.context,
+            lanczos_window=run.lanczos_window,
+            lanczos_normalize=run.lanczos_normalize,
+            stories=self.stories,
+        )
+
+
 def extract_text_model(
     model_dir: str | os.PathLike,
     words_tables: Mapping[str, str | os.PathLike],
@@ -572,18 +641,15 @@ def extract_text_model(
     batch_size: int = 8,
     device: str = "auto",
     dtype: str = "auto",
-    lanczos_window: int = 3,
-    lanczos_normalize: bool = False,
-    expected_n_layers: int | None = None,
     bos_token_id: int | None = None,
-    params: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> list[Path]:
     """Extract a causal LM's features for every story and write them per layer at TR times.
 
-    For each story (one at a time, so memory holds one story's features): read its words and TR
-    table, run `extract_lm_features`, Lanczos-downsample to all TR times, keep the rows with
-    ``response_row >= 0`` (in response-row order), and append them to ``layer-<l>.h5``.
-    Writes ``out_dir/provenance.json``.
+    `fmriscaling.features.extract.extract_model` with a causal LM: every story's words table
+    is read first (a story without words is an error), then per story `extract_lm_features`
+    at the word times, downsampled to the TRs with ``response_row >= 0`` and appended to
+    ``layer-<l>.h5``. Writes ``out_dir/provenance.json``.
 
     Parameters
     ----------
@@ -600,104 +666,31 @@ def extract_text_model(
         The model's name in the config.
     max_words, reset_words, batch_size, device, dtype
         As in `extract_lm_features`.
-    lanczos_window : int
-        Lanczos lobes.
-    lanczos_normalize : bool
-        Normalise the Lanczos kernel (the reference does not).
-    expected_n_layers : int, optional
-        Transformer blocks the config expects; a different count is a `DataError`.
     bos_token_id : int, optional
         Fallback BOS id for a model whose tokenizer and config define none.
-    params : mapping, optional
-        The rule's params, stored (and hashed) in the provenance.
+    **options
+        ``expected_n_layers``, ``lanczos_window``, ``lanczos_normalize``, ``params``: as in
+        `fmriscaling.features.extract.extract_model`.
 
     Returns
     -------
     paths : list of Path
         The layer files, layer 0 first.
     """
-    from ..stimuli import kept_tr_rows, read_words
 
-    if not words_tables:
-        raise DataError(
-            f"no stories given for model {model_name!r}; check the dataset's story list"
+    def load() -> _TextExtraction:
+        lm = load_causal_lm(
+            model_dir, device=device, dtype=dtype, model_name=model_name, bos_token_id=bos_token_id
         )
-    missing = sorted(set(words_tables) ^ set(trs_tables))
-    if missing:
-        raise DataError(
-            f"stories {missing} have a words table or a TR table but not both; every story "
-            "needs both (check the stimulus timing outputs)"
-        )
-    out_dir = Path(out_dir)
-    lm = load_causal_lm(
-        model_dir, device=device, dtype=dtype, model_name=model_name, bos_token_id=bos_token_id
+        context = {"max_words": max_words, "reset_words": reset_words, "batch_size": batch_size}
+        return _TextExtraction(lm, model_name, context)
+
+    return extract_model(
+        load,
+        words_tables,
+        trs_tables,
+        out_dir,
+        input_name="a words table",
+        model_name=model_name,
+        **options,
     )
-    if expected_n_layers is not None and lm.n_layers != expected_n_layers:
-        raise DataError(
-            f"model {model_name!r} in {lm.model_dir} has {lm.n_layers} layers but the config "
-            f"expects {expected_n_layers}; fix `n_layers` of this model in the config or "
-            "re-download the snapshot"
-        )
-    totals = ExtractionStats()
-    with FeatureWriter(out_dir, lm.n_layers, model_name) as writer:
-        for k, story in enumerate(words_tables):
-            words_path, trs_path = words_tables[story], trs_tables[story]
-            words_df = read_words(words_path)
-            words = _clean_words(list(words_df["word"]))
-            if not any(words):
-                raise DataError(
-                    f"story {story!r} has no words in {words_path}; check its TextGrid word "
-                    "tier and re-run the stimulus timing stage"
-                )
-            word_times = np.asarray(words_df["time"], dtype=np.float64)
-            tr_times, keep = kept_tr_rows(trs_path, story)
-            feats, stats = lm_features_and_stats(
-                lm, words, max_words=max_words, reset_words=reset_words, batch_size=batch_size
-            )
-            tr_feats = downsample_story(
-                feats,
-                word_times,
-                tr_times,
-                keep,
-                window=lanczos_window,
-                normalize=lanczos_normalize,
-            )
-            del feats
-            writer.write_story(story, tr_feats)
-            for field in ("n_words", "n_story_tokens", "n_tokens_processed", "n_passes"):
-                setattr(totals, field, getattr(totals, field) + getattr(stats, field))
-            totals.seconds += stats.seconds
-            logger.info(
-                "[%d/%d] %s: %d words -> %d TRs, %.1f words/s, %.2fx story tokens",
-                k + 1,
-                len(words_tables),
-                story,
-                stats.n_words,
-                tr_feats.shape[1],
-                stats.words_per_second,
-                stats.token_ratio,
-            )
-        paths = writer.final_paths()
-    write_json(
-        out_dir / "provenance.json",
-        provenance(
-            params,
-            model_name=model_name,
-            model_dir=str(lm.model_dir),
-            **snapshot_record(lm.model_dir),
-            dtype=str(lm.dtype).removeprefix("torch."),
-            device=lm.device,
-            n_params=lm.n_params,
-            n_layers=lm.n_layers,
-            hidden_size=lm.hidden_size,
-            bos_token_id=lm.bos_token_id,
-            max_words=max_words,
-            reset_words=reset_words,
-            batch_size=batch_size,
-            lanczos_window=lanczos_window,
-            lanczos_normalize=lanczos_normalize,
-            stories=list(words_tables),
-            stats=asdict(totals),
-        ),
-    )
-    return paths
