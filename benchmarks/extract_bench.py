@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fmriscaling.features.lm import extract_lm_features, load_causal_lm, naive_lm_features
-from fmriscaling.tiny_models import build_tiny_causal_lm
+from fmriscaling.demo.tiny_lm import build_tiny_causal_lm
+from fmriscaling.features.lm import lm_features_and_stats, load_causal_lm
 
 SYLLABLES = "ka lo mi ne ru sa ti vo be da fu gi ho ja ke lu ma no pe qui ra se to wu".split()
 
@@ -84,12 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             "max_words": args.max_words,
             "reset_words": args.reset_words,
             "batch_size": args.batch_size,
-            "return_stats": True,
         }
-        extract_lm_features(lm, words[:64], **kw)  # warm-up (kernels, allocator)
-        dyn, dyn_stats = extract_lm_features(lm, words, **kw)
+        lm_features_and_stats(lm, words[:64], **kw)  # warm-up (kernels, allocator)
+        dyn, dyn_stats = lm_features_and_stats(lm, words, **kw)
         t0 = time.perf_counter()
-        ref, ref_stats = naive_lm_features(lm, words, **kw)
+        ref, ref_stats = lm_features_and_stats(lm, words, naive=True, **kw)
         naive_wall = time.perf_counter() - t0
 
     scale = float(np.abs(ref).max())

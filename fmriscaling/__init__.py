@@ -2,7 +2,7 @@
 
 The library is importable without Snakemake. Modules are layered, and imports only point down
 this list: ``_utils``/``config`` -> ``download``, ``textgrid``, ``stimuli``, ``responses``,
-``synthetic`` -> ``interpolation``, ``models``, ``features`` -> ``encoding`` -> ``plotting``.
+``demo`` -> ``interpolation``, ``models``, ``features`` -> ``encoding`` -> ``plotting``.
 """
 
 __version__ = "0.1.0"

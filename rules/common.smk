@@ -125,8 +125,8 @@ if SOURCE == "openneuro":
     MANIFEST_INDEX = MANIFEST.set_index("path")
     AVAILABLE = {s: manifest_stories(MANIFEST, s) for s in SUBJECTS}
 else:
-    # imported only for the demo: a real study's plan never loads the demo package
-    from fmriscaling.synthetic import synthetic_story_names
+    # imported here, not at the top: a real study's parse needs nothing from the demo
+    from fmriscaling.demo.names import synthetic_story_names
 
     MANIFEST = MANIFEST_INDEX = None
     _names = synthetic_story_names(config["synthetic"]["n_train_stories"])

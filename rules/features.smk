@@ -31,7 +31,7 @@ rule extract_text_features:
         dtype=config["features"]["dtype"],
         lanczos=config["features"]["lanczos"],
     script:
-        "../workflow_scripts/extract_text_features.py"
+        "../workflow_scripts/extract_features.py"
 
 
 rule extract_speech_features:
@@ -63,4 +63,4 @@ rule extract_speech_features:
         dtype=config["features"]["dtype"],
         lanczos=config["features"]["lanczos"],
     script:
-        "../workflow_scripts/extract_speech_features.py"
+        "../workflow_scripts/extract_features.py"

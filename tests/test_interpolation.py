@@ -9,7 +9,12 @@ import pytest
 
 from fmriscaling import interpolation
 from fmriscaling._utils import DataError
-from fmriscaling.interpolation import lanczos_interp, lanczos_kernel, lanczos_matrix
+from fmriscaling.interpolation import (
+    downsample_story,
+    lanczos_interp,
+    lanczos_kernel,
+    lanczos_matrix,
+)
 
 
 def _direct(data, old_times, new_times, window, cutoff_mult, normalize=False):
@@ -113,3 +118,15 @@ def test_bad_times_raise():
         lanczos_interp(np.ones(2), np.arange(3.0), np.arange(4.0))
     with pytest.raises(ValueError, match="at least 2"):
         lanczos_interp(np.ones(2), np.arange(2.0), np.array([1.0]))
+
+
+def test_downsample_story_matches_per_layer_lanczos(rng):
+    word_feats = rng.standard_normal((3, 50, 4)).astype(np.float32)
+    word_times = np.sort(rng.uniform(0, 40, 50))
+    tr_times = np.arange(20) * 2.0 + 1.0
+    rows = slice(3, 17)
+    out = downsample_story(word_feats, word_times, tr_times, rows)
+    assert out.shape == (3, 14, 4) and out.dtype == np.float32
+    for layer in range(3):
+        expected = lanczos_interp(word_feats[layer].astype(np.float64), word_times, tr_times)
+        np.testing.assert_allclose(out[layer], expected[rows], rtol=1e-4, atol=1e-5)

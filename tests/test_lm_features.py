@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from fmriscaling._utils import DataError
+from fmriscaling.demo.tiny_lm import build_tiny_causal_lm
 from fmriscaling.features.io import (
     FeatureWriter,
-    downsample_story,
     layer_path,
     list_stories,
     read_layer,
@@ -22,13 +22,13 @@ from fmriscaling.features.lm import (
     context_starts,
     extract_lm_features,
     extract_text_model,
+    lm_features_and_stats,
     load_causal_lm,
     naive_lm_features,
     window_schedule,
 )
-from fmriscaling.interpolation import lanczos_interp
+from fmriscaling.interpolation import downsample_story
 from fmriscaling.stimuli import write_table
-from fmriscaling.tiny_models import build_tiny_causal_lm
 
 VOCAB = (
     "the a of and to in story brain scaling model's 1999 naïve "
@@ -86,11 +86,11 @@ def test_schedule_matches_word_by_word_policy():
 @pytest.mark.parametrize("arch", ["opt", "llama"])
 def test_dynamic_equals_naive(lms, words, arch):
     lm = lms[arch]
-    dyn, stats = extract_lm_features(
-        lm, words, max_words=MAX_WORDS, reset_words=RESET_WORDS, batch_size=4, return_stats=True
+    dyn, stats = lm_features_and_stats(
+        lm, words, max_words=MAX_WORDS, reset_words=RESET_WORDS, batch_size=4
     )
-    ref, ref_stats = naive_lm_features(
-        lm, words, max_words=MAX_WORDS, reset_words=RESET_WORDS, return_stats=True
+    ref, ref_stats = lm_features_and_stats(
+        lm, words, naive=True, max_words=MAX_WORDS, reset_words=RESET_WORDS, batch_size=1
     )
     assert dyn.shape == (N_LAYERS + 1, len(words), 16) and dyn.dtype == np.float32
     np.testing.assert_allclose(dyn, ref, rtol=1e-5, atol=1e-5)
@@ -198,18 +198,6 @@ def test_feature_writer_leaves_nothing_on_error(tmp_path, rng):
         FeatureWriter(tmp_path, 2, "tiny").write_story("s", np.zeros((2, 4, 2)))
 
 
-def test_downsample_story_matches_per_layer_lanczos(rng):
-    word_feats = rng.standard_normal((3, 50, 4)).astype(np.float32)
-    word_times = np.sort(rng.uniform(0, 40, 50))
-    tr_times = np.arange(20) * 2.0 + 1.0
-    rows = slice(3, 17)
-    out = downsample_story(word_feats, word_times, tr_times, rows)
-    assert out.shape == (3, 14, 4) and out.dtype == np.float32
-    for layer in range(3):
-        expected = lanczos_interp(word_feats[layer].astype(np.float64), word_times, tr_times)
-        np.testing.assert_allclose(out[layer], expected[rows], rtol=1e-4, atol=1e-5)
-
-
 def _write_story_tables(tmp_path, story, words, n_trs=20, trim=(3, 2)):
     times = np.linspace(0.5, 2.0 * (n_trs - 4), len(words))
     words_path, trs_path = tmp_path / f"{story}.words.tsv", tmp_path / f"{story}.trs.tsv"
@@ -287,6 +275,23 @@ def test_extract_text_model_errors(tmp_path, model_dirs, words):
             expected_n_layers=12,
             **kw,
         )
+
+
+def test_extract_text_model_checks_inputs_first(tmp_path, model_dirs, words):
+    """A bad file of the last story fails before the first story runs, as for speech."""
+    first = _write_story_tables(tmp_path, "first", words)
+    last = _write_story_tables(tmp_path, "last", words)
+    kw = {"model_name": "tiny-opt", "device": "cpu", "max_words": MAX_WORDS}
+    with pytest.raises(DataError, match=r"last\.trs\.tsv.*does not exist"):
+        extract_text_model(
+            model_dirs["opt"],
+            {"first": first[0], "last": last[0]},
+            {"first": first[1], "last": tmp_path / "last.trs.tsv.missing"},
+            tmp_path / "out",
+            **kw,
+        )
+    # the writer never started: no directory, no temporary layer files
+    assert not (tmp_path / "out").exists()
 
 
 def test_model_without_bos(tmp_path):

@@ -15,6 +15,8 @@ from scipy.io import wavfile
 from transformers import AutoFeatureExtractor, AutoModel
 
 from fmriscaling._utils import DataError
+from fmriscaling.demo.tiny_speech import TINY_SPEECH_PRESETS, build_tiny_speech_model
+from fmriscaling.features.lm import extract_text_model
 from fmriscaling.features.speech import (
     conv_last_frame,
     extract_speech_features,
@@ -25,7 +27,6 @@ from fmriscaling.features.speech import (
     window_bounds,
 )
 from fmriscaling.stimuli import write_table
-from fmriscaling.tiny_speech import TINY_SPEECH_PRESETS, build_tiny_speech_model
 
 SR = 16000
 WINDOW_S = 2.0
@@ -384,4 +385,29 @@ def test_extract_speech_model_checks_inputs_first(tmp_path, model_dirs, audio):
         extract_speech_model(
             model_dirs["hubert"], {"s": tmp_path / "s.wav"}, {}, tmp_path / "out", model_name="x"
         )
+    assert not (tmp_path / "out").exists()
+
+
+def test_speech_and_text_refuse_mismatched_stories_with_one_message(tmp_path, audio):
+    """Both kinds go through one driver: same checks, same words, before any model loads."""
+    wavfile.write(tmp_path / "a.wav", SR, audio)
+    never_loaded = tmp_path / "no-model-here"
+    kw = {"model_name": "tiny", "device": "cpu"}
+    messages = {}
+    for kind, extract, inputs in (
+        ("a wav file", extract_speech_model, {"a": tmp_path / "a.wav", "b": tmp_path / "a.wav"}),
+        ("a words table", extract_text_model, {"a": tmp_path / "a.tsv", "b": tmp_path / "b.tsv"}),
+    ):
+        with pytest.raises(DataError) as err:
+            extract(never_loaded, inputs, {"a": tmp_path / "a.trs.tsv"}, tmp_path / "out", **kw)
+        messages[kind] = str(err.value)
+        with pytest.raises(DataError, match="no stories given for model 'tiny'"):
+            extract(never_loaded, {}, {}, tmp_path / "out", **kw)
+    assert messages["a wav file"] == (
+        "stories ['b'] have a wav file or a TR table but not both; every story needs both "
+        "(check the dataset's story list and the stimulus timing outputs)"
+    )
+    assert messages["a words table"] == messages["a wav file"].replace(
+        "a wav file", "a words table"
+    )
     assert not (tmp_path / "out").exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,13 +17,14 @@ from scipy import signal
 from scipy.io import wavfile
 
 from fmriscaling import ConfigError
-from fmriscaling.stimuli import response_rows, simulated_tr_times, word_table
-from fmriscaling.synthetic import (
+from fmriscaling.demo.names import synthetic_story_names
+from fmriscaling.demo.synthetic import (
     analytic_cc_max,
     canonical_hrf,
     expected_correlation,
     generate_dataset,
 )
+from fmriscaling.stimuli import response_rows, simulated_tr_times, word_table
 from fmriscaling.textgrid import read_textgrid
 
 SUBJECTS = ("UTS01", "UTS02")
@@ -98,6 +101,22 @@ def test_layout_matches_ds003020(dataset, respdict):
         "ground_truth/README.md",
     }
     assert set(_files(root)) == expected
+
+
+def test_story_names_match_the_generator_and_import_light(dataset):
+    _, summary = dataset
+    assert synthetic_story_names(SMALL["n_train_stories"]) == summary["train_stories"]
+    # the workflow parse imports the names from here: no generator, not even numpy
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import fmriscaling.demo.names"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = [line for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    imported = {row.rsplit("|", 1)[1].strip() for row in rows[1:]}
+    assert "fmriscaling.demo.names" in imported
+    assert not imported & {"numpy", "fmriscaling.demo.stories", "fmriscaling.demo.synthetic"}
 
 
 def test_training_lengths_follow_the_range(respdict):

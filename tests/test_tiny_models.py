@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from fmriscaling.tiny_models import TINY_LM_PRESETS, build_tiny_causal_lm, train_tokenizer
+from fmriscaling.demo.tiny_lm import TINY_LM_PRESETS, build_tiny_causal_lm, train_tokenizer
 
+ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ["The story begins in a small town. Unbelievably, nobody noticed the naïve fox."] * 4
 
 
@@ -66,11 +69,45 @@ def test_tokenizer_specials_and_vocab():
         train_tokenizer(TEXTS, vocab_size=100)
 
 
-def test_presets_increase_in_size():
-    sizes = [
-        TINY_LM_PRESETS[k]["hidden_size"] * TINY_LM_PRESETS[k]["num_layers"]
-        for k in "xs s m".split()
-    ]
-    assert sizes == sorted(sizes) and len(set(sizes)) == 3
-    for preset in TINY_LM_PRESETS.values():
-        assert preset["hidden_size"] % preset["num_heads"] == 0
+def _opt_n_params(vocab: int, hidden: int, layers: int, ffn: int, positions: int) -> int:
+    """OPT's parameter count from its layer list, independent of transformers' bookkeeping."""
+    attention = 4 * (hidden * hidden + hidden)  # q, k, v, out projections with biases
+    mlp = (hidden * ffn + ffn) + (ffn * hidden + hidden)
+    norms = 2 * 2 * hidden  # two layer norms per block, weight and bias
+    # token embeddings (the LM head is tied to them), learned positions (OPT offsets them by
+    # 2), the blocks and the final layer norm
+    return (
+        vocab * hidden + (positions + 2) * hidden + layers * (attention + mlp + norms) + 2 * hidden
+    )
+
+
+def test_presets_build_models_of_increasing_size_that_the_config_declares(tmp_path):
+    """Each demo preset, built, saved and reloaded, has the sizes the preset and config state."""
+    from transformers import AutoModelForCausalLM
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    declared = {
+        spec["source"]["build"]["preset"]: spec["n_layers"]
+        for spec in config["models"].values()
+        if spec["kind"] == "text" and spec["source"]["build"]["arch"] == "opt"
+    }
+    assert set(declared) == set(TINY_LM_PRESETS)
+    n_params = []
+    for name, preset in TINY_LM_PRESETS.items():
+        info = build_tiny_causal_lm(tmp_path / name, arch="opt", texts=TEXTS, **preset)
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / name, local_files_only=True)
+        counted = sum(p.numel() for p in model.parameters())
+        hidden, layers = preset["hidden_size"], preset["num_layers"]
+        expected = _opt_n_params(len(train_tokenizer(TEXTS)), hidden, layers, 4 * hidden, 2048)
+        assert counted == info["n_params"] == expected
+        cfg = model.config
+        # blocks that exist, the hidden states they give, and what the config declares
+        assert len(model.model.decoder.layers) == layers == declared[name]
+        with torch.no_grad():
+            out = model(torch.tensor([[0, 5, 6]]), output_hidden_states=True)
+        assert len(out.hidden_states) == declared[name] + 1
+        assert out.hidden_states[-1].shape == (1, 3, hidden)
+        assert model.get_input_embeddings().weight.shape[1] == cfg.hidden_size
+        assert cfg.num_attention_heads == preset["num_heads"]
+        n_params.append(counted)
+    assert n_params == sorted(n_params) and len(set(n_params)) == len(n_params)

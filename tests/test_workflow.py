@@ -182,6 +182,32 @@ def test_unknown_config_key_fails_at_start_naming_it(tmp_path):
     assert "unknown config key(s) 'delayz' under 'encoding'" in proc.stdout + proc.stderr
 
 
+def _imported_modules(proc: subprocess.CompletedProcess) -> set[str]:
+    """Every module a process imported, from the table of ``PYTHONPROFILEIMPORTTIME=1``."""
+    # rows look like "import time:  self [us] |  cumulative |   package.module"
+    rows = [line for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    return {row.rsplit("|", 1)[1].strip() for row in rows[1:]}
+
+
+@pytest.mark.parametrize(
+    ("configfile", "demo_dataset"),
+    [("config/lebel2023.yaml", False), ("config/config.yaml", True)],
+)
+def test_parsing_the_workflow_never_imports_the_demo_generator(
+    tmp_path, monkeypatch, configfile, demo_dataset
+):
+    """The real study's plan needs nothing from fmriscaling.demo; the demo's plan, only the names."""
+    workdir = _copy_workflow(tmp_path / "wf")
+    # Python logs every first import of the snakemake process (rules and input functions too)
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    imported = _imported_modules(_snakemake(workdir, "-n", "--configfile", configfile))
+    # the log is live: it saw the workflow's own imports
+    assert {"fmriscaling.config", "fmriscaling.encoding.subsample"} <= imported
+    assert "fmriscaling.demo.synthetic" not in imported
+    assert "fmriscaling.demo.stories" not in imported
+    assert ("fmriscaling.demo.names" in imported) is demo_dataset
+
+
 def test_real_study_plans_downloads_and_timing_offline(tmp_path):
     workdir = _copy_workflow(tmp_path / "wf")
     targets = [

@@ -3,9 +3,9 @@
 from typing import TYPE_CHECKING
 
 from fmriscaling._utils import log_to_file
+from fmriscaling.demo.tiny_lm import TINY_LM_PRESETS, build_tiny_causal_lm
+from fmriscaling.demo.tiny_speech import TINY_SPEECH_PRESETS, build_tiny_speech_model
 from fmriscaling.textgrid import read_textgrid
-from fmriscaling.tiny_models import TINY_LM_PRESETS, build_tiny_causal_lm
-from fmriscaling.tiny_speech import TINY_SPEECH_PRESETS, build_tiny_speech_model
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake

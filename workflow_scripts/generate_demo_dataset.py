@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fmriscaling._utils import log_to_file
-from fmriscaling.synthetic import generate_dataset
+from fmriscaling.demo.synthetic import generate_dataset
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake

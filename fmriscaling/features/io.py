@@ -1,4 +1,4 @@
-"""Feature files: one HDF5 file per layer, one float32 dataset per story; downsampling to TRs.
+"""Feature files: one HDF5 file per layer, one float32 dataset per story.
 
 Layout written by `FeatureWriter`::
 
@@ -24,7 +24,6 @@ import numpy as np
 
 from .._hdf5 import open_hdf5
 from .._utils import DataError
-from ..interpolation import lanczos_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -199,56 +198,3 @@ def list_stories(path: str | os.PathLike) -> list[str]:
     """
     with _open_feature_file(path) as f:
         return sorted(f.keys())
-
-
-def downsample_story(
-    word_feats: np.ndarray,
-    word_times: np.ndarray,
-    tr_times: np.ndarray,
-    rows: slice | np.ndarray,
-    *,
-    window: int = 3,
-    cutoff_mult: float = 1.0,
-    normalize: bool = False,
-) -> np.ndarray:
-    """Lanczos-interpolate every layer's word features to TR times, then keep ``rows``.
-
-    The cutoff is computed from all ``tr_times`` (the reference does the same with the n − 5
-    simulated TRs) before the response rows are selected.
-
-    Parameters
-    ----------
-    word_feats : array of shape (n_layers, n_words, n_dims)
-        Features at ``word_times``.
-    word_times : array of shape (n_words,)
-        Word times in seconds.
-    tr_times : array of shape (n_trs,)
-        TR midpoint times in seconds.
-    rows : slice or array of int (or bool of shape (n_trs,))
-        TRs to keep, in output order (the rows that have a response).
-    window : int
-        Lanczos lobes.
-    cutoff_mult : float
-        Multiplier of the cutoff frequency ``1 / mean(diff(tr_times))``.
-    normalize : bool
-        Normalise the kernel rows (the reference does not).
-
-    Returns
-    -------
-    tr_feats : array of shape (n_layers, n_rows, n_dims), float32
-    """
-    word_feats = np.asarray(word_feats)
-    if word_feats.ndim != 3:
-        raise ValueError(f"word_feats must be (n_layers, n_words, n_dims), got {word_feats.shape}")
-    weights = lanczos_matrix(
-        word_times, tr_times, window=window, cutoff_mult=cutoff_mult, normalize=normalize
-    )[rows]
-    if weights.shape[1] != word_feats.shape[1]:
-        raise ValueError(
-            f"word_times has {weights.shape[1]} times but word_feats {word_feats.shape[1]} words"
-        )
-    weights = weights.astype(np.float32)
-    out = np.empty((word_feats.shape[0], weights.shape[0], word_feats.shape[2]), np.float32)
-    for layer in range(word_feats.shape[0]):
-        out[layer] = weights @ word_feats[layer].astype(np.float32, copy=False)
-    return out

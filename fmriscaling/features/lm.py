@@ -44,15 +44,16 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._utils import DataError, provenance, write_json
+from .._utils import DataError, provenance
 from ..models import pick_device, pick_dtype, require_model_dir, snapshot_record
-from .io import FeatureWriter, downsample_story
+from ..stimuli import read_words
+from .extract import RunRecord, extract_model
 
 if TYPE_CHECKING:
     import torch
@@ -384,21 +385,39 @@ def _clean_words(words: Sequence[Any]) -> list[str]:
     return [w.strip() if isinstance(w, str) else "" for w in words]
 
 
-def _extract(
-    model: str | os.PathLike | LoadedLM,
+def lm_features_and_stats(
+    lm: LoadedLM,
     words: Sequence[str],
     *,
-    naive: bool,
-    max_words: int,
-    reset_words: int,
-    batch_size: int,
-    device: str,
-    dtype: str,
-    layers: Sequence[int] | None,
-    progress: ProgressFn | None,
+    naive: bool = False,
+    max_words: int = 512,
+    reset_words: int = 256,
+    batch_size: int = 8,
+    layers: Sequence[int] | None = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, ExtractionStats]:
+    """The features of `extract_lm_features` (or `naive_lm_features`) and what they cost.
+
+    Parameters
+    ----------
+    lm : LoadedLM
+        A model loaded with `load_causal_lm`.
+    words : sequence of str, length n_words
+        The story's words in order; "" (empty) words are allowed, see the module docstring.
+    naive : bool
+        One pass per word over exactly its own context (`naive_lm_features`) instead of one
+        pass per window of the schedule (`extract_lm_features`).
+    max_words, reset_words, batch_size, layers, progress
+        As in `extract_lm_features`.
+
+    Returns
+    -------
+    feats : array of shape (n_layers + 1, n_words, hidden_size), float32
+        (``len(layers)`` rows when ``layers`` is given.)
+    stats : ExtractionStats
+        Words, tokens, passes, forward calls and seconds.
+    """
     _check_context(max_words, reset_words)
-    lm = model if isinstance(model, LoadedLM) else load_causal_lm(model, device=device, dtype=dtype)
     layer_idx = _layer_indices(layers, lm.n_layers)
     clean = _clean_words(words)
     kept = np.flatnonzero([bool(w) for w in clean])
@@ -445,51 +464,29 @@ def _extract(
     return feats, stats
 
 
-@overload
+def _as_loaded(model: str | os.PathLike | LoadedLM, device: str, dtype: str) -> LoadedLM:
+    return (
+        model if isinstance(model, LoadedLM) else load_causal_lm(model, device=device, dtype=dtype)
+    )
+
+
 def extract_lm_features(
     model: str | os.PathLike | LoadedLM,
     words: Sequence[str],
     *,
-    max_words: int = ...,
-    reset_words: int = ...,
-    batch_size: int = ...,
-    device: str = ...,
-    dtype: str = ...,
-    layers: Sequence[int] | None = ...,
-    progress: ProgressFn | None = ...,
-    return_stats: Literal[False] = ...,
-) -> np.ndarray: ...
-@overload
-def extract_lm_features(
-    model: str | os.PathLike | LoadedLM,
-    words: Sequence[str],
-    *,
-    max_words: int = ...,
-    reset_words: int = ...,
-    batch_size: int = ...,
-    device: str = ...,
-    dtype: str = ...,
-    layers: Sequence[int] | None = ...,
-    progress: ProgressFn | None = ...,
-    return_stats: Literal[True],
-) -> tuple[np.ndarray, ExtractionStats]: ...
-def extract_lm_features(
-    model,
-    words,
-    *,
-    max_words=512,
-    reset_words=256,
-    batch_size=8,
-    device="auto",
-    dtype="auto",
-    layers=None,
-    progress=None,
-    return_stats=False,
-):
+    max_words: int = 512,
+    reset_words: int = 256,
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "auto",
+    layers: Sequence[int] | None = None,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
     """Hidden states of every layer at each word, with the dynamic word context.
 
     One forward pass per window of the schedule (see the module docstring); each word's
     feature equals that of a pass over exactly its own context (`naive_lm_features`).
+    `lm_features_and_stats` also returns what the extraction cost.
 
     Parameters
     ----------
@@ -511,94 +508,125 @@ def extract_lm_features(
         Hidden-state indices to keep (0 = embeddings); default all.
     progress : callable (n_done_words, n_words) -> None, optional
         Called after every forward call.
-    return_stats : bool
-        Also return an `ExtractionStats`.
 
     Returns
     -------
     feats : array of shape (n_layers + 1, n_words, hidden_size), float32
         (``len(layers)`` rows when ``layers`` is given.)
-    stats : ExtractionStats
-        Only with ``return_stats=True``.
     """
-    feats, stats = _extract(
-        model,
+    feats, _ = lm_features_and_stats(
+        _as_loaded(model, device, dtype),
         words,
-        naive=False,
         max_words=max_words,
         reset_words=reset_words,
         batch_size=batch_size,
-        device=device,
-        dtype=dtype,
         layers=layers,
         progress=progress,
     )
-    return (feats, stats) if return_stats else feats
+    return feats
 
 
-@overload
 def naive_lm_features(
     model: str | os.PathLike | LoadedLM,
     words: Sequence[str],
     *,
-    max_words: int = ...,
-    reset_words: int = ...,
-    batch_size: int = ...,
-    device: str = ...,
-    dtype: str = ...,
-    layers: Sequence[int] | None = ...,
-    progress: ProgressFn | None = ...,
-    return_stats: Literal[False] = ...,
-) -> np.ndarray: ...
-@overload
-def naive_lm_features(
-    model: str | os.PathLike | LoadedLM,
-    words: Sequence[str],
-    *,
-    max_words: int = ...,
-    reset_words: int = ...,
-    batch_size: int = ...,
-    device: str = ...,
-    dtype: str = ...,
-    layers: Sequence[int] | None = ...,
-    progress: ProgressFn | None = ...,
-    return_stats: Literal[True],
-) -> tuple[np.ndarray, ExtractionStats]: ...
-def naive_lm_features(
-    model,
-    words,
-    *,
-    max_words=512,
-    reset_words=256,
-    batch_size=1,
-    device="auto",
-    dtype="auto",
-    layers=None,
-    progress=None,
-    return_stats=False,
-):
+    max_words: int = 512,
+    reset_words: int = 256,
+    batch_size: int = 1,
+    device: str = "auto",
+    dtype: str = "auto",
+    layers: Sequence[int] | None = None,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
     """Reference: one forward pass per word over exactly its own context.
 
     Word ``i``'s context start comes from `context_starts` (the policy applied word by word);
-    its pass is ``[BOS] + tokens(words[start:i+1])``. Same parameters and return values as
+    its pass is ``[BOS] + tokens(words[start:i+1])``. Same parameters and return value as
     `extract_lm_features`; ``batch_size`` defaults to 1 (no padding at all).
     """
-    feats, stats = _extract(
-        model,
+    feats, _ = lm_features_and_stats(
+        _as_loaded(model, device, dtype),
         words,
         naive=True,
         max_words=max_words,
         reset_words=reset_words,
         batch_size=batch_size,
-        device=device,
-        dtype=dtype,
         layers=layers,
         progress=progress,
     )
-    return (feats, stats) if return_stats else feats
+    return feats
 
 
 # ---------------------------------------------------------------------------- driver
+
+
+@dataclass
+class _TextExtraction:
+    """The causal-LM part of `fmriscaling.features.extract.extract_model`."""
+
+    model: LoadedLM
+    model_name: str
+    context: dict[str, int]  # max_words, reset_words, batch_size
+    totals: ExtractionStats = field(default_factory=ExtractionStats)
+    stories: list[str] = field(default_factory=list)
+
+    def read_input(self, story: str, path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+        """The story's words (cleaned, see `extract_lm_features`) and their times, (n_words,)."""
+        words_df = read_words(path)
+        words = _clean_words(list(words_df["word"]))
+        if not any(words):
+            raise DataError(
+                f"story {story!r} has no words in {path}; check its TextGrid word "
+                "tier and re-run the stimulus timing stage"
+            )
+        return words, np.asarray(words_df["time"], dtype=np.float64)
+
+    def story_features(
+        self,
+        story: str,
+        story_input: tuple[list[str], np.ndarray],
+        tr_times: np.ndarray,
+        rows: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, ExtractionStats]:
+        words, word_times = story_input
+        feats, stats = lm_features_and_stats(self.model, words, **self.context)
+        return feats, word_times, stats
+
+    def story_written(self, story: str, stats: ExtractionStats, n_rows: int, progress: str) -> None:
+        for name in ("n_words", "n_story_tokens", "n_tokens_processed", "n_passes"):
+            setattr(self.totals, name, getattr(self.totals, name) + getattr(stats, name))
+        self.totals.seconds += stats.seconds
+        self.stories.append(story)
+        logger.info(
+            "%s %s: %d words -> %d TRs, %.1f words/s, %.2fx story tokens",
+            progress,
+            story,
+            stats.n_words,
+            n_rows,
+            stats.words_per_second,
+            stats.token_ratio,
+        )
+
+    def provenance_record(self, run: RunRecord) -> dict[str, Any]:
+        # the per-story costs are in stats; the loop's wall time is not recorded for LMs
+        lm = self.model
+        return provenance(
+            run.params,
+            model_name=self.model_name,
+            model_dir=str(lm.model_dir),
+            **snapshot_record(lm.model_dir),
+            dtype=str(lm.dtype).removeprefix("torch."),
+            device=lm.device,
+            n_params=lm.n_params,
+            n_layers=lm.n_layers,
+            hidden_size=lm.hidden_size,
+            bos_token_id=lm.bos_token_id,
+            stats=asdict(self.totals),
+            **self.context,
+            lanczos_window=run.lanczos_window,
+            lanczos_normalize=run.lanczos_normalize,
+            stories=self.stories,
+        )
 
 
 def extract_text_model(
@@ -613,18 +641,15 @@ def extract_text_model(
     batch_size: int = 8,
     device: str = "auto",
     dtype: str = "auto",
-    lanczos_window: int = 3,
-    lanczos_normalize: bool = False,
-    expected_n_layers: int | None = None,
     bos_token_id: int | None = None,
-    params: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> list[Path]:
     """Extract a causal LM's features for every story and write them per layer at TR times.
 
-    For each story (one at a time, so memory holds one story's features): read its words and TR
-    table, run `extract_lm_features`, Lanczos-downsample to all TR times, keep the rows with
-    ``response_row >= 0`` (in response-row order), and append them to ``layer-<l>.h5``.
-    Writes ``out_dir/provenance.json``.
+    `fmriscaling.features.extract.extract_model` with a causal LM: every story's words table
+    is read first (a story without words is an error), then per story `extract_lm_features`
+    at the word times, downsampled to the TRs with ``response_row >= 0`` and appended to
+    ``layer-<l>.h5``. Writes ``out_dir/provenance.json``.
 
     Parameters
     ----------
@@ -641,109 +666,31 @@ def extract_text_model(
         The model's name in the config.
     max_words, reset_words, batch_size, device, dtype
         As in `extract_lm_features`.
-    lanczos_window : int
-        Lanczos lobes.
-    lanczos_normalize : bool
-        Normalise the Lanczos kernel (the reference does not).
-    expected_n_layers : int, optional
-        Transformer blocks the config expects; a different count is a `DataError`.
     bos_token_id : int, optional
         Fallback BOS id for a model whose tokenizer and config define none.
-    params : mapping, optional
-        The rule's params, stored (and hashed) in the provenance.
+    **options
+        ``expected_n_layers``, ``lanczos_window``, ``lanczos_normalize``, ``params``: as in
+        `fmriscaling.features.extract.extract_model`.
 
     Returns
     -------
     paths : list of Path
         The layer files, layer 0 first.
     """
-    from ..stimuli import kept_tr_rows, read_words
 
-    if not words_tables:
-        raise DataError(
-            f"no stories given for model {model_name!r}; check the dataset's story list"
+    def load() -> _TextExtraction:
+        lm = load_causal_lm(
+            model_dir, device=device, dtype=dtype, model_name=model_name, bos_token_id=bos_token_id
         )
-    missing = sorted(set(words_tables) ^ set(trs_tables))
-    if missing:
-        raise DataError(
-            f"stories {missing} have a words table or a TR table but not both; every story "
-            "needs both (check the stimulus timing outputs)"
-        )
-    out_dir = Path(out_dir)
-    lm = load_causal_lm(
-        model_dir, device=device, dtype=dtype, model_name=model_name, bos_token_id=bos_token_id
+        context = {"max_words": max_words, "reset_words": reset_words, "batch_size": batch_size}
+        return _TextExtraction(lm, model_name, context)
+
+    return extract_model(
+        load,
+        words_tables,
+        trs_tables,
+        out_dir,
+        input_name="a words table",
+        model_name=model_name,
+        **options,
     )
-    if expected_n_layers is not None and lm.n_layers != expected_n_layers:
-        raise DataError(
-            f"model {model_name!r} in {lm.model_dir} has {lm.n_layers} layers but the config "
-            f"expects {expected_n_layers}; fix `n_layers` of this model in the config or "
-            "re-download the snapshot"
-        )
-    totals = ExtractionStats()
-    with FeatureWriter(out_dir, lm.n_layers, model_name) as writer:
-        for k, story in enumerate(words_tables):
-            words_path, trs_path = words_tables[story], trs_tables[story]
-            words_df = read_words(words_path)
-            words = _clean_words(list(words_df["word"]))
-            if not any(words):
-                raise DataError(
-                    f"story {story!r} has no words in {words_path}; check its TextGrid word "
-                    "tier and re-run the stimulus timing stage"
-                )
-            word_times = np.asarray(words_df["time"], dtype=np.float64)
-            tr_times, keep = kept_tr_rows(trs_path, story)
-            feats, stats = extract_lm_features(
-                lm,
-                words,
-                max_words=max_words,
-                reset_words=reset_words,
-                batch_size=batch_size,
-                return_stats=True,
-            )
-            tr_feats = downsample_story(
-                feats,
-                word_times,
-                tr_times,
-                keep,
-                window=lanczos_window,
-                normalize=lanczos_normalize,
-            )
-            del feats
-            writer.write_story(story, tr_feats)
-            for field in ("n_words", "n_story_tokens", "n_tokens_processed", "n_passes"):
-                setattr(totals, field, getattr(totals, field) + getattr(stats, field))
-            totals.seconds += stats.seconds
-            logger.info(
-                "[%d/%d] %s: %d words -> %d TRs, %.1f words/s, %.2fx story tokens",
-                k + 1,
-                len(words_tables),
-                story,
-                stats.n_words,
-                tr_feats.shape[1],
-                stats.words_per_second,
-                stats.token_ratio,
-            )
-        paths = writer.final_paths()
-    write_json(
-        out_dir / "provenance.json",
-        provenance(
-            params,
-            model_name=model_name,
-            model_dir=str(lm.model_dir),
-            **snapshot_record(lm.model_dir),
-            dtype=str(lm.dtype).removeprefix("torch."),
-            device=lm.device,
-            n_params=lm.n_params,
-            n_layers=lm.n_layers,
-            hidden_size=lm.hidden_size,
-            bos_token_id=lm.bos_token_id,
-            max_words=max_words,
-            reset_words=reset_words,
-            batch_size=batch_size,
-            lanczos_window=lanczos_window,
-            lanczos_normalize=lanczos_normalize,
-            stories=list(words_tables),
-            stats=asdict(totals),
-        ),
-    )
-    return paths

@@ -30,14 +30,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._utils import DataError, check_data_file, provenance, write_json
+from .._utils import DataError, check_data_file, provenance
 from ..models import pick_device, pick_dtype, require_model_dir, snapshot_record
-from ..stimuli import kept_tr_rows
-from .io import FeatureWriter, downsample_story
+from .extract import RunRecord, extract_model
 
 logger = logging.getLogger(__name__)
 
@@ -512,6 +511,91 @@ def extract_speech_features(
     return feats, ends / float(sample_rate)
 
 
+class _StoryCost(NamedTuple):
+    """What one story cost, handed from `story_features` to `story_written`."""
+
+    started: float  # perf_counter after the audio was read
+    duration_s: float
+    n_windows: int
+
+
+@dataclass
+class _SpeechExtraction:
+    """The speech-model part of `fmriscaling.features.extract.extract_model`."""
+
+    model: SpeechModel
+    model_name: str
+    window: dict[str, Any]  # window_s, stride_s, batch_size
+    stories: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def read_input(self, story: str, path: str | os.PathLike) -> Path:
+        """Check the story's wav file (read only when its turn comes: audio is large)."""
+        return check_data_file(path, kind=f"wav audio file of story {story!r}")
+
+    def story_features(
+        self, story: str, wav_path: Path, tr_times: np.ndarray, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, _StoryCost]:
+        audio = read_wav(wav_path, sample_rate=self.model.sample_rate)
+        started = time.perf_counter()
+        feats, times = extract_speech_features(
+            self.model, audio, sample_rate=self.model.sample_rate, **self.window
+        )
+        duration_s = audio.size / self.model.sample_rate
+        # a few TRs after the sound ends are normal; many more mean mismatched files
+        if tr_times[rows].max() > duration_s + 10.0:
+            logger.warning(
+                "%s: kept TRs reach %.1f s but the audio ends at %.1f s",
+                story,
+                tr_times[rows].max(),
+                duration_s,
+            )
+        return feats, times, _StoryCost(started, duration_s, int(times.size))
+
+    def story_written(self, story: str, stats: _StoryCost, n_rows: int, progress: str) -> None:
+        elapsed = time.perf_counter() - stats.started
+        self.stories[story] = {
+            "duration_s": stats.duration_s,
+            "n_windows": stats.n_windows,
+            "n_rows": int(n_rows),
+            "seconds": round(elapsed, 3),
+            "windows_per_s": round(stats.n_windows / max(elapsed, 1e-9), 2),
+        }
+        logger.info(
+            "%s %s: %d windows -> %d TRs in %.1f s (%.1f windows/s)",
+            progress,
+            story,
+            stats.n_windows,
+            n_rows,
+            elapsed,
+            stats.n_windows / max(elapsed, 1e-9),
+        )
+
+    def provenance_record(self, run: RunRecord) -> dict[str, Any]:
+        model = self.model
+        settings = {
+            **self.window,
+            "lanczos_window": run.lanczos_window,
+            "lanczos_normalize": run.lanczos_normalize,
+            "sample_rate": model.sample_rate,
+        }
+        return provenance(
+            dict(run.params) if run.params is not None else settings,
+            model_name=self.model_name,
+            model_dir=str(model.model_dir),
+            **model.snapshot_provenance,
+            family=model.family,
+            n_layers=model.n_layers,
+            hidden_size=model.hidden_size,
+            n_params=model.n_params,
+            n_params_used=model.n_params_used,
+            dtype=str(model.dtype).removeprefix("torch."),
+            device=model.device,
+            settings=settings,
+            stories=self.stories,
+            seconds=round(run.seconds, 3),
+        )
+
+
 def extract_speech_model(
     model_dir: str | os.PathLike,
     wavs: Mapping[str, str | os.PathLike],
@@ -524,17 +608,16 @@ def extract_speech_model(
     batch_size: int = 16,
     device: str = "auto",
     dtype: str = "auto",
-    lanczos_window: int = 3,
-    lanczos_normalize: bool = False,
-    expected_n_layers: int | None = None,
-    params: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> list[Path]:
     """Extract, downsample and save the features of every story for one speech model.
 
-    Per story (one at a time, so memory holds one story): sliding-window features
-    (`extract_speech_features`) -> Lanczos interpolation to the TR times of the story's TR
-    table (``time`` column, seconds from sound onset) -> the rows with ``response_row >= 0``,
-    in the order of ``response_row`` -> one write per story to the layer files.
+    `fmriscaling.features.extract.extract_model` with a speech model: every wav file and TR
+    table is checked first, then per story (one at a time, so memory holds one story):
+    sliding-window features (`extract_speech_features`) -> Lanczos interpolation to the TR
+    times of the story's TR table (``time`` column, seconds from sound onset) -> the rows with
+    ``response_row >= 0``, in the order of ``response_row`` -> one write per story to the
+    layer files.
 
     Parameters
     ----------
@@ -551,14 +634,10 @@ def extract_speech_model(
         Name of the model in the config.
     window_s, stride_s, batch_size, device, dtype
         See `extract_speech_features`.
-    lanczos_window : int
-        Lanczos lobes.
-    lanczos_normalize : bool
-        Normalise the Lanczos kernel (the paper does not).
-    expected_n_layers : int, optional
-        Transformer layers the config declares (``n_layers``); a mismatch is an error.
-    params : mapping, optional
-        The rule's params, stored (and hashed) in the provenance.
+    **options
+        ``expected_n_layers``, ``lanczos_window``, ``lanczos_normalize``, ``params``: as in
+        `fmriscaling.features.extract.extract_model` (without ``params``, the provenance
+        stores the settings in their place).
 
     Returns
     -------
@@ -566,112 +645,20 @@ def extract_speech_model(
         The layer files (``layer-0.h5`` .. ``layer-<n_layers>.h5``), layer 0 first; also
         writes ``out_dir/provenance.json``.
     """
-    missing = sorted(set(wavs) ^ set(trs_tables))
-    if missing:
-        raise DataError(
-            f"stories {missing} have a wav file or a TR table but not both; every story needs "
-            "both (check the dataset's story list and the stimulus timing outputs)"
+
+    def load() -> _SpeechExtraction:
+        model = load_speech_model(model_dir, device=device, dtype=dtype, model_name=model_name)
+        logger.info(
+            "%s: %s model, %d layers of size %d, %d parameters",
+            model_name,
+            model.family,
+            model.n_layers,
+            model.hidden_size,
+            model.n_params,
         )
-    if not wavs:
-        raise DataError("no stories to extract")
-    out_dir = Path(out_dir)
-    model = load_speech_model(model_dir, device=device, dtype=dtype, model_name=model_name)
-    if expected_n_layers is not None and expected_n_layers != model.n_layers:
-        raise DataError(
-            f"model {model_name!r} at {model.model_dir} has {model.n_layers} transformer "
-            f"layers, but the config says n_layers: {expected_n_layers}"
-        )
-    logger.info(
-        "%s: %s model, %d layers of size %d, %d parameters",
-        model_name,
-        model.family,
-        model.n_layers,
-        model.hidden_size,
-        model.n_params,
+        window = {"window_s": window_s, "stride_s": stride_s, "batch_size": batch_size}
+        return _SpeechExtraction(model, model_name, window)
+
+    return extract_model(
+        load, wavs, trs_tables, out_dir, input_name="a wav file", model_name=model_name, **options
     )
-
-    # check every input before the first (slow) story, so a bad file fails fast
-    for story, wav_path in wavs.items():
-        check_data_file(wav_path, kind=f"wav audio file of story {story!r}")
-    story_rows = {story: kept_tr_rows(trs_tables[story], story) for story in wavs}
-
-    story_info: dict[str, dict[str, Any]] = {}
-    t0 = time.perf_counter()
-    with FeatureWriter(out_dir, model.n_layers, model_name) as writer:
-        for k, (story, wav_path) in enumerate(wavs.items()):
-            tr_times, rows = story_rows[story]
-            audio = read_wav(wav_path, sample_rate=model.sample_rate)
-            t_story = time.perf_counter()
-            feats, times = extract_speech_features(
-                model,
-                audio,
-                sample_rate=model.sample_rate,
-                window_s=window_s,
-                stride_s=stride_s,
-                batch_size=batch_size,
-            )
-            # a few TRs after the sound ends are normal; many more mean mismatched files
-            if tr_times[rows].max() > audio.size / model.sample_rate + 10.0:
-                logger.warning(
-                    "%s: kept TRs reach %.1f s but the audio ends at %.1f s",
-                    story,
-                    tr_times[rows].max(),
-                    audio.size / model.sample_rate,
-                )
-            downsampled = downsample_story(
-                feats,
-                times,
-                tr_times,
-                rows,
-                window=lanczos_window,
-                normalize=lanczos_normalize,
-            )
-            writer.write_story(story, downsampled)
-            elapsed = time.perf_counter() - t_story
-            story_info[story] = {
-                "duration_s": audio.size / model.sample_rate,
-                "n_windows": int(times.size),
-                "n_rows": int(rows.size),
-                "seconds": round(elapsed, 3),
-                "windows_per_s": round(times.size / max(elapsed, 1e-9), 2),
-            }
-            logger.info(
-                "[%d/%d] %s: %d windows -> %d TRs in %.1f s (%.1f windows/s)",
-                k + 1,
-                len(wavs),
-                story,
-                times.size,
-                rows.size,
-                elapsed,
-                times.size / max(elapsed, 1e-9),
-            )
-        paths = writer.final_paths()
-
-    settings = {
-        "window_s": window_s,
-        "stride_s": stride_s,
-        "batch_size": batch_size,
-        "lanczos_window": lanczos_window,
-        "lanczos_normalize": lanczos_normalize,
-        "sample_rate": model.sample_rate,
-    }
-    write_json(
-        out_dir / "provenance.json",
-        provenance(
-            dict(params) if params is not None else settings,
-            model_name=model_name,
-            model_dir=str(model.model_dir),
-            **model.snapshot_provenance,
-            family=model.family,
-            n_layers=model.n_layers,
-            hidden_size=model.hidden_size,
-            n_params=model.n_params,
-            n_params_used=model.n_params_used,
-            dtype=str(model.dtype).removeprefix("torch."),
-            device=model.device,
-            settings=settings,
-            stories=story_info,
-            seconds=round(time.perf_counter() - t0, 3),
-        ),
-    )
-    return paths

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._utils import provenance, write_json
+from .._utils import provenance, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def build_tiny_speech_model(
             model_id=f"tiny-{arch}-h{hidden_size}-l{num_layers}",
             revision=None,
             n_params=int(n_params),
-            source="fmriscaling.tiny_speech.build_tiny_speech_model (random init)",
+            source="fmriscaling.demo.tiny_speech.build_tiny_speech_model (random init)",
         ),
     )
     logger.info("built tiny %s model (%d parameters) at %s", arch, n_params, out_dir)

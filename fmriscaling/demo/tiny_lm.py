@@ -9,8 +9,7 @@ Causal language models
     builds an OPT-, LLaMA- or GPT-2-style model from its config with seeded random weights;
     `TINY_LM_PRESETS` holds three sizes for the demo's scaling curve.
 
-Speech models
-    (builders for HuBERT / WavLM / Whisper-style encoders live in this module too.)
+Speech models are built by `fmriscaling.demo.tiny_speech`.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ._utils import provenance, write_json
+from .._utils import provenance, write_json
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,8 @@
 
 Generative model (METHODS.md, "Stimulus timing" and "Noise ceiling"):
 
-1. Each story is a sequence of words drawn from a fixed ~200-word vocabulary with a Zipf-like
-   distribution, grouped into sentences, with pauses (``sp``, ``""``, ``{BR}``, ``{LG}``).
-   Its audio lasts ``(n_trs - 5) * tr - sound_onset`` seconds (the n − 5 simulated triggers
-   end with the scan; the TextGrid time axis starts at sound onset).
+1. Each story is a sequence of words with pauses, its TextGrid and its audio
+   (`fmriscaling.demo.stories`).
 2. Every word type has a fixed random embedding (``n_latent`` dims). The word embeddings are
    summed (box-car) into the n − 5 simulated TR bins (bin k spans ``[k*tr, (k+1)*tr)`` of scan
    time, i.e. ``[k*tr - sound_onset, (k+1)*tr - sound_onset)`` of story time; a word counts
@@ -27,20 +25,16 @@ Generative model (METHODS.md, "Stimulus timing" and "Noise ceiling"):
    chosen so that the analytic noise ceiling of the test story spans ``noise_levels``.
 4. Rows 10 .. n − 5 − 5 of the n − 5 simulated TRs are kept: n − 20 rows, as in ds003020.
 
-Word audio: each word type has a deterministic spectral signature (three tones whose
-frequencies and amplitudes are a hash of the word), enveloped over the word's interval;
-``sp`` and ``""`` intervals are exact digital silence, ``{BR}``/``{LG}`` are quiet noise.
+This module holds steps 2-4 (anatomy, weights, noise, ground truth) and the writer; the story
+names live in `fmriscaling.demo.names`, importable without numpy.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +44,22 @@ import numpy as np
 from scipy import ndimage, signal, stats
 from scipy.io import wavfile
 
-from ._utils import ConfigError, atomic_path, write_json
-from .stimuli import response_rows, simulated_tr_times
-from .textgrid import Interval, TextGrid, Tier, write_textgrid
+from .._utils import ConfigError, atomic_path, write_json
+from ..textgrid import write_textgrid
+from .names import TRAIN_STORY_PREFIX, synthetic_story_names
+from .stories import (
+    N_END_SKIP,
+    SOUND_ONSET,
+    TRIM_END,
+    TRIM_START,
+    VOCABULARY,
+    make_story,
+    seeded_rng,
+    story_audio,
+    story_response_rows,
+    story_textgrid,
+    story_tr_features,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,58 +72,10 @@ __all__ = [
     "synthetic_story_names",
 ]
 
-TRAIN_STORY_PREFIX = "synthstory"
-# METHODS "Stimulus timing": n - 5 simulated triggers; rows 10 .. -5 of those are kept
-_N_END_SKIP = 5
-_TRIM_START = 10
-_TRIM_END = 5
-_SOUND_ONSET = 10.0
-# amplitude of full-scale audio in int16 (headroom for the summed tones)
-_INT16_SCALE = 0.8 * 32767
-
-# ~200 common English words, roughly by frequency: rank order sets the Zipf probabilities
-_VOCABULARY = tuple(
-    """
-    the and i to a was of it that in my he you she we they her had but so
-    his me not with on for at there like just what this all be is were one
-    then out up when know from said have do about would them back time going
-    get could got went into no an thought or him something did really people
-    very go little house over now because well see way think day even only
-    who night down first two here come mother father home room door water
-    never still long after away old right again around made where us before
-    good looked other say told eyes head hand felt old school years back
-    friend car life world girl boy man woman children family voice light
-    window street city morning dark small big last next always every each
-    much more most some any many few same different new young whole half
-    began tried wanted asked turned walked stood looked heard moment minute
-    hour week year story table floor bed wall road tree river sky fire
-    smoke cold warm quiet loud slowly quickly suddenly finally together
-    alone inside outside behind under above between through across toward
-    paper phone money word name face heart body blood sleep dream fear
-    love hope music song dance laugh cry call wait open close break
-    remember forget understand believe""".split()
-)
-_VOCABULARY = tuple(dict.fromkeys(_VOCABULARY))  # drop repeats, keep rank order
-_WORD_SET = frozenset(_VOCABULARY)
-_ZIPF_EXPONENT = 1.0
-_ZIPF_OFFSET = 2.7  # Zipf-Mandelbrot offset: the top words are less dominant than pure 1/rank
-
-_CONSONANTS = "B CH D DH F G HH JH K L M N NG P R S SH T TH V W Y Z ZH".split()
-_VOWELS = "AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split()
-
-# labels of non-word intervals and their probabilities at a sentence end
-_PAUSE_LABELS = ("sp", "", "{BR}", "{LG}")
-_PAUSE_PROBS = (0.55, 0.25, 0.12, 0.08)
-
 
 # --------------------------------------------------------------------------------------
 # public helpers
 # --------------------------------------------------------------------------------------
-
-
-def synthetic_story_names(n_train_stories: int) -> list[str]:
-    """Names of the training stories `generate_dataset` writes: synthstory01, synthstory02, ..."""
-    return [f"{TRAIN_STORY_PREFIX}{i + 1:02d}" for i in range(n_train_stories)]
 
 
 def canonical_hrf(tr: float = 2.0, duration: float = 32.0) -> np.ndarray:
@@ -206,186 +165,6 @@ def expected_correlation(
 
 
 # --------------------------------------------------------------------------------------
-# stories: words, TextGrids, audio
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Story:
-    name: str
-    n_trs: int
-    duration: float  # seconds of audio = TextGrid xmax
-    intervals: list[tuple[float, float, str]]  # word tier, tiling [0, duration]
-    word_ids: np.ndarray  # (n_words,) index into the vocabulary, for word intervals only
-    word_intervals: np.ndarray  # (n_words, 2)
-
-
-def _rng(seed: int, *keys: str) -> np.random.Generator:
-    # one independent stream per (seed, keys): changing a size never reshuffles other parts
-    return np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in keys)])
-
-
-def _word_hash(word: str, n: int) -> np.ndarray:
-    digest = hashlib.blake2b(word.encode(), digest_size=4 * n).digest()
-    return np.frombuffer(digest, dtype="<u4").astype(np.float64) / 2.0**32
-
-
-def _phones(word: str) -> list[str]:
-    n = int(np.clip(len(word) // 2 + 1, 2, 4))
-    u = _word_hash("phones:" + word, n)
-    out = []
-    for i, x in enumerate(u):
-        if i % 2 == 0:
-            out.append(_CONSONANTS[int(x * len(_CONSONANTS))])
-        else:
-            out.append(_VOWELS[int(x * len(_VOWELS))] + str(int(x * 1000) % 3))
-    return out
-
-
-def _tones(word: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    u = _word_hash("tones:" + word, 9)
-    freqs = 180.0 * (3800.0 / 180.0) ** u[:3]  # log-uniform 180 Hz .. 3.8 kHz
-    amps = 0.3 + u[3:6]
-    amps = amps / amps.sum()
-    phases = 2 * np.pi * u[6:9]
-    return freqs, amps, phases
-
-
-def _audio_duration(n_trs: int, tr: float, sample_rate: int) -> float:
-    seconds = (n_trs - _N_END_SKIP) * tr - _SOUND_ONSET
-    return round(seconds * sample_rate) / sample_rate
-
-
-def _make_story(name: str, n_trs: int, tr: float, sample_rate: int, seed: int) -> _Story:
-    rng = _rng(seed, "story", name)
-    duration = _audio_duration(n_trs, tr, sample_rate)
-    ranks = np.arange(len(_VOCABULARY))
-    probs = 1.0 / (ranks + _ZIPF_OFFSET) ** _ZIPF_EXPONENT
-    probs /= probs.sum()
-
-    bounds = [0.0]
-    labels: list[str] = []
-    ids: list[int] = []
-
-    def add(dur: float, label: str, word_id: int = -1) -> None:
-        bounds.append(bounds[-1] + dur)
-        labels.append(label)
-        ids.append(word_id)
-
-    add(rng.uniform(0.4, 1.5), "")  # leading silence
-    end = duration - rng.uniform(1.0, 3.0)
-    done = False
-    while not done:
-        n_words = int(rng.integers(4, 15))
-        for i in range(n_words):
-            wid = int(rng.choice(len(_VOCABULARY), p=probs))
-            word = _VOCABULARY[wid]
-            dur = float(np.clip(0.1 + 0.045 * len(word) + rng.normal(0, 0.04), 0.15, 0.6))
-            if bounds[-1] + dur > end:
-                done = True
-                break
-            add(dur, word, wid)
-            if i == n_words - 1:
-                break
-            if rng.random() < 0.2:  # short pause inside a sentence
-                pause = rng.uniform(0.05, 0.35)
-                if bounds[-1] + pause > end:
-                    done = True
-                    break
-                add(pause, "sp" if rng.random() < 0.9 else "{BR}")
-        if done:
-            break
-        pause = rng.uniform(1.0, 3.0) if rng.random() < 0.1 else rng.uniform(0.3, 1.0)
-        if bounds[-1] + pause > end:
-            break
-        add(pause, str(rng.choice(_PAUSE_LABELS, p=_PAUSE_PROBS)))
-    if labels[-1] == "":
-        bounds.pop()
-        labels.pop()
-        ids.pop()
-    labels.append("")  # trailing silence up to the end of the audio
-    ids.append(-1)
-    bounds.append(duration)
-
-    # TextGrid precision (0.1 ms); durations are >= 50 ms so the order survives rounding
-    edges = np.round(np.asarray(bounds), 4)
-    edges[-1] = duration
-    intervals = [
-        (float(a), float(b), lab) for a, b, lab in zip(edges[:-1], edges[1:], labels, strict=True)
-    ]
-    id_arr = np.asarray(ids)
-    is_word = id_arr >= 0
-    word_intervals = np.column_stack([edges[:-1][is_word], edges[1:][is_word]])
-    return _Story(name, n_trs, duration, intervals, id_arr[is_word], word_intervals)
-
-
-def _story_textgrid(story: _Story, seed: int) -> TextGrid:
-    rng = _rng(seed, "phones", story.name)
-    phone_iv: list[Interval] = []
-    word_iv: list[Interval] = []
-    for a, b, label in story.intervals:
-        word_iv.append(Interval(a, b, label))
-        if label in _WORD_SET:
-            phones = _phones(label)
-            w = 0.5 + rng.random(len(phones))
-            cuts = np.round(a + (b - a) * np.cumsum(w)[:-1] / w.sum(), 4)
-            edges = [a, *(float(c) for c in cuts), b]
-            phone_iv += [
-                Interval(x0, x1, p) for x0, x1, p in zip(edges[:-1], edges[1:], phones, strict=True)
-            ]
-        else:
-            phone_iv.append(Interval(a, b, label))
-    tiers = [
-        Tier("phone", 0.0, story.duration, phone_iv),
-        Tier("word", 0.0, story.duration, word_iv),
-    ]
-    return TextGrid(0.0, story.duration, tiers)
-
-
-def _story_audio(story: _Story, sample_rate: int, seed: int) -> np.ndarray:
-    rng = _rng(seed, "audio", story.name)
-    n_samples = round(story.duration * sample_rate)
-    x = np.zeros(n_samples)
-    for a, b, label in story.intervals:
-        i0, i1 = round(a * sample_rate), round(b * sample_rate)
-        n = i1 - i0
-        if n <= 0 or label in ("sp", ""):
-            continue  # exact silence
-        ramp = min(round(0.015 * sample_rate), n // 4)
-        env = np.ones(n)
-        if ramp > 0:
-            r = 0.5 - 0.5 * np.cos(np.pi * np.arange(ramp) / ramp)
-            env[:ramp] = r
-            env[n - ramp :] = r[::-1]
-        if label in _WORD_SET:
-            t = np.arange(n) / sample_rate
-            freqs, amps, phases = _tones(label)
-            tone = np.sin(2 * np.pi * freqs[:, None] * t[None, :] + phases[:, None])
-            x[i0:i1] = rng.uniform(0.7, 1.0) * env * (amps @ tone)
-        else:  # breath / laughter: quiet broadband noise
-            level = 0.08 if label.lower() == "{lg}" else 0.03
-            x[i0:i1] = level * env * rng.standard_normal(n)
-    return np.round(np.clip(x, -1.0, 1.0) * _INT16_SCALE).astype(np.int16)
-
-
-def _tr_features(story: _Story, embedding: np.ndarray, tr: float) -> tuple[np.ndarray, np.ndarray]:
-    tr_times = simulated_tr_times(
-        story.n_trs, tr=tr, sound_onset=_SOUND_ONSET, n_end_skip=_N_END_SKIP
-    )
-    # TR k spans scan time [k tr, (k+1) tr) = story time + sound onset; a word counts in
-    # the TR of its midpoint
-    mids = story.word_intervals.mean(axis=1)
-    bins = np.floor((mids + _SOUND_ONSET) / tr).astype(int)
-    feats = np.zeros((len(tr_times), embedding.shape[1]))
-    np.add.at(feats, bins, embedding[story.word_ids])
-    return tr_times, feats
-
-
-def _response_rows(n_trs: int) -> slice:
-    return response_rows(n_trs, trim_start=_TRIM_START, trim_end=_TRIM_END, n_end_skip=_N_END_SKIP)
-
-
-# --------------------------------------------------------------------------------------
 # subjects: anatomy, weights, noise
 # --------------------------------------------------------------------------------------
 
@@ -402,7 +181,7 @@ def _volume_shape(n_voxels: int) -> tuple[int, int, int]:
 
 def _anatomy(subject: str, n_voxels: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mask and reference as (z, y, x) arrays (the pycortex orientation) and the affine."""
-    rng = _rng(seed, "anatomy", subject)
+    rng = seeded_rng(seed, "anatomy", subject)
     nx, ny, nz = _volume_shape(n_voxels)
     z, y, x = np.meshgrid(
         (np.arange(nz) + 0.5) / nz - 0.5,
@@ -490,7 +269,7 @@ def _check_params(
         raise bad("test_n_trs", test_n_trs, "an integer >= 40")
     if tr <= 0 or sample_rate < 8000:
         raise bad("tr/sample_rate", (tr, sample_rate), "tr > 0 and sample_rate >= 8000")
-    if (n_trs_min := min(story_n_trs[0], test_n_trs)) * tr < 40 + _SOUND_ONSET + _N_END_SKIP * tr:
+    if (n_trs_min := min(story_n_trs[0], test_n_trs)) * tr < 40 + SOUND_ONSET + N_END_SKIP * tr:
         raise bad("story_n_trs/test_n_trs", n_trs_min, "stories of at least 40 s of audio")
     if seed < 0:
         raise bad("seed", seed, "a non-negative integer")
@@ -601,12 +380,14 @@ def generate_dataset(
 
     # stories: the first draw of the "respdict" stream fixes every training length
     train_stories = synthetic_story_names(n_train_stories)
-    lengths = _rng(seed, "respdict").integers(story_n_trs[0], story_n_trs[1] + 1, n_train_stories)
+    lengths = seeded_rng(seed, "respdict").integers(
+        story_n_trs[0], story_n_trs[1] + 1, n_train_stories
+    )
     n_trs = {s: int(n) for s, n in zip(train_stories, lengths, strict=True)}
     n_trs[test_story] = int(test_n_trs)
     stories = [*train_stories, test_story]
 
-    embedding = _rng(seed, "embedding").standard_normal((len(_VOCABULARY), n_latent))
+    embedding = seeded_rng(seed, "embedding").standard_normal((len(VOCABULARY), n_latent))
     hrf = canonical_hrf(tr)
 
     paths: dict[str, Any] = {
@@ -631,38 +412,38 @@ def generate_dataset(
     with atomic_path(feat_path) as tmp, h5py.File(tmp, "w") as fh:
         fh.attrs.update(
             tr=tr,
-            sound_onset=_SOUND_ONSET,
-            n_end_skip=_N_END_SKIP,
-            trim_start=_TRIM_START,
-            trim_end=_TRIM_END,
+            sound_onset=SOUND_ONSET,
+            n_end_skip=N_END_SKIP,
+            trim_start=TRIM_START,
+            trim_end=TRIM_END,
             seed=seed,
         )
         ds = {"track_times": False}
         fh.create_dataset(
-            "vocabulary", data=np.array(_VOCABULARY, dtype=object), dtype=h5py.string_dtype(), **ds
+            "vocabulary", data=np.array(VOCABULARY, dtype=object), dtype=h5py.string_dtype(), **ds
         )
         fh.create_dataset("embedding", data=embedding, **ds)
         fh.create_dataset("hrf", data=hrf, **ds)
         for name in stories:
-            story = _make_story(name, n_trs[name], tr, sample_rate, seed)
+            story = make_story(name, n_trs[name], tr, sample_rate, seed)
             n_words[name] = len(story.word_ids)
             tg_path = deriv / "TextGrids" / f"{name}.TextGrid"
-            write_textgrid(_story_textgrid(story, seed), tg_path)
+            write_textgrid(story_textgrid(story, seed), tg_path)
             wav_path = root / "stimuli" / f"{name}.wav"
             with atomic_path(wav_path) as tmp_wav:
-                wavfile.write(tmp_wav, sample_rate, _story_audio(story, sample_rate, seed))
+                wavfile.write(tmp_wav, sample_rate, story_audio(story, sample_rate, seed))
             paths["textgrids"][name] = str(tg_path)
             paths["wavs"][name] = str(wav_path)
 
-            tr_times, feats = _tr_features(story, embedding, tr)
+            tr_times, feats = story_tr_features(story, embedding, tr)
             # causal convolution: the response at TR t sees the stimulus up to TR t
             features_hrf[name] = signal.lfilter(hrf, [1.0], feats, axis=0)
-            rows = _response_rows(n_trs[name])
+            rows = story_response_rows(n_trs[name])
             g = fh.create_group(name)
             g.attrs.update(n_trs=n_trs[name], row_start=rows.start, row_stop=rows.stop)
             g.create_dataset(
                 "words",
-                data=np.array([_VOCABULARY[i] for i in story.word_ids], dtype=object),
+                data=np.array([VOCABULARY[i] for i in story.word_ids], dtype=object),
                 dtype=h5py.string_dtype(),
                 **ds,
             )
@@ -674,7 +455,7 @@ def generate_dataset(
             g.create_dataset("tr_features", data=feats, **ds)
             g.create_dataset("tr_features_hrf", data=features_hrf[name], **ds)
 
-    test_rows = _response_rows(n_trs[test_story])
+    test_rows = story_response_rows(n_trs[test_story])
     lo, hi = noise_levels
     for subject in subjects:
         mask, ref, affine = _anatomy(subject, n_voxels, seed)
@@ -684,7 +465,7 @@ def generate_dataset(
         paths["masks"][subject] = str(xfm_dir / "mask_thick.nii.gz")
         paths["references"][subject] = str(xfm_dir / "reference.nii.gz")
 
-        rng = _rng(seed, "subject", subject)
+        rng = seeded_rng(seed, "subject", subject)
         weights = _smooth_on_mask(rng, mask, n_latent, sigma=1.0)  # (n_latent, n_voxels)
         has_signal = np.ones(n_voxels, dtype=bool)
         has_signal[rng.permutation(n_voxels)[: round(null_fraction * n_voxels)]] = False
@@ -700,9 +481,9 @@ def generate_dataset(
         noise_sd = np.sqrt(n_repeats * (1.0 / target**2 - 1.0))  # s^2 = 1 in the formula
 
         for name in stories:
-            rows = _response_rows(n_trs[name])
+            rows = story_response_rows(n_trs[name])
             clean = features_hrf[name][rows] @ weights
-            noise_rng = _rng(seed, "noise", subject, name)
+            noise_rng = seeded_rng(seed, "noise", subject, name)
             out = root / "derivative" / "preprocessed_data" / subject / f"{name}.hf5"
             if name == test_story:
                 test_signal = clean
@@ -787,7 +568,7 @@ def _relative(obj: Any, root: Path) -> Any:
 _README = """\
 # Ground truth of the synthetic ds003020-like dataset
 
-Written by `fmriscaling.synthetic.generate_dataset`; `manifest.json` holds its arguments and
+Written by `fmriscaling.demo.synthetic.generate_dataset`; `manifest.json` holds its arguments and
 the story list. Timing follows METHODS.md: a story with `n = respdict[story]` has `n - 5`
 simulated TRs (TR k spans scan time `[k*tr, (k+1)*tr)`; sound onset at 10 s of scan time, so
 story time = scan time - 10 s), and its response files keep rows `10 .. n - 5 - 5` of those

@@ -1,0 +1,17 @@
+"""The embedded demo: a synthetic dataset in the ds003020 layout and tiny offline models.
+
+Nothing in the analysis imports this package; the workflow's demo rules and the tests do.
+
+``fmriscaling.demo.names``
+    `synthetic_story_names`: the demo's story names (standard library only, so a workflow
+    parse can ask for them without loading the generator).
+``fmriscaling.demo.stories``
+    seeded stories: words, TextGrids, audio, true TR features.
+``fmriscaling.demo.synthetic``
+    `generate_dataset`: responses, anatomy and ground truth, written in the ds003020 layout.
+``fmriscaling.demo.tiny_lm``, ``fmriscaling.demo.tiny_speech``
+    tiny random causal LMs (with a trained BPE tokenizer) and speech models, saved like hub
+    snapshots.
+
+Submodules are not imported here, so importing the package stays free.
+"""

@@ -1,0 +1,47 @@
+"""Rules extract_text_features / extract_speech_features: all layers of one model, per story."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fmriscaling._utils import log_to_file
+from fmriscaling.features.lm import extract_text_model
+from fmriscaling.features.speech import extract_speech_model
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+# rule -> (library driver, the input holding each story's model input, the params of its kind)
+KINDS = {
+    "extract_text_features": (extract_text_model, "words", "context"),
+    "extract_speech_features": (extract_speech_model, "audio", "window"),
+}
+
+
+def main(smk) -> None:
+    log_to_file(smk.log[0])
+    p = smk.params
+    extract, input_key, settings_key = KINDS[smk.rule]
+    inputs, trs = _by_story(getattr(smk.input, input_key)), _by_story(smk.input.trs)
+    extract(
+        smk.input.model,
+        {story: inputs[story] for story in p.stories},
+        {story: trs[story] for story in p.stories},
+        smk.output[0],
+        model_name=p.model_name,
+        device=p.device,
+        dtype=p.dtype,
+        lanczos_window=p.lanczos["window"],
+        lanczos_normalize=p.lanczos["normalize"],
+        expected_n_layers=p.expected_n_layers,
+        params=dict(p.items()),
+        **getattr(p, settings_key),
+    )
+
+
+def _by_story(paths) -> dict:
+    # <story>.words.tsv, <story>.trs.tsv, <story>.wav: the story is the name up to its first dot
+    return {Path(path).name.split(".")[0]: path for path in paths}
+
+
+if __name__ == "__main__":
+    main(snakemake)
