@@ -161,10 +161,14 @@ def _schema_default(schema: dict, key: str):
 
 def _library_defaults():
     """(config key, function, parameter) of every library parameter that a config key sets."""
+    from fmriscaling.demo.synthetic import generate_dataset
     from fmriscaling.download.http import download_file
     from fmriscaling.encoding.fit import fit_encoding
     from fmriscaling.encoding.noise_ceiling import compute_noise_ceiling_file
     from fmriscaling.encoding.ridge import fit_ridge_cv
+    from fmriscaling.features.extract import extract_model
+    from fmriscaling.features.lm import extract_text_model
+    from fmriscaling.features.speech import extract_speech_model
     from fmriscaling.stimuli import story_tables
 
     pairs = [
@@ -187,6 +191,25 @@ def _library_defaults():
         # the floor is the workflow's choice (the paper's 0.25); the library's default is none
         (compute_noise_ceiling_file, {"encoding.test_extra_trim": "extra_trim"}),
         (download_file, {"download.retries": "retries", "download.timeout_s": "timeout"}),
+        (extract_text_model, {
+            "features.text.max_words": "max_words", "features.text.reset_words": "reset_words",
+            "features.text.batch_size": "batch_size", "features.device": "device",
+            "features.dtype": "dtype",
+        }),
+        (extract_speech_model, {
+            "features.speech.window_s": "window_s", "features.speech.stride_s": "stride_s",
+            "features.speech.batch_size": "batch_size", "features.device": "device",
+            "features.dtype": "dtype",
+        }),
+        (extract_model, {
+            "features.lanczos.window": "lanczos_window",
+            "features.lanczos.normalize": "lanczos_normalize",
+        }),
+        (generate_dataset, {
+            f"synthetic.{key}": key
+            for key in ("seed", "n_train_stories", "n_repeats", "n_voxels", "n_latent",
+                        "story_n_trs", "test_n_trs")
+        }),
     ]  # fmt: skip
     return [(key, fn, param) for fn, mapping in pairs for key, param in mapping.items()]
 
