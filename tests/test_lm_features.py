@@ -12,6 +12,7 @@ import torch
 
 from fmriscaling._utils import DataError
 from fmriscaling.demo.tiny_lm import build_tiny_causal_lm
+from fmriscaling.features.context import context_starts, window_schedule
 from fmriscaling.features.io import (
     FeatureWriter,
     layer_path,
@@ -19,13 +20,11 @@ from fmriscaling.features.io import (
     read_layer,
 )
 from fmriscaling.features.lm import (
-    context_starts,
     extract_lm_features,
     extract_text_model,
     lm_features_and_stats,
     load_causal_lm,
     naive_lm_features,
-    window_schedule,
 )
 from fmriscaling.interpolation import downsample_story
 from fmriscaling.stimuli import write_table

@@ -16,15 +16,17 @@ from transformers import AutoFeatureExtractor, AutoModel
 
 from fmriscaling._utils import DataError
 from fmriscaling.demo.tiny_speech import TINY_SPEECH_PRESETS, build_tiny_speech_model
-from fmriscaling.features.lm import extract_text_model
-from fmriscaling.features.speech import (
+from fmriscaling.features.audio import (
     conv_last_frame,
-    extract_speech_features,
-    extract_speech_model,
-    load_speech_model,
     read_wav,
     whisper_last_frame,
     window_bounds,
+)
+from fmriscaling.features.lm import extract_text_model
+from fmriscaling.features.speech import (
+    extract_speech_features,
+    extract_speech_model,
+    load_speech_model,
 )
 from fmriscaling.stimuli import write_table
 

@@ -1,29 +1,9 @@
 """Causal language model features at word times, with the paper's dynamic word context.
 
-Context policy (METHODS, "LM features"), counted in **words**: word ``i``'s context is the
-words ``[s(i), i]``; it grows word by word up to ``max_words`` words, and when adding word ``i``
-would make it ``max_words + 1`` words long it resets to the last ``reset_words`` words ending
-at word ``i``::
-
-    s(0) = 0
-    s(i) = s(i-1)                      if i - s(i-1) + 1 <= max_words
-         = i - reset_words + 1         otherwise
-
-A word's feature is the hidden state (every layer, embeddings = layer 0) at the word's last
-sub-word token, from a forward pass over ``[BOS] + tokens(words[s(i)..i])``.
-
-Window schedule. A causal model's state at a position does not depend on later tokens, so
-one pass over the window ``words[s, s + max_words)`` gives, at once, the feature of every word
-whose context starts at ``s``. The words sharing a start form consecutive runs:
-
-* window 0 starts at 0 and serves words ``0 .. max_words - 1`` (contexts of 1..max_words words);
-* window k+1 starts at ``start_{k+1} = stop_k - reset_words + 1`` (``stop_k`` = one past the
-  last word window k served) and serves words ``stop_k .. start_{k+1} + max_words - 1``, i.e.
-  ``max_words - reset_words + 1`` words, whose contexts are ``reset_words .. max_words`` long.
-
-So a story costs about ``n_words / (max_words - reset_words + 1)`` passes of ``max_words``
-words: ``max_words / (max_words - reset_words + 1)`` (≈ 1.99 for 512/256) times the story's
-tokens, against one pass per word for `naive_lm_features`, the per-word reference.
+The context policy and the window schedule (one forward pass per window serves every word
+whose context starts there) are in `fmriscaling.features.context`. A word's feature is the hidden
+state (every layer, embeddings = layer 0) at the word's last sub-word token, from a forward pass
+over ``[BOS] + tokens(context words)``.
 
 Empty words. The timing stage keeps empty TextGrid labels ("") as words. They are not shown to
 the model and do not count towards the context; each gets the feature of the closest preceding
@@ -53,6 +33,7 @@ import numpy as np
 from .._utils import DataError, provenance
 from ..models import pick_device, pick_dtype, require_model_dir, snapshot_record
 from ..stimuli import read_words
+from .context import check_context, context_starts, window_schedule
 from .extract import RunRecord, extract_model
 
 if TYPE_CHECKING:
@@ -212,55 +193,6 @@ def load_causal_lm(
     return lm
 
 
-# ---------------------------------------------------------------------------- context policy
-
-
-def _check_context(max_words: int, reset_words: int) -> None:
-    if not 1 <= reset_words <= max_words:
-        raise ValueError(
-            f"need 1 <= reset_words <= max_words, got reset_words={reset_words}, "
-            f"max_words={max_words}"
-        )
-
-
-def context_starts(n_words: int, max_words: int, reset_words: int) -> np.ndarray:
-    """First word of each word's context under the dynamic policy, word by word.
-
-    Returns
-    -------
-    starts : array of shape (n_words,), int
-        Word ``i``'s context is ``words[starts[i] : i + 1]``.
-    """
-    _check_context(max_words, reset_words)
-    starts = np.zeros(n_words, dtype=np.int64)
-    start = 0
-    for i in range(n_words):
-        if i - start + 1 > max_words:
-            start = i - reset_words + 1
-        starts[i] = start
-    return starts
-
-
-def window_schedule(n_words: int, max_words: int, reset_words: int) -> list[tuple[int, int, int]]:
-    """Windows of the dynamic policy: one forward pass each.
-
-    Returns
-    -------
-    windows : list of (start, first, stop)
-        The pass runs over ``words[start:stop]`` and serves words ``first .. stop - 1``, whose
-        contexts all start at ``start``; the served ranges tile ``0 .. n_words - 1``.
-    """
-    _check_context(max_words, reset_words)
-    windows = []
-    start, first = 0, 0
-    while first < n_words:
-        stop = min(start + max_words, n_words)
-        windows.append((start, first, stop))
-        first = stop
-        start = stop - reset_words + 1
-    return windows
-
-
 # ---------------------------------------------------------------------------- engine
 
 
@@ -417,7 +349,7 @@ def lm_features_and_stats(
     stats : ExtractionStats
         Words, tokens, passes, forward calls and seconds.
     """
-    _check_context(max_words, reset_words)
+    check_context(max_words, reset_words)
     layer_idx = _layer_indices(layers, lm.n_layers)
     clean = _clean_words(words)
     kept = np.flatnonzero([bool(w) for w in clean])
