@@ -41,6 +41,7 @@ rule fit_encoding:
         runtime=per_attempt("ridge_runtime"),
         gpu=GPU,
     params:
+        layer=lambda wildcards: int(wildcards.layer),
         train_stories=lambda wildcards: train_stories(wildcards.subject),
         encoding=ENCODING_PARAMS,
     script:
@@ -59,5 +60,6 @@ use rule fit_encoding as fit_encoding_subset with:
     benchmark:
         benchmark("fit_encoding_subset", "subset_fit")
     params:
+        layer=lambda wildcards: int(wildcards.layer),
         train_stories=subset_stories,
         encoding=ENCODING_PARAMS,

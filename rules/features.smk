@@ -23,6 +23,7 @@ rule extract_text_features:
         runtime=per_attempt("extract_runtime"),
         gpu=GPU,
     params:
+        kind="text",
         model_name="{model}",
         stories=ALL_STORIES,
         expected_n_layers=lambda wildcards: MODELS[wildcards.model]["n_layers"],
@@ -55,6 +56,7 @@ rule extract_speech_features:
         runtime=per_attempt("extract_runtime"),
         gpu=GPU,
     params:
+        kind="speech",
         model_name="{model}",
         stories=ALL_STORIES,
         expected_n_layers=lambda wildcards: MODELS[wildcards.model]["n_layers"],

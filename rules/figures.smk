@@ -69,6 +69,7 @@ rule brain_map:
         mem_mb=4000,
         runtime=10,
     params:
+        subject="{subject}",
         fits=lambda wildcards: entry_labels(full_fits_of(wildcards.subject)),
         floor=config["noise_ceiling"]["floor"],
     script:

@@ -19,6 +19,7 @@ rule story_timing:
         mem_mb=1000,
         runtime=5,
     params:
+        story="{story}",
         tr=config["stimuli"]["tr"],
         sound_onset=config["stimuli"]["sound_onset"],
         trim_start=config["stimuli"]["trim_start"],

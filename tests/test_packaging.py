@@ -134,3 +134,20 @@ def test_a_built_wheel_validates_configs_on_its_own(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "auto"
+
+
+# what a script may read of the job: only these, so that every value it uses is a declared
+# input, output or param (a params change reruns the job; a path rebuilt in a script does not)
+SCRIPT_ATTRIBUTES = {"input", "output", "params", "log", "threads"}
+
+
+@pytest.mark.parametrize(
+    "script", sorted((ROOT / "workflow_scripts").glob("*.py")), ids=lambda p: p.name
+)
+def test_scripts_read_only_inputs_outputs_params_and_log(script):
+    text = script.read_text()
+    assert "def main(smk)" in text, f"{script.name}: expected a main(smk) adapter"
+    used = set(re.findall(r"\bsmk\.(\w+)", text))
+    assert used <= SCRIPT_ATTRIBUTES, (
+        f"{script.name} reads smk.{sorted(used - SCRIPT_ATTRIBUTES)}; pass it as a param"
+    )

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def main(smk) -> None:
     log_to_file(smk.log[0])
-    subject = smk.wildcards.subject
+    subject = smk.params.subject
     best = pd.read_csv(smk.input.best_layers)
     best = best[best["subject"] == subject].sort_values("mean_cv_score").iloc[-1]
     scores = {

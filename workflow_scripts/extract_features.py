@@ -10,17 +10,17 @@ from fmriscaling.features.speech import extract_speech_model
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-# rule -> (library driver, the input holding each story's model input, the params of its kind)
+# model kind -> (library driver, the input holding each story's model input, its settings param)
 KINDS = {
-    "extract_text_features": (extract_text_model, "words", "context"),
-    "extract_speech_features": (extract_speech_model, "audio", "window"),
+    "text": (extract_text_model, "words", "context"),
+    "speech": (extract_speech_model, "audio", "window"),
 }
 
 
 def main(smk) -> None:
     log_to_file(smk.log[0])
     p = smk.params
-    extract, input_key, settings_key = KINDS[smk.rule]
+    extract, input_key, settings_key = KINDS[p.kind]
     inputs, trs = _by_story(getattr(smk.input, input_key)), _by_story(smk.input.trs)
     extract(
         smk.input.model,

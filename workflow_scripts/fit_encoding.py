@@ -17,7 +17,7 @@ def main(smk) -> None:
     enc = dict(smk.params.encoding)
     responses = {Path(path).stem: path for path in smk.input.responses}
     fit_encoding(
-        feature_file=layer_path(smk.input.features, int(smk.wildcards.layer)),
+        feature_file=layer_path(smk.input.features, smk.params.layer),
         response_files=responses,
         train_stories=list(smk.params.train_stories),
         out_npz=smk.output.scores,

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 def main(smk) -> None:
     log_to_file(smk.log[0])
     p = smk.params
-    story = smk.wildcards.story
+    story = p.story
     respdict = read_respdict(smk.input.respdict)
     if story not in respdict:
         raise KeyError(f"{smk.input.respdict} has no entry for story {story!r}")
