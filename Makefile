@@ -10,7 +10,7 @@ TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/nu
 TORCH_CPU_SPEC ?= torch==2.13.0
 TORCH_CUDA_SPEC ?= torch>=2.3,<3
 
-.PHONY: venv demo test lint unit workflow format clean-demo demo-diff
+.PHONY: venv demo test lint unit workflow format clean-demo demo-diff plan slurm-profile
 
 venv: $(VENV)/.installed
 
@@ -38,6 +38,25 @@ test: venv lint
 demo-diff: venv
 	@test -n "$(REF)" || { echo "usage: make demo-diff REF=<commit>"; exit 2; }
 	$(BIN)/python tests/demo_diff.py --ref $(REF)
+
+# jobs per rule, GPU-hours and disk of a study before you submit it (the dry run of every job):
+#   make plan CONFIG=config/lebel2023.yaml
+#   make plan MEASURED=results/benchmarks       # the demo, against the times a run measured
+CONFIG ?= config/config.yaml
+plan: venv
+	@set -o pipefail; $(BIN)/snakemake -n --forceall --configfile $(CONFIG) 2>&1 \
+	  | $(BIN)/python -m fmriscaling.plan --configfile config/config.yaml $(CONFIG) \
+	      $(if $(MEASURED),--benchmarks $(MEASURED))
+
+# one-time step for `snakemake --profile slurm`: Snakemake looks for a profile by name in the
+# working directory and in its user config directory; link config/profiles/slurm there
+SNAKEMAKE_PROFILES ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
+slurm-profile:
+	@mkdir -p "$(SNAKEMAKE_PROFILES)"
+	@if [ -e "$(SNAKEMAKE_PROFILES)/slurm" ] && [ ! -L "$(SNAKEMAKE_PROFILES)/slurm" ]; then \
+	  echo "$(SNAKEMAKE_PROFILES)/slurm exists and is not a link: move it away, or use" \
+	       "--profile $(CURDIR)/config/profiles/slurm"; exit 1; fi
+	ln -sfn "$(CURDIR)/config/profiles/slurm" "$(SNAKEMAKE_PROFILES)/slurm"
 
 format: venv
 	$(BIN)/ruff check --fix .

@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fmriscaling.cost import ridge_flops
 from fmriscaling.encoding.backend import _PeakMemory, using_backend
 from fmriscaling.encoding.folds import bootstrap_chunk_folds, story_folds
 from fmriscaling.encoding.ridge import alphas_from_companion, fit_ridge_cv
@@ -119,34 +120,14 @@ def bootstrap_ridge_baseline(X, Y, X_test, Y_test, companion_alphas, folds):
 
 
 def ours_flops(n, p, v, n_test, folds, n_alphas):
-    """Nominal flops of `fit_ridge_cv` as it runs (eigh counted as 9 r³, GEMM as 2mnk).
+    """Nominal flops of `fit_ridge_cv` as it runs (eigh counted as 9 r³, GEMM as 2mnk): the
+    cost model's count (`fmriscaling.cost.ridge_flops`), for these folds.
 
     Counted the same for float32 and bfloat16 scoring, so "GFLOP/s" of a bfloat16 run is a
     float32-equivalent rate. Elementwise work (sums of the predictions) is not counted.
     """
-    dual = n < p
-    r_full = n if dual else p
-    total = 2 * n * n * p if dual else 2 * n * p * p
-    if not dual:
-        total += 2 * n * p * v  # XᵀY
-    for train, val in folds:
-        n_tr, m = len(train), len(val)
-        r = n_tr if dual else p
-        rows = n_tr if dual else p  # what Vᵀ projects: Y_train (dual) or XᵀY (primal)
-        total += 9 * r**3 + 2 * m * r * (n_tr if dual else p)  # eigh, validation map
-        if not dual:
-            # training Gram and XᵀY: downdated by the validation rows when train and validation
-            # cover every TR (story folds), else formed from the training rows
-            rows_used = m if n_tr + m == n else n_tr
-            total += 2 * rows_used * p * p + 2 * p * rows_used * v
-        total += 2 * r * rows * v  # Z = Vᵀ Y_train
-        total += 2 * n_alphas * m * r * v  # validation predictions of every alpha
-    rows = n if dual else p
-    total += 9 * r_full**3 + 2 * n_test * (n * p + n * r_full if dual else p * r_full)
-    # test predictions: one map per alpha, or the projection of every voxel (cheaper one)
-    grouped = 2 * n_alphas * n_test * r_full * rows + 2 * n_test * rows * v
-    projected = 2 * r_full * rows * v + 2 * n_test * r_full * v
-    return float(total + min(grouped, projected))
+    sizes = [(len(train), len(val)) for train, val in folds]
+    return ridge_flops(n, p, v, n_test, sizes, n_alphas).total
 
 
 def measure_matmul_rate(backend, size=4096, repeats=3, dtype=None):

@@ -221,7 +221,8 @@ def write_provenance(
 def log_to_file(log_path: str | os.PathLike | None, level: int = logging.INFO) -> None:
     """Send logging and uncaught tracebacks of a workflow script to ``log_path``.
 
-    Also echoes to stderr, so progress shows in the terminal of a local run.
+    Also echoes to stderr, so progress shows in the terminal of a local run. The first line
+    names the host and, inside a SLURM allocation, the job id (`job_context`).
     """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
@@ -240,3 +241,10 @@ def log_to_file(log_path: str | os.PathLike | None, level: int = logging.INFO) -
         )
 
     sys.excepthook = _hook
+    logging.getLogger("fmriscaling").info("running %s", job_context())
+
+
+def job_context() -> str:
+    """Where this process runs: ``host vm`` or ``host vm, SLURM job 17`` inside an allocation."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"host {platform.node()}" + (f", SLURM job {job}" if job else "")

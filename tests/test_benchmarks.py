@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fmriscaling.cost import ridge_flops
 from fmriscaling.encoding.folds import bootstrap_chunk_folds
 from fmriscaling.encoding.ridge import alphas_from_companion, fit_ridge_cv
 
@@ -59,7 +60,8 @@ def test_baseline_equals_our_float32_fit_on_the_same_folds(bench):
     ids=["dual", "primal", "primal-bootstrap", "dual-bootstrap"],
 )
 def test_flop_count_matches_what_the_fit_runs(bench, monkeypatch, n, p, fold_kind):
-    """The benchmark's formula against the GEMMs torch counts and the eigh calls it makes."""
+    """The cost model's count (fmriscaling.cost.ridge_flops, the benchmark's too) against the
+    GEMMs torch counts and the eigh calls the fit makes."""
     import himalaya.backend.torch as torch_backend
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -96,6 +98,9 @@ def test_flop_count_matches_what_the_fit_runs(bench, monkeypatch, n, p, fold_kin
     # the benchmark counts an eigh of an r x r matrix as 9 r³
     measured = counter.get_total_flops() + sum(9 * r**3 for r in eigh_sizes)
     assert bench.ours_flops(n, p, v, n_test, folds, n_alphas) == measured
+    split = ridge_flops(n, p, v, n_test, [(len(t), len(w)) for t, w in folds], n_alphas)
+    assert split.gemm == counter.get_total_flops()
+    assert split.eigh == sum(9 * r**3 for r in eigh_sizes)
 
 
 def test_small_run_reports_every_fit(bench, tmp_path, monkeypatch):
