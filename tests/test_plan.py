@@ -14,17 +14,10 @@ import numpy as np
 import pytest
 
 from fmriscaling import cost
-from fmriscaling.features.lm import window_schedule
-from fmriscaling.features.speech import conv_last_frame
-from fmriscaling.plan import (
-    CostModel,
-    PlannedJob,
-    StudyFacts,
-    format_plan,
-    load_config,
-    parse_dry_run,
-    plan_table,
-)
+from fmriscaling.features.audio import conv_last_frame
+from fmriscaling.features.context import window_schedule
+from fmriscaling.plan import CostModel, format_plan, plan_table
+from fmriscaling.study import PlannedJob, StudyFacts, load_config, parse_dry_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))

@@ -426,14 +426,8 @@ def _wait_running(
 def test_plan_estimate_is_within_2x_of_the_measured_times(local_run):
     """The cost model prices the slice's jobs within 2x of what the local run measured (CPU
     seconds: the machine may be shared; on a quiet one wall-clock time is the same)."""
-    from fmriscaling.plan import (
-        CostModel,
-        StudyFacts,
-        load_config,
-        measured_seconds,
-        parse_dry_run,
-        plan_table,
-    )
+    from fmriscaling.plan import CostModel, measured_seconds, plan_table
+    from fmriscaling.study import StudyFacts, load_config, parse_dry_run
 
     dry = _run(local_run, "-n", "--forceall", "--configfile", CHECK, env=_local_env())
     config = load_config([local_run / "config/config.yaml", local_run / CHECK])
