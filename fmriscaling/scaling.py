@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._utils import DataError
+from ._utils import DataError, write_provenance
 from .encoding.noise_ceiling import load_noise_ceiling, normalized_correlation
 from .encoding.tables import best_layers, fit_log_linear
 
@@ -620,6 +620,7 @@ def bootstrap_means_file(
     n_replicates: int,
     seed: int,
     floor: float | None,
+    params: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """`bootstrap_means` of the fits the scaling fits use, written to ``out`` (a .csv.gz).
 
@@ -637,6 +638,8 @@ def bootstrap_means_file(
     out : path-like
     n_replicates, seed, floor
         See `bootstrap_means`.
+    params : mapping, optional
+        Recorded in the provenance sidecar of ``out``.
 
     Returns
     -------
@@ -656,6 +659,7 @@ def bootstrap_means_file(
         floor=floor,
     )
     write_table(means, out)
+    write_provenance(out, params, n_replicates=n_replicates, seed=seed)
     return means
 
 
@@ -671,6 +675,7 @@ def scaling_table_files(
     resample_subjects: bool,
     paper: Sequence[Mapping[str, Any]] = (),
     aliases: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`scaling_fits` and `headline_table` from the tables on disk, written beside them.
 
@@ -684,6 +689,8 @@ def scaling_table_files(
         See `scaling_fits`.
     paper, aliases
         See `headline_table`.
+    params : mapping, optional
+        Recorded in the provenance sidecars of the three outputs.
 
     Returns
     -------
@@ -700,4 +707,6 @@ def scaling_table_files(
     write_table(fits, scaling)
     write_table(head, headline)
     write_table(replicates, lines)
+    for out in (scaling, headline, lines):
+        write_provenance(out, params, ci=ci, seed=seed, resample_subjects=resample_subjects)
     return fits, head

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._utils import DataError
+from ._utils import DataError, write_provenance
 from .encoding.noise_ceiling import normalized_correlation
 from .rois import VoxelLabels
 
@@ -355,6 +355,7 @@ def voxel_tables_files(
     roi_voxels: str | os.PathLike,
     rois: str | os.PathLike,
     floor: float | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """The voxel, ROI-membership and ROI tables of every subject, from the files on disk.
 
@@ -375,6 +376,8 @@ def voxel_tables_files(
         Outputs (.csv.gz, .csv.gz, .csv).
     floor : float, optional
         Floor on CC_max when normalising.
+    params : mapping, optional
+        Recorded in the provenance sidecars of the outputs.
 
     Returns
     -------
@@ -424,4 +427,6 @@ def voxel_tables_files(
     write_table(all_voxels, voxels)
     write_table(members, roi_voxels)
     write_table(summary, rois)
+    for out in (voxels, roi_voxels, rois):
+        write_provenance(out, params, floor=floor)
     return summary

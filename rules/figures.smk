@@ -120,6 +120,7 @@ rule roi_labels:
         mem_mb=8000,
         runtime=20,
     params:
+        subject="{subject}",
         db_dir=pycortex_db_of,
         xfmname="{subject}_auto",
         atlases=ATLASES,
@@ -241,6 +242,7 @@ rule brain_map:
         mem_mb=4000,
         runtime=20,
     params:
+        subject="{subject}",
         db_dir=pycortex_db_of,
         xfmname="{subject}_auto",
         flatmap=config["figures"]["flatmap"],

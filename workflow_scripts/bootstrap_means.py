@@ -21,6 +21,7 @@ def main(smk) -> None:
         n_replicates=p.n_replicates,
         seed=p.seed,
         floor=p.floor,
+        params=dict(p.items()),
     )
 
 

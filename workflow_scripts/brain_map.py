@@ -17,7 +17,7 @@ def main(smk) -> None:
     draw_brain_maps(
         pd.read_csv(smk.input.voxels),
         list(smk.output),
-        subject=smk.wildcards.subject,
+        subject=smk.params.subject,
         db_dir=smk.params.db_dir,
         mask=smk.input.mask,
         reference=smk.input.reference,

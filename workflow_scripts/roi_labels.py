@@ -16,7 +16,7 @@ def main(smk) -> None:
     annotations = {atlas: files[2 * i : 2 * i + 2] for i, atlas in enumerate(p.atlases)}
     labels = label_voxels(
         p.db_dir,
-        smk.wildcards.subject,
+        p.subject,
         smk.input.mask,
         xfmname=p.xfmname,
         annotations=annotations,

@@ -23,6 +23,7 @@ def main(smk) -> None:
         roi_voxels=smk.output.roi_voxels,
         rois=smk.output.rois,
         floor=p.floor,
+        params=dict(p.items()),
     )
 
 

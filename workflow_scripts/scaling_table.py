@@ -23,6 +23,7 @@ def main(smk) -> None:
         resample_subjects=p.resample_subjects,
         paper=p.paper,
         aliases=p.aliases,
+        params=dict(p.items()),
     )
 
 
