@@ -20,6 +20,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.transforms import ScaledTranslation
 
 from .._utils import DataError
 from ..plotting import _check_columns, _get_ax, plot_cc_norm_vs_ceiling, saving
@@ -155,11 +156,13 @@ def plot_roi_values(
         ax.axvline(reference, color="tab:red", linewidth=1)
         if reference_label:
             handles.append(Line2D([], [], color="tab:red", linewidth=1, label=reference_label))
-    # outside the Axes: the bars and the reference line keep the whole width
-    ax.legend(
-        handles=handles, fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1)
-    )
     ax.set_xlabel(xlabel or value)
+    # in one row under the x label (0.45 inch below the Axes): the bars keep the whole width
+    below = ax.transAxes + ScaledTranslation(0, -0.45, ax.figure.dpi_scale_trans)
+    ax.legend(
+        handles=handles, fontsize="small", frameon=False, loc="upper center",
+        bbox_to_anchor=(0.5, 0), bbox_transform=below, ncol=len(handles),
+    )  # fmt: skip
     return ax
 
 
