@@ -10,7 +10,7 @@ TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/nu
 TORCH_CPU_SPEC ?= torch==2.13.0
 TORCH_CUDA_SPEC ?= torch>=2.3,<3
 
-.PHONY: venv demo test lint unit workflow format clean-demo demo-diff plan slurm-profile
+.PHONY: venv demo report test lint unit workflow format clean-demo demo-diff plan slurm-profile
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,14 @@ $(VENV)/.installed: pyproject.toml
 
 demo: venv
 	$(BIN)/snakemake --cores $(CORES) --workflow-profile config/profiles/default --configfile config/config.yaml
+
+# results/report.html: the final outputs of the demo (or of CONFIG=config/lebel2023.yaml) with
+# their captions; brings them up to date first (nothing to do after `make demo`)
+CONFIG ?= config/config.yaml
+report: venv
+	$(BIN)/snakemake --cores $(CORES) --workflow-profile config/profiles/default --configfile $(CONFIG)
+	$(BIN)/snakemake --cores 1 --workflow-profile config/profiles/default --configfile $(CONFIG) \
+	    --report results/report.html
 
 lint: venv
 	$(BIN)/ruff check .
@@ -66,4 +74,4 @@ format: venv
 clean-demo:
 	rm -rf results/data/demo results/models/tiny-* results/stimuli/demo results/features/demo \
 	       results/encoding/demo results/noise_ceiling/demo results/tables/demo results/figures/demo \
-	       results/logs results/benchmarks
+	       results/rois/demo results/report.html results/logs results/benchmarks

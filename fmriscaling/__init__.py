@@ -2,7 +2,8 @@
 
 The library is importable without Snakemake. Modules are layered, and imports only point down
 this list: ``_utils``/``config`` -> ``download``, ``textgrid``, ``stimuli``, ``responses``,
-``demo`` -> ``interpolation``, ``models``, ``features`` -> ``encoding`` -> ``plotting``.
+``_pycortex``, ``rois``, ``demo`` -> ``interpolation``, ``models``, ``features`` -> ``encoding``
+-> ``scaling``, ``voxel_tables``, ``costs`` -> ``plotting`` -> ``figures``.
 """
 
 __version__ = "0.1.0"

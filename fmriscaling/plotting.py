@@ -16,9 +16,10 @@ fitted with :func:`~fmriscaling.encoding.tables.fit_log_linear`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -135,6 +136,87 @@ def _format_minor(value: float, _pos: int | None = None) -> str:
     return _format_params(value) if np.round(leading) in (2, 3, 5) else ""
 
 
+def _of_model_kind(table: pd.DataFrame, model_kind: str | None, where: str) -> pd.DataFrame:
+    """Rows of one model kind (text, speech) when asked and the table says; else all rows."""
+    if model_kind is None or "model_kind" not in table.columns:
+        return table
+    rows = table[table["model_kind"] == model_kind]
+    if rows.empty:
+        raise DataError(f"{where}: the scaling table has no {model_kind} models")
+    return rows
+
+
+def _fit_of(fits: pd.DataFrame, where: str, axis: str, metric: str, **labels: Any) -> pd.Series:
+    """The row of the scaling-fit table for one (axis, metric, family or model/layer)."""
+    _check_columns(fits, ["axis", "metric", "slope_per_decade", "intercept", "r"], where)
+    match = (fits["axis"] == axis) & (fits["metric"] == metric)
+    for name, value in labels.items():
+        match &= fits[name].astype(str) == str(value) if name != "layer" else fits[name] == value
+    rows = fits[match]
+    if len(rows) != 1:
+        named = ", ".join(f"{k} {v}" for k, v in labels.items())
+        raise DataError(
+            f"{where}: the scaling-fit table has {len(rows)} {axis} fit(s) of {metric} for "
+            f"{named}, expected one; rebuild it (rule scaling_table)"
+        )
+    return rows.iloc[0]
+
+
+def _fit_label(name: str, fit: Mapping[str, Any], unit: str, per: str) -> str:
+    """``"OPT: +0.012 r per 10x, +4.4% [+2.1, +6.3] (r=0.91)"``."""
+    text = f"{name}: {fit['slope_per_decade']:+.3f} {unit} per 10x{per}"
+    if np.isfinite(fit.get("pct_per_decade", np.nan)):
+        text += f", {fit['pct_per_decade']:+.1f}%"
+        if np.isfinite(fit.get("pct_lo", np.nan)):
+            text += f" [{fit['pct_lo']:+.1f}, {fit['pct_hi']:+.1f}]"
+    return text + f" (r={fit['r']:.2f})"
+
+
+def _draw_band(
+    ax: Axes,
+    bootstrap: pd.DataFrame,
+    fit: Mapping[str, Any],
+    x_range: Sequence[float],
+    color: Any,
+    gid: str,
+) -> None:
+    """Pointwise percentile band of the bootstrap replicates' lines of one fit."""
+    keys = ("axis", "metric", "family", "model", "layer")
+    match = np.ones(len(bootstrap), dtype=bool)
+    for key in keys:
+        value = fit.get(key)
+        column = bootstrap[key]
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            match &= column.isna().to_numpy()
+        else:
+            match &= (
+                (column == value).to_numpy()
+                if key == "layer"
+                else (column.astype(str) == str(value)).to_numpy()
+            )
+    lines = bootstrap[match]
+    if lines.empty:
+        raise DataError(
+            f"the bootstrap-line table has no replicates of the {fit['axis']} fit of "
+            f"{fit['family'] if fit['axis'] == 'params' else fit['model']}; rebuild it"
+        )
+    ci = float(fit.get("ci", 0.95))
+    x = np.geomspace(min(x_range), max(x_range), 50)
+    y = lines["intercept"].to_numpy()[:, None] + lines["slope"].to_numpy()[:, None] * np.log10(x)
+    low, high = np.percentile(y, [50 * (1 - ci), 50 * (1 + ci)], axis=0)
+    ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0, label="_nolegend_", gid=gid)
+
+
+def _log_count_axis(ax: Axes) -> None:
+    """A log x axis of counts (parameters, TRs) with labels like 125M, 1.3B, 500, 2k."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(_format_params))
+    # minor ticks labelled only when the values span less than two decades (else too crowded)
+    low, high = ax.get_xlim()
+    narrow = np.log10(high / low) < 2
+    ax.xaxis.set_minor_formatter(FuncFormatter(_format_minor) if narrow else NullFormatter())
+
+
 def _params_per_model(full: pd.DataFrame) -> pd.Series:
     counts = full.groupby("model")["n_params"].nunique()
     ambiguous = counts.index[counts > 1].tolist()
@@ -147,7 +229,13 @@ def _params_per_model(full: pd.DataFrame) -> pd.Series:
 # scaling figures
 # --------------------------------------------------------------------------------------------
 def plot_model_size_scaling(
-    table: pd.DataFrame, *, metric: str = "mean_r", ax: Axes | None = None
+    table: pd.DataFrame,
+    *,
+    metric: str = "mean_r",
+    ax: Axes | None = None,
+    fits: pd.DataFrame | None = None,
+    bootstrap: pd.DataFrame | None = None,
+    model_kind: str | None = None,
 ) -> Axes:
     """Encoding performance against language-model size, one log-linear fit per family.
 
@@ -165,14 +253,24 @@ def plot_model_size_scaling(
         Column drawn on the y axis (``"mean_r"`` or ``"mean_cc_norm"``).
     ax : matplotlib.axes.Axes, optional
         Axes to draw into; defaults to the current Axes.
+    fits : pandas.DataFrame, optional
+        The scaling-fit table (`fmriscaling.scaling.scaling_fits`): the lines and legends come
+        from its ``params`` rows (slope, % per decade with its interval, r), so figure and
+        table agree; a family it lacks is an error.
+    bootstrap : pandas.DataFrame, optional
+        Its replicate lines: a shaded band of the fit's confidence interval.
+    model_kind : str, optional
+        Only models of this kind (``"text"``, ``"speech"``; the table's ``model_kind``).
 
     Returns
     -------
     matplotlib.axes.Axes
         The Axes drawn into. Artists carry a ``gid``: ``"subjects:<family>"`` and
-        ``"mean:<family>"`` for the point collections, ``"fit:<family>"`` for the fit line.
+        ``"mean:<family>"`` for the point collections, ``"fit:<family>"`` for the fit line,
+        ``"band:<family>"`` for the interval.
     """
     where = "plot_model_size_scaling"
+    table = _of_model_kind(table, model_kind, where)
     full = _rows_of_kind(
         table,
         "full",
@@ -208,6 +306,13 @@ def plot_model_size_scaling(
         if fittable["n_params"].nunique() >= 2:
             slope, intercept, r = fit_log_linear(fittable["n_params"], fittable["value"])
             x_line = np.array([fittable["n_params"].min(), fittable["n_params"].max()], float)
+            label = f"{family}: {slope:+.3f} {_metric_unit(metric)} per 10x (r={r:.2f})"
+            if fits is not None:
+                fit = _fit_of(fits, where, "params", metric, family=family)
+                slope, intercept = fit["slope_per_decade"], fit["intercept"]
+                label = _fit_label(str(family), fit, _metric_unit(metric), "")
+                if bootstrap is not None:
+                    _draw_band(ax, bootstrap, fit, x_line, color, f"band:{family}")
             ax.plot(
                 x_line,
                 intercept + slope * np.log10(x_line),
@@ -216,7 +321,6 @@ def plot_model_size_scaling(
                 label="_nolegend_",
                 gid=f"fit:{family}",
             )
-            label = f"{family}: {slope:+.3f} {_metric_unit(metric)} per 10x (r={r:.2f})"
         else:
             logger.info("%s: family %s has < 2 model sizes; no fit drawn", where, family)
         ax.scatter(
@@ -231,12 +335,7 @@ def plot_model_size_scaling(
             gid=f"mean:{family}",
         )
 
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(_format_params))
-    # minor ticks labelled only when the sizes span less than two decades (else too crowded)
-    low, high = ax.get_xlim()
-    narrow = np.log10(high / low) < 2
-    ax.xaxis.set_minor_formatter(FuncFormatter(_format_minor) if narrow else NullFormatter())
+    _log_count_axis(ax)
     ax.set_xlabel("model parameters")
     ax.set_ylabel(f"{_metric_label(metric)} (best CV layer)")
     ax.legend(fontsize="small", frameon=False)
@@ -244,7 +343,13 @@ def plot_model_size_scaling(
 
 
 def plot_data_scaling(
-    table: pd.DataFrame, *, metric: str = "mean_r", ax: Axes | None = None
+    table: pd.DataFrame,
+    *,
+    metric: str = "mean_r",
+    ax: Axes | None = None,
+    x: Literal["n_train_stories", "n_train_trs"] = "n_train_stories",
+    fits: pd.DataFrame | None = None,
+    bootstrap: pd.DataFrame | None = None,
 ) -> Axes:
     """Encoding performance against the number of training stories, with log-linear fits.
 
@@ -269,16 +374,26 @@ def plot_data_scaling(
         Column drawn on the y axis.
     ax : matplotlib.axes.Axes, optional
         Axes to draw into; defaults to the current Axes.
+    x : {"n_train_stories", "n_train_trs"}
+        Training-set size on the x axis: stories, or TRs (averaged over the subsets of a story
+        count, per subject for the points and over subjects for the fit).
+    fits, bootstrap : pandas.DataFrame, optional
+        The scaling-fit table and its replicate lines, as in `plot_model_size_scaling`
+        (axis ``stories`` or ``trs``): the fit and legend come from the table, the band from
+        the replicates.
 
     Returns
     -------
     matplotlib.axes.Axes
         The Axes drawn into. With ``key = "<model>:<layer>:<subject>"``, each series' data line
         has ``gid="data:<key>"`` and its error-bar LineCollection ``"errorbars:<key>"``; the fit
-        line of a (model, layer) has ``gid="fit:<model>:<layer>"``.
+        line of a (model, layer) has ``gid="fit:<model>:<layer>"``, its band
+        ``"band:<model>:<layer>"``.
     """
     where = "plot_data_scaling"
-    columns = ["subject", "model", "layer", "n_train_stories", metric]
+    columns = ["subject", "model", "layer", "n_train_stories", metric] + (
+        [x] if x != "n_train_stories" else []
+    )
     sub = _rows_of_kind(table, "subsample", columns, where)
     if (_fit_kinds(table, where) == "full").any():
         full = _rows_of_kind(table, "full", columns, where)
@@ -286,13 +401,13 @@ def plot_data_scaling(
         sub = pd.concat([sub, full.merge(swept, on=["model", "layer"])], ignore_index=True)
     ax = _get_ax(ax)
     stats = (
-        sub.groupby(["model", "layer", "subject", "n_train_stories"], sort=True)[metric]
-        .agg(["mean", "std"])
+        sub.groupby(["model", "layer", "subject", "n_train_stories"], sort=True)
+        .agg(mean=(metric, "mean"), std=(metric, "std"), x=(x, "mean"))
         .reset_index()
     )
     pooled = (
-        sub.groupby(["model", "layer", "n_train_stories"], sort=True)[metric]
-        .mean()
+        sub.groupby(["model", "layer", "n_train_stories"], sort=True)
+        .agg(value=(metric, "mean"), x=(x, "mean"))
         .dropna()
         .reset_index()
     )
@@ -302,31 +417,40 @@ def plot_data_scaling(
     subjects = sorted(stats["subject"].astype(str).unique())
     markers = dict(zip(subjects, "osD^vP*Xh", strict=False))
 
+    per = " stories" if x == "n_train_stories" else " TRs"
     for (model, layer), points in pooled.groupby(["model", "layer"], sort=True):
         label = f"{model} L{layer}"
-        x = points["n_train_stories"].to_numpy(dtype=float)
-        if np.unique(x).size < 2:
+        x_fit = points["x"].to_numpy(dtype=float)
+        if np.unique(x_fit).size < 2:
             logger.info("%s: %s has < 2 story counts; no fit drawn", where, label)
             continue
-        slope, intercept, r = fit_log_linear(x, points[metric].to_numpy(dtype=float))
-        reference = intercept + slope * np.log10(x.min())
+        slope, intercept, r = fit_log_linear(x_fit, points["value"].to_numpy(dtype=float))
+        reference = intercept + slope * np.log10(x_fit.min())
         percent = f"{100 * slope / reference:+.0f}%, " if reference > 0 else ""
-        x_line = np.array([x.min(), x.max()])
+        legend = f"{label}: {slope:+.3f} {_metric_unit(metric)} per 10x{per} ({percent}r={r:.2f})"
+        x_line = np.array([x_fit.min(), x_fit.max()])
+        if fits is not None:
+            axis = "stories" if x == "n_train_stories" else "trs"
+            fit = _fit_of(fits, where, axis, metric, model=model, layer=int(layer))
+            slope, intercept = fit["slope_per_decade"], fit["intercept"]
+            legend = _fit_label(label, fit, _metric_unit(metric), per)
+            if bootstrap is not None:
+                _draw_band(
+                    ax, bootstrap, fit, x_line, colors[(model, layer)], f"band:{model}:{layer}"
+                )
         ax.plot(
             x_line,
             intercept + slope * np.log10(x_line),
             color=colors[(model, layer)],
             linewidth=1.5,
-            label=(
-                f"{label}: {slope:+.3f} {_metric_unit(metric)} per 10x stories ({percent}r={r:.2f})"
-            ),
+            label=legend,
             gid=f"fit:{model}:{layer}",
         )
 
     for (model, layer, subject), points in stats.groupby(["model", "layer", "subject"], sort=True):
         key = f"{model}:{layer}:{subject}"
         container = ax.errorbar(
-            points["n_train_stories"].to_numpy(dtype=float),
+            points["x"].to_numpy(dtype=float),
             points["mean"].to_numpy(dtype=float),
             # a count with one seed has no spread: draw no bar rather than a NaN
             yerr=points["std"].fillna(0.0).to_numpy(dtype=float),
@@ -343,11 +467,14 @@ def plot_data_scaling(
         bars.set_gid(f"errorbars:{key}")
 
     ax.set_xscale("log")
-    # tick the story counts that were fitted, as plain numbers
-    ax.set_xticks(np.unique(sub["n_train_stories"].to_numpy(dtype=float)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("training stories")
+    if x == "n_train_stories":
+        # tick the story counts that were fitted, as plain numbers
+        ax.set_xticks(np.unique(sub["n_train_stories"].to_numpy(dtype=float)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        _log_count_axis(ax)
+    ax.set_xlabel("training stories" if x == "n_train_stories" else "training TRs")
     ax.set_ylabel(f"{_metric_label(metric)} (mean ± sd over subsets)")
     ax.legend(fontsize="x-small", frameon=False)
     return ax
@@ -722,17 +849,43 @@ def save_figure_files(
     return save_figure(fig, stem, [p.suffix for p in paths], dpi=dpi)
 
 
+@contextlib.contextmanager
+def saving(fig: Figure, paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
+    """Draw into ``fig`` in the block; then save it to ``paths`` (`save_figure_files`).
+
+    The figure is closed either way, unsaved when the block raises.
+
+    Yields
+    ------
+    list of pathlib.Path
+        Filled with the files written once the block has ended.
+    """
+    written: list[Path] = []
+    try:
+        yield written
+    except BaseException:
+        plt.close(fig)
+        raise
+    written.extend(save_figure_files(fig, paths))
+
+
 def scaling_report(
     table: pd.DataFrame,
     outputs: Mapping[str, Sequence[str | os.PathLike]],
     *,
     metric: str = "mean_r",
+    metrics: Sequence[str] | None = None,
+    fits: pd.DataFrame | None = None,
+    bootstrap: pd.DataFrame | None = None,
 ) -> dict[str, list[Path]]:
     """Draw and save the scaling figures of a scaling table, each to the files asked for.
 
-    Figures: ``model_size_scaling``, ``data_scaling`` and ``layer_profiles``. A figure whose rows
-    are absent from the table (no ``kind == "full"`` rows for the model-size and layer figures,
-    no ``kind == "subsample"`` rows for the data figure) is skipped with a logged warning.
+    Figures: ``model_size_scaling`` (text models when the table has ``model_kind``),
+    ``speech_model_size_scaling`` (speech models), ``data_scaling`` (against training
+    stories, and against training TRs when the table has ``n_train_trs`` and fits are given)
+    and ``layer_profiles``. A figure whose rows are absent from the table (no ``kind ==
+    "full"`` rows for the model-size and layer figures, no ``kind == "subsample"`` rows for the
+    data figure, no speech models) is skipped with a logged warning.
 
     Parameters
     ----------
@@ -743,7 +896,12 @@ def scaling_report(
         (``{"data_scaling": ["fig/data_scaling.png", "fig/data_scaling.pdf"]}``); folders are
         created when missing. Names not among the figures above are an error.
     metric : str
-        Column drawn on the y axes.
+        Column drawn on the y axes (one panel per figure).
+    metrics : sequence of str, optional
+        Several columns, one panel (row) each; overrides ``metric``.
+    fits, bootstrap : pandas.DataFrame, optional
+        Scaling fits and their replicate lines (`fmriscaling.scaling.scaling_fits`): lines,
+        legends and confidence bands of the size and data figures come from them.
 
     Returns
     -------
@@ -751,27 +909,41 @@ def scaling_report(
         Figure name -> files written; skipped figures are absent.
     """
     kinds = _fit_kinds(table, "scaling_report")
+    bands = dict(fits=fits, bootstrap=bootstrap)
+    trs = fits is not None and "n_train_trs" in table.columns
     figures = {
-        "model_size_scaling": ("full", plot_model_size_scaling),
-        "data_scaling": ("subsample", plot_data_scaling),
-        "layer_profiles": ("full", plot_layer_profiles),
-    }
+        "model_size_scaling": ("full", "text", [(plot_model_size_scaling, dict(model_kind="text", **bands))]),
+        "speech_model_size_scaling": ("full", "speech", [(plot_model_size_scaling, dict(model_kind="speech", **bands))]),
+        "data_scaling": ("subsample", None, [(plot_data_scaling, bands)]
+                         + ([(plot_data_scaling, dict(x="n_train_trs", **bands))] if trs else [])),
+        "layer_profiles": ("full", None, [(plot_layer_profiles, {})]),
+    }  # fmt: skip
     unknown = sorted(set(outputs) - set(figures))
     if unknown:
         raise ValueError(f"scaling_report: unknown figures {unknown}; known: {sorted(figures)}")
+    metrics = [metric] if metrics is None else list(metrics)
+    has_kind = "model_kind" in table.columns
     written: dict[str, list[Path]] = {}
     for name, paths in outputs.items():
-        kind, plot = figures[name]
+        kind, model_kind, panels = figures[name]
         if not (kinds == kind).any():
             logger.warning("scaling_report: no rows with kind == %r; skipping %s", kind, name)
             continue
+        if model_kind == "speech" and not (has_kind and (table["model_kind"] == "speech").any()):
+            logger.warning("scaling_report: no speech models; skipping %s", name)
+            continue
+        width, height = _FIGURE_SIZE
         # a bare Figure: no pyplot state or GUI backend involved
-        fig = Figure(figsize=_FIGURE_SIZE, layout="constrained")
-        ax = fig.add_subplot()
-        try:
-            plot(table, metric=metric, ax=ax)
-        except BaseException:
-            plt.close(fig)
-            raise
-        written[name] = save_figure_files(fig, paths)
+        fig = Figure(figsize=(width * len(panels), height * len(metrics)), layout="constrained")
+        axes = np.atleast_2d(fig.subplots(len(metrics), len(panels), squeeze=False))
+        with saving(fig, paths) as files:
+            for row, panel_metric in enumerate(metrics):
+                for col, (plot, options) in enumerate(panels):
+                    options = (
+                        options
+                        if has_kind
+                        else {k: v for k, v in options.items() if k != "model_kind"}
+                    )
+                    plot(table, metric=panel_metric, ax=axes[row, col], **options)
+        written[name] = files
     return written

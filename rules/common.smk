@@ -15,9 +15,11 @@ os.environ.update(
 
 import numpy as np
 
+from fmriscaling._pycortex import SUBJECT_FILES, transform_files
 from fmriscaling.config import model_layers, validate_config
 from fmriscaling.download.manifest import manifest_stories, read_manifest, relpath_for, select_files
 from fmriscaling.encoding.subsample import draw_stories, story_count_grid
+from fmriscaling.rois import annotation_relpath
 
 # validated copy with every default filled in; errors name the offending key
 _validated = validate_config(config)
@@ -79,6 +81,7 @@ PATHS = {
     "audio": _in_data("audio"),
     "responses": _in_data("responses"),
     "transform": "results/data/{dataset}/derivative/pycortex-db/{subject}/transforms/{subject}_auto/{name}.nii.gz",
+    "pycortex_file": "results/data/{dataset}/derivative/pycortex-db/{subject}/{file}",
     "ground_truth": "results/data/{dataset}/ground_truth",
     "model": "results/models/{model}",
     "timing": "results/stimuli/{dataset}/{story}.{kind}.tsv",
@@ -87,8 +90,10 @@ PATHS = {
     "subset_fit": "results/encoding/{dataset}/{subject}/{model}/layer-{layer}/ntrain-{n}/seed-{seed}/scores.{ext}",
     "noise_ceiling": "results/noise_ceiling/{dataset}/{subject}.npz",
     "table": "results/tables/{dataset}/{name}.csv",
+    "table_gz": "results/tables/{dataset}/{name}.csv.gz",
+    "rois": "results/rois/{dataset}/{subject}.npz",
     "figure": "results/figures/{dataset}/{name}.{fmt}",
-    "brain_map": "results/figures/{dataset}/{subject}_best_model_map.png",
+    "brain_map": "results/figures/{dataset}/{subject}_best_model_map.{fmt}",
 }
 
 
@@ -327,26 +332,105 @@ def full_fits_of(subject):
     return [e for e in TABLE_ENTRIES if e["subject"] == subject and e["n_train"] is None]
 
 
-TABLE_NAMES = ["encoding", "best_layers", "scaling"]
-FIGURE_NAMES = ["model_size_scaling", "layer_profiles"] + (
-    ["data_scaling"] if config["subsampling"]["fits"] else []
+TABLE_NAMES = ["encoding", "best_layers", "scaling", "headline", "rois", "costs"]
+FIGURE_NAMES = (
+    ["model_size_scaling"]
+    + (["speech_model_size_scaling"] if SPEECH_MODELS else [])
+    + ["layer_profiles"]
+    + (["data_scaling"] if config["subsampling"]["fits"] else [])
 )
+FORMATS = config["figures"]["formats"]
+
+
+def formats_of(name, /, **values):
+    """The files of one figure, one per configured format."""
+    return [path(name, **values, fmt=fmt) for fmt in FORMATS]
 
 
 def figure_outputs(wildcards=None):
     """Named outputs of the scaling_figures rule (figure name -> its file per format)."""
-    return {
-        name: [path("figure", name=name, fmt=fmt) for fmt in config["figures"]["formats"]]
-        for name in FIGURE_NAMES
-    }
+    return {name: formats_of("figure", name=name) for name in FIGURE_NAMES}
 
 
 def final_targets(wildcards):
     tables = [path("table", dataset=DATASET, name=name) for name in TABLE_NAMES]
     figures = [fill(f, dataset=DATASET) for files in figure_outputs().values() for f in files]
+    figures += [
+        f
+        for name in ("noise_ceiling", "costs")
+        for f in formats_of("figure", dataset=DATASET, name=name)
+    ]
     maps = (
-        [path("brain_map", dataset=DATASET, subject=s) for s in SUBJECTS]
+        [f for s in SUBJECTS for f in formats_of("brain_map", dataset=DATASET, subject=s)]
         if config["figures"]["brain_maps"]
         else []
     )
     return tables + figures + maps
+
+
+# ---------------------------------------------------------------- anatomy: ROIs and maps
+
+# a pycortex database with surfaces: downloaded (ds003020 ships one per subject) or the demo's
+HAS_CORTEX = SOURCE == "openneuro" or config["synthetic"]["cortex"] is not None
+ATLASES = sorted({atlas for spec in config["rois"]["groups"].values() for atlas in spec})
+DEMO_PYCORTEX_FILES = [*SUBJECT_FILES, "surface-info/curvature.npz"]
+
+
+def demo_pycortex_outputs(subject):
+    """What the demo generator writes into a subject's pycortex folder besides the masks."""
+    if config["synthetic"]["cortex"] is None:
+        return []
+    xfm = transform_files(subject, f"{subject}_auto")[0]  # matrices.xfm; the masks are apart
+    return [path("pycortex_file", subject=subject, file=f) for f in [*DEMO_PYCORTEX_FILES, xfm]]
+
+
+def annotation_files(subject):
+    """The FreeSurfer annotations (lh, rh) of every atlas the ROI groups use."""
+    return [
+        path("dataset_file", path=annotation_relpath(subject, hemi, atlas))
+        for atlas in ATLASES
+        for hemi in ("lh", "rh")
+    ]
+
+
+def annotation_inputs(wildcards):
+    return [fill(f, dataset=wildcards.dataset) for f in annotation_files(wildcards.subject)]
+
+
+def pycortex_inputs(wildcards):
+    """The subject's pycortex files a map or the ROI labels read (masks included)."""
+    subject = wildcards.subject
+    masks = [
+        path("transform", dataset=DATASET, subject=subject, name=n)
+        for n in ("mask_thick", "reference")
+    ]
+    if SOURCE == "openneuro":
+        files = select_files(MANIFEST, subjects=[subject], kinds=["pycortex"])
+        return sorted({*masks, *(path("dataset_file", dataset=DATASET, path=f) for f in files)})
+    return masks + [fill(f, dataset=DATASET) for f in demo_pycortex_outputs(subject)]
+
+
+def pycortex_db_of(wildcards, input):
+    """The pycortex filestore of a job's mask (<db>/<subject>/transforms/<xfm>/mask_thick...)."""
+    return str(Path(input.mask).parents[3])
+
+
+def rois_of_subjects(wildcards=None):
+    """The ROI labels of every subject, when the dataset has pycortex surfaces."""
+    return [path("rois", subject=s) for s in SUBJECTS] if HAS_CORTEX else []
+
+
+def benchmark_records(wildcards=None):
+    """Every extraction and fit job with its benchmark file, for the cost table."""
+    records = []
+    for model in RUN_MODELS:
+        job = f"extract_{MODELS[model]['kind']}_features"
+        where = benchmark(job, "features", dataset=DATASET, model=model)
+        records.append(dict(rule=job, model=model, path=where))
+    for entry in TABLE_ENTRIES:
+        full = entry["n_train"] is None
+        job, name = ("fit_encoding", "fit") if full else ("fit_encoding_subset", "subset_fit")
+        labels = {k: entry[k] for k in ("subject", "model", "layer", "n_train", "seed")}
+        where = benchmark(job, name, dataset=DATASET, **labels, n=entry["n_train"])
+        records.append(dict(labels, rule=job, path=where))
+    return records

@@ -12,6 +12,9 @@ rule generate_demo_dataset:
             for sub in SUBJECTS
             for name in ("mask_thick", "reference")
         ],
+        # with synthetic.cortex: the rest of each subject's pycortex folder and its annotations
+        pycortex=[f for sub in SUBJECTS for f in demo_pycortex_outputs(sub)],
+        annotations=[f for sub in SUBJECTS for f in annotation_files(sub)] if HAS_CORTEX else [],
         ground_truth=directory(path("ground_truth")),
     log:
         log("generate_demo_dataset", "data"),

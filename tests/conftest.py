@@ -34,3 +34,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+# a small demo dataset on pycortex's sample subject S1 (surfaces, transform, annotations)
+CORTEX_DEMO = {
+    "subjects": ("UTS01",),
+    "n_train_stories": 2,
+    "n_voxels": 300,
+    "n_latent": 4,
+    "story_n_trs": (60, 70),
+    "test_n_trs": 90,
+    "seed": 0,
+    "cortex": "S1",
+}
+
+
+@pytest.fixture(scope="session")
+def cortex_dataset(tmp_path_factory):
+    """(root, summary) of a one-subject demo dataset laid on S1 (shared by the session)."""
+    from fmriscaling.demo.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("cortex") / "ds"
+    return root, generate_dataset(root, **CORTEX_DEMO)

@@ -24,7 +24,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 # cells that measure the run, not the result
-RUN_DEPENDENT = ("fit_seconds", "peak_memory_mb")
+RUN_DEPENDENT = ("fit_seconds", "peak_memory_mb", "seconds", "cpu_seconds", "max_rss_mb")
 
 
 def compare_tables(a: Path, b: Path) -> list[str]:

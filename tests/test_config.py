@@ -169,6 +169,10 @@ def _library_defaults():
     from fmriscaling.features.extract import extract_model
     from fmriscaling.features.lm import extract_text_model
     from fmriscaling.features.speech import extract_speech_model
+    from fmriscaling.figures.brain import draw_brain_maps, plot_flatmap
+    from fmriscaling.figures.ceiling import draw_noise_ceiling_figure
+    from fmriscaling.rois import label_voxels
+    from fmriscaling.scaling import bootstrap_means, scaling_fits
     from fmriscaling.stimuli import story_tables
 
     pairs = [
@@ -208,8 +212,25 @@ def _library_defaults():
         (generate_dataset, {
             f"synthetic.{key}": key
             for key in ("seed", "n_train_stories", "n_repeats", "n_voxels", "n_latent",
-                        "story_n_trs", "test_n_trs")
+                        "story_n_trs", "test_n_trs", "cortex")
         }),
+        (bootstrap_means, {
+            "scaling.bootstrap.n_replicates": "n_replicates", "scaling.bootstrap.seed": "seed",
+        }),
+        (scaling_fits, {
+            "scaling.ci": "ci", "scaling.bootstrap.seed": "seed",
+            "scaling.bootstrap.resample_subjects": "resample_subjects",
+        }),
+        (label_voxels, {"rois.functional": "functional"}),
+        (draw_brain_maps, {
+            "figures.flatmap.height": "height", "figures.flatmap.pixelwise": "pixelwise",
+            "figures.flatmap.with_rois": "with_rois",
+        }),
+        (plot_flatmap, {
+            "figures.flatmap.height": "height", "figures.flatmap.pixelwise": "pixelwise",
+            "figures.flatmap.with_rois": "with_rois",
+        }),
+        (draw_noise_ceiling_figure, {"figures.roi_min_voxels": "min_voxels"}),
     ]  # fmt: skip
     return [(key, fn, param) for fn, mapping in pairs for key, param in mapping.items()]
 

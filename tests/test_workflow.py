@@ -67,18 +67,65 @@ def demo(tmp_path_factory) -> Path:
     return workdir
 
 
+FIGURES = (
+    "model_size_scaling",
+    "speech_model_size_scaling",
+    "data_scaling",
+    "layer_profiles",
+    "noise_ceiling",
+    "costs",
+)
+
+
 def test_demo_makes_every_final_target(demo):
     tables = demo / "results" / "tables" / "demo"
     figures = demo / "results" / "figures" / "demo"
-    for name in ("encoding", "best_layers", "scaling"):
+    for name in ("encoding", "best_layers", "scaling", "headline", "rois", "costs"):
         assert (tables / f"{name}.csv").is_file()
         assert (tables / f"{name}.md").is_file()
-    for name in ("model_size_scaling", "data_scaling", "layer_profiles"):
+    for name in ("voxels", "roi_voxels", "bootstrap_means", "scaling_bootstrap"):
+        assert (tables / f"{name}.csv.gz").stat().st_size > 100
+    for name in FIGURES:
         for fmt in ("png", "pdf"):
             assert (figures / f"{name}.{fmt}").stat().st_size > 1000
     for subject in ("UTS01", "UTS02"):
         png = figures / f"{subject}_best_model_map.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (figures / f"{subject}_best_model_map.pdf").is_file()
+
+
+def test_demo_headline_rois_and_costs(demo):
+    tables = demo / "results" / "tables" / "demo"
+    head = pd.read_csv(tables / "headline.csv")
+    params = head[head["axis"] == "params"].set_index("family")
+    assert set(params.index) == {"tiny-opt"}  # the speech families have one size each
+    assert params.loc["tiny-opt", "paper_pct_per_decade"] == 4.4  # through paper_aliases
+    assert (head["pct_lo"] <= head["pct_per_decade"]).all()
+    assert (head["pct_per_decade"] <= head["pct_hi"]).all()
+    assert set(head["axis"]) == {"params", "stories", "trs"}
+    rois = pd.read_csv(tables / "rois.csv")
+    anatomical = set(rois.loc[rois["source"] == "anatomical", "roi"])
+    assert {"precuneus", "auditory", "angular_gyrus", "prefrontal"} <= anatomical
+    assert {"AC", "Broca"} <= set(rois.loc[rois["source"] == "functional", "roi"])
+    cortex = rois[rois["roi"] == "cortex"]
+    assert (cortex["n_voxels"] == 300).all()
+    voxels = pd.read_csv(tables / "voxels.csv.gz")
+    assert len(voxels) == 2 * 300 and set(voxels["hemisphere"]) == {"lh", "rh"}
+    costs = pd.read_csv(tables / "costs.csv")
+    assert set(costs["rule"]) == {
+        "extract_text_features", "extract_speech_features", "fit_encoding", "fit_encoding_subset",
+    }  # fmt: skip
+    assert len(costs) == 5 + 2 * 18 + 2 * 9 and (costs["seconds"] > 0).all()
+
+
+def test_demo_report_lists_every_figure(demo):
+    report = demo / "results" / "report.html"
+    _snakemake(demo, "--report", str(report.relative_to(demo)))
+    html = report.read_text()
+    for name in FIGURES:
+        assert f"{name}.png" in html
+    for name in ("UTS01_best_model_map.png", "headline.csv", "rois.csv", "costs.csv"):
+        assert name in html
 
 
 def test_demo_table_has_one_row_per_fit(demo):
@@ -152,15 +199,22 @@ def test_changed_param_reruns_exactly_the_affected_jobs(demo, tmp_path):
     overlay = tmp_path / "delays.yaml"
     overlay.write_text("encoding:\n  delays: [1, 2, 3]\n")
     jobs = _planned_jobs(_snakemake(demo, "-n", "--configfile", str(overlay)))
-    # every fit and what is drawn from the fits; nothing upstream of the design matrices
+    # every fit and what is drawn from the fits; nothing upstream of the design matrices, and
+    # not the ROI labels (anatomy only)
     assert jobs["fit_encoding"] == 2 * 18
     assert jobs["fit_encoding_subset"] == 2 * 3 * 3
     assert set(jobs) == {
         "fit_encoding",
         "fit_encoding_subset",
         "encoding_table",
+        "bootstrap_means",
+        "scaling_table",
         "scaling_figures",
+        "roi_tables",
+        "noise_ceiling_figure",
         "brain_map",
+        "cost_table",
+        "cost_figure",
         "all",
     }
 

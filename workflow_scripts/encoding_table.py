@@ -1,16 +1,11 @@
-"""Rule encoding_table: the tidy table of every fit, the best layers and the scaling fits."""
+"""Rule encoding_table: the tidy table of every fit and the best layers (by CV)."""
 
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fmriscaling._utils import log_to_file
-from fmriscaling.encoding.tables import (
-    best_layers,
-    collect_encoding_scores,
-    scaling_summary,
-    write_table,
-)
+from fmriscaling.encoding.tables import best_layers, collect_encoding_scores, write_table
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
@@ -28,7 +23,6 @@ def main(smk) -> None:
     table = collect_encoding_scores(entries, ceilings, floor=p.floor)
     write_table(table, smk.output.encoding)
     write_table(best_layers(table[table["full_train"]]), smk.output.best_layers)
-    write_table(scaling_summary(table), smk.output.scaling)
 
 
 def _with_n_params(entry: dict, features_dir: str) -> dict:

@@ -1,4 +1,4 @@
-"""Rule scaling_figures: model-size, data-size and layer figures, drawn from the table."""
+"""Rule scaling_figures: model-size, data-size and layer figures, drawn from the tables."""
 
 from typing import TYPE_CHECKING
 
@@ -13,12 +13,17 @@ if TYPE_CHECKING:
 
 def main(smk) -> None:
     log_to_file(smk.log[0])
-    table = pd.read_csv(smk.input.table)
     outputs = {name: list(smk.output[name]) for name in smk.params.names}
-    written = scaling_report(table, outputs)
+    written = scaling_report(
+        pd.read_csv(smk.input.encoding),
+        outputs,
+        metrics=("mean_r", "mean_cc_norm"),
+        fits=pd.read_csv(smk.input.scaling),
+        bootstrap=pd.read_csv(smk.input.lines),
+    )
     missing = [name for name in smk.params.names if not written.get(name)]
     if missing:
-        raise RuntimeError(f"the table {smk.input.table} has no rows for figures {missing}")
+        raise RuntimeError(f"the table {smk.input.encoding} has no rows for figures {missing}")
 
 
 if __name__ == "__main__":

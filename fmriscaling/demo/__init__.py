@@ -9,6 +9,9 @@ Nothing in the analysis imports this package; the workflow's demo rules and the 
     seeded stories: words, TextGrids, audio, true TR features.
 ``fmriscaling.demo.synthetic``
     `generate_dataset`: responses, anatomy and ground truth, written in the ds003020 layout.
+``fmriscaling.demo.cortex``
+    the demo subjects' pycortex folders on pycortex's sample subject S1 (a coarse functional
+    grid each) and a synthetic FreeSurfer parcellation of S1's surface.
 ``fmriscaling.demo.tiny_lm``, ``fmriscaling.demo.tiny_speech``
     tiny random causal LMs (with a trained BPE tokenizer) and speech models, saved like hub
     snapshots.

@@ -7,6 +7,9 @@
     derivative/preprocessed_data/<subject>/<story>.hf5         dataset "data" (n_trs - 20, n_voxels)
         (test story: also "individual_repeats" (n_repeats, n_trs - 20, n_voxels))
     derivative/pycortex-db/<subject>/transforms/<subject>_auto/{mask_thick,reference}.nii.gz
+        (with ``cortex="S1"``: a whole pycortex subject folder on pycortex's sample subject,
+        and derivative/freesurfer_subjdir/<subject>/label/{lh,rh}.{aparc,aparc.a2009s}.annot;
+        see `fmriscaling.demo.cortex`)
     stimuli/<story>.wav                                        16 kHz mono int16
     ground_truth/stimulus_features.h5, ground_truth/<subject>.npz,
     ground_truth/manifest.json, ground_truth/README.md
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +48,7 @@ import numpy as np
 from scipy import ndimage, signal, stats
 from scipy.io import wavfile
 
+from .._pycortex import SAMPLE_SUBJECT
 from .._utils import ConfigError, atomic_path, write_json
 from ..textgrid import write_textgrid
 from .names import TRAIN_STORY_PREFIX, synthetic_story_names
@@ -249,6 +254,7 @@ def _check_params(
     seed: int,
     noise_levels: Sequence[float],
     null_fraction: float,
+    cortex: str | None,
 ) -> None:
     def bad(key: str, value: Any, expected: str) -> ConfigError:
         return ConfigError(f"synthetic.{key} = {value!r}: expected {expected}.")
@@ -278,6 +284,8 @@ def _check_params(
         raise bad("noise_levels", noise_levels, "(low, high) with 0 < low <= high < 1")
     if not 0 <= null_fraction < 1:
         raise bad("null_fraction", null_fraction, "a fraction in [0, 1)")
+    if cortex not in (None, SAMPLE_SUBJECT):
+        raise bad("cortex", cortex, f"{SAMPLE_SUBJECT!r} (pycortex's sample subject) or null")
 
 
 def generate_dataset(
@@ -296,6 +304,7 @@ def generate_dataset(
     seed: int = 0,
     noise_levels: Sequence[float] = (0.05, 0.99),
     null_fraction: float = 0.1,
+    cortex: str | None = None,
 ) -> dict[str, Any]:
     """Write a seeded synthetic dataset in the ds003020 layout, with its ground truth.
 
@@ -334,6 +343,11 @@ def generate_dataset(
         following a spatially smooth map.
     null_fraction : float
         Fraction of voxels with zero weights (no signal, CC_max = 0).
+    cortex : {"S1", None}
+        ``"S1"``: lay each subject's voxels on pycortex's sample subject, through a coarse grid
+        of its own, and write a pycortex subject folder and synthetic FreeSurfer annotations
+        for it (`fmriscaling.demo.cortex`). None: a synthetic blob anatomy, masks only (no
+        surfaces: maps fall back to slices, and there are no ROIs).
 
     Returns
     -------
@@ -373,6 +387,7 @@ def generate_dataset(
         seed=seed,
         noise_levels=noise_levels,
         null_fraction=null_fraction,
+        cortex=cortex,
     )
     root = Path(root)
     deriv = root / "derivative"
@@ -457,8 +472,16 @@ def generate_dataset(
 
     test_rows = story_response_rows(n_trs[test_story])
     lo, hi = noise_levels
+    cortices = _cortical_anatomy(root, subjects, n_voxels, seed, paths) if cortex else {}
     for subject in subjects:
-        mask, ref, affine = _anatomy(subject, n_voxels, seed)
+        if cortices:
+            mask, ref, affine = (
+                cortices[subject].mask,
+                cortices[subject].reference,
+                cortices[subject].affine,
+            )
+        else:
+            mask, ref, affine = _anatomy(subject, n_voxels, seed)
         xfm_dir = deriv / "pycortex-db" / subject / "transforms" / f"{subject}_auto"
         _save_nifti(mask, affine, xfm_dir / "mask_thick.nii.gz", np.uint8)
         _save_nifti(ref, affine, xfm_dir / "reference.nii.gz", np.float32)
@@ -542,6 +565,7 @@ def generate_dataset(
         "seed": seed,
         "noise_levels": list(noise_levels),
         "null_fraction": null_fraction,
+        "cortex": cortex,
     }
     # paths relative to root: the manifest does not depend on where the dataset lives
     manifest = {**summary, "root": ".", "paths": _relative(paths, root)}
@@ -557,6 +581,24 @@ def generate_dataset(
         seconds,
     )
     return {**summary, "seconds": seconds}
+
+
+def _cortical_anatomy(
+    root: Path, subjects: Sequence[str], n_voxels: int, seed: int, paths: dict[str, Any]
+) -> dict[str, Any]:
+    """Grids on pycortex's S1 and each subject's pycortex folder and annotations."""
+    from . import cortex as demo_cortex
+
+    cortices = demo_cortex.demo_cortices(subjects, n_voxels, seed)
+    parcellation = demo_cortex.synthetic_parcellation()
+    paths["pycortex"] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        curvature = demo_cortex.sample_curvature(Path(tmp) / "curvature.npz")
+        for subject in subjects:
+            paths["pycortex"][subject] = demo_cortex.write_demo_subject(
+                root, subject, cortices[subject], curvature=curvature, parcellation=parcellation
+            )
+    return cortices
 
 
 def _relative(obj: Any, root: Path) -> Any:

@@ -155,6 +155,7 @@ def collect_encoding_scores(
                 "layer": int(entry["layer"]),
                 "n_layers": entry.get("n_layers"),
                 "full_train": n_train is None,
+                "model_kind": entry.get("kind"),
                 "n_train_stories": int(summary["n_train_stories"]),
                 "n_train_trs": int(summary["n_train_trs"]),
                 "seed": entry.get("seed", 0),
@@ -375,8 +376,11 @@ def to_markdown(df: pd.DataFrame, *, float_format: str = "{:.4g}") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(df: pd.DataFrame, path_csv: str | os.PathLike) -> tuple[Path, Path]:
+def write_table(df: pd.DataFrame, path_csv: str | os.PathLike) -> tuple[Path, Path | None]:
     """Write ``df`` as CSV and as a markdown copy beside it (``.md``), both atomically.
+
+    A ``.csv.gz`` path (a per-voxel or per-replicate table, too long to read as markdown) is
+    written gzip-compressed (reproducibly: no timestamp in the header) and without markdown.
 
     Parameters
     ----------
@@ -386,9 +390,15 @@ def write_table(df: pd.DataFrame, path_csv: str | os.PathLike) -> tuple[Path, Pa
 
     Returns
     -------
-    path_csv, path_md : Path
+    path_csv : Path
+    path_md : Path or None
+        None for a ``.csv.gz``.
     """
     path_csv = Path(path_csv)
+    if path_csv.name.endswith(".csv.gz"):
+        with atomic_path(path_csv, suffix=".csv.gz") as tmp:
+            df.to_csv(tmp, index=False, compression={"method": "gzip", "mtime": 0})
+        return path_csv, None
     path_md = path_csv.with_suffix(".md")
     with atomic_path(path_csv) as tmp:
         df.to_csv(tmp, index=False)

@@ -1,0 +1,264 @@
+"""Brain maps: pycortex flatmaps of per-voxel values, nilearn slices as the fallback.
+
+A flatmap needs the subject's pycortex database (surfaces, the transform of the responses'
+mask, ``overlays.svg``). pycortex draws through a private shadow of that folder
+(`fmriscaling._pycortex.pycortex_session`), so its caches never land in the dataset. ROI
+outlines (``overlays.svg``) need Inkscape; without it the maps are drawn without outlines
+and the log says so. A dataset without pycortex surfaces gets nilearn's axial slices of the
+same values over the transform's reference volume, with a log line saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from .._pycortex import has_surfaces, inkscape_available, pycortex_session
+from .._utils import DataError
+from ..plotting import _get_ax, plot_brain_map, saving
+from ..responses import load_mask
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MAP_STYLES", "draw_brain_maps", "plot_flatmap", "resolve_rois"]
+
+#: Colour map and range of each map of the per-subject figure (None: from the data).
+MAP_STYLES: dict[str, dict[str, Any]] = {
+    "test_r": {"label": "test r", "cmap": "inferno", "vmin": 0.0, "vmax": None},
+    "cc_norm": {"label": "CC_norm", "cmap": "viridis", "vmin": 0.0, "vmax": 1.0},
+    "cc_max": {"label": "CC_max (noise ceiling)", "cmap": "magma", "vmin": 0.0, "vmax": 1.0},
+    "weight": {"label": "stacking weight", "cmap": "RdBu_r", "vmin": 0.0, "vmax": 1.0},
+}
+
+
+def resolve_rois(with_rois: bool | str) -> bool:
+    """``"auto"`` -> whether Inkscape is there (pycortex needs it to draw ROI outlines)."""
+    if with_rois == "auto":
+        available = inkscape_available()
+        if not available:
+            logger.info(
+                "Inkscape not found: flatmaps are drawn without ROI outlines "
+                "(install it, e.g. apt-get install inkscape, to get them)"
+            )
+        return available
+    return bool(with_rois)
+
+
+def plot_flatmap(
+    values: Any,
+    *,
+    db_dir: str | os.PathLike,
+    subject: str,
+    xfmname: str,
+    mask: str | os.PathLike,
+    ax: Axes | None = None,
+    cmap: str = "inferno",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    label: str | None = None,
+    with_rois: bool | str = "auto",
+    with_curvature: bool | str = "auto",
+    height: int = 1024,
+    pixelwise: bool = True,
+    roi_layer: dict | None = None,
+) -> Axes:
+    """A pycortex flatmap of one value per mask voxel.
+
+    Parameters
+    ----------
+    values : array of shape (n_voxels,)
+        One value per voxel of ``mask``, in pycortex's (z, y, x) C order (the response
+        columns); NaN voxels are left transparent.
+    db_dir : path-like
+        pycortex filestore holding ``<subject>/``.
+    subject : str
+    xfmname : str
+        The transform of ``mask`` (ds003020: ``<subject>_auto``).
+    mask : path-like
+        The cortical mask of the values.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw into; defaults to the current Axes.
+    cmap : str
+    vmin, vmax : float, optional
+        Colour range; by default the 1st and 99th percentiles of the finite values.
+    label : str, optional
+        Label of the horizontal colour bar under the map (none when None).
+    with_rois : bool or "auto"
+        Outline the ROIs of ``overlays.svg`` (needs Inkscape; ``"auto"``: when installed).
+    with_curvature : bool or "auto"
+        Grey curvature underneath (``"auto"``: when the database has
+        ``surface-info/curvature.npz``, so nothing is computed into it).
+    height : int
+        Pixel height of pycortex's flatmap image.
+    pixelwise : bool
+        pycortex's pixel-wise sampling through the cortical sheet (slower to cache, smoother);
+        False maps each pixel to its nearest vertex's voxel.
+    roi_layer : dict, optional
+        Shared by the maps of one figure: the ROI outlines Inkscape rasterised for the first
+        map are kept in it and drawn again on the others (one Inkscape call per figure).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn into; its first image is the data.
+
+    Raises
+    ------
+    DataError
+        When the database lacks the subject's surfaces or ``values`` does not fit the mask.
+    """
+    if not has_surfaces(db_dir, subject):
+        raise DataError(f"{Path(db_dir) / subject}: no pycortex surfaces, cannot draw a flatmap")
+    mask_zyx, n_voxels = load_mask(mask)
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (n_voxels,):
+        raise DataError(f"{len(values)} values for a mask of {n_voxels} voxels ({mask})")
+    finite = values[np.isfinite(values)]
+    low, high = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
+    vmin = float(low) if vmin is None else vmin
+    vmax = float(high) if vmax is None or vmax <= vmin else vmax
+    volume = np.full(mask_zyx.shape, np.nan)
+    volume[mask_zyx] = values
+    curvature = (Path(db_dir) / subject / "surface-info" / "curvature.npz").is_file()
+    ax = _get_ax(ax)
+    rois = resolve_rois(with_rois)
+    reuse = rois and roi_layer is not None and "image" in roi_layer
+    with pycortex_session(db_dir, [subject]) as cortex:
+        data = cortex.Volume(volume, subject, xfmname, cmap=cmap, vmin=vmin, vmax=vmax)
+        cortex.quickflat.make_figure(
+            data,
+            fig=ax,
+            with_rois=rois and not reuse,
+            with_labels=True,
+            with_curvature=curvature if with_curvature == "auto" else bool(with_curvature),
+            with_colorbar=False,
+            height=height,
+            pixelwise=pixelwise,
+            nanmean=True,
+            linewidth=max(1, height // 400),
+            # pycortex sizes labels in the rasterised overlay: scale them with its height
+            labelsize=f"{max(10, height // 32)}pt",
+        )
+    if reuse:
+        image = roi_layer["image"]
+        ax.imshow(
+            image.get_array(), extent=image.get_extent(), aspect="equal", zorder=image.get_zorder(),
+            interpolation=image.get_interpolation(), label="rois",
+        )  # fmt: skip
+    elif rois and roi_layer is not None:
+        roi_layer["image"] = next(im for im in ax.images if im.get_label() == "rois")
+    if label is not None:
+        mappable = ScalarMappable(Normalize(vmin, vmax), cmap)
+        bar = ax.figure.colorbar(
+            mappable, ax=ax, orientation="horizontal", fraction=0.05, pad=0.02, shrink=0.4
+        )
+        bar.set_label(label, fontsize="small")
+    return ax
+
+
+def _map_values(voxels: pd.DataFrame, weights: Mapping[str, np.ndarray] | None):
+    """(column or title, values, style) of each panel of the subject figure."""
+    order = voxels.sort_values("voxel")
+    panels = [
+        (name, order[name].to_numpy(dtype=float), MAP_STYLES[name])
+        for name in ("test_r", "cc_norm", "cc_max")
+    ]
+    for member, values in (weights or {}).items():
+        style = dict(MAP_STYLES["weight"], label=f"stacking weight of {member}")
+        panels.append((f"weight:{member}", np.asarray(values, dtype=float), style))
+    return panels
+
+
+def draw_brain_maps(
+    voxels: pd.DataFrame,
+    paths: Sequence[str | os.PathLike],
+    *,
+    subject: str,
+    db_dir: str | os.PathLike,
+    mask: str | os.PathLike,
+    reference: str | os.PathLike,
+    xfmname: str,
+    stacking_weights: Mapping[str, np.ndarray] | None = None,
+    with_rois: bool | str = "auto",
+    height: int = 1024,
+    pixelwise: bool = True,
+) -> list[Path]:
+    """The per-subject map figure: test r, CC_norm and CC_max of the best model (+ weights).
+
+    Flatmaps when the subject has pycortex surfaces in ``db_dir``; axial nilearn slices over
+    ``reference`` otherwise (logged).
+
+    Parameters
+    ----------
+    voxels : DataFrame
+        The voxel table (`fmriscaling.voxel_tables.voxel_table`) of one subject.
+    paths : sequence of path-like
+        The figure's files, one per format.
+    subject : str
+    db_dir : path-like
+        pycortex filestore (may lack the subject: then slices).
+    mask, reference : path-like
+        The cortical mask of the voxels and the transform's reference volume.
+    xfmname : str
+    stacking_weights : mapping of str to array of shape (n_voxels,), optional
+        Member -> its stacking weight per voxel, one more panel each.
+    with_rois, height, pixelwise
+        See `plot_flatmap`.
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    voxels = voxels[voxels["subject"] == subject]
+    if voxels.empty:
+        raise DataError(f"the voxel table has no rows for subject {subject}")
+    model, layer = voxels["model"].iloc[0], int(voxels["layer"].iloc[0])
+    panels = _map_values(voxels, stacking_weights)
+    flat = has_surfaces(db_dir, subject)
+    if not flat:
+        logger.info(
+            "%s: no pycortex surfaces in %s; drawing nilearn slices instead of flatmaps",
+            subject,
+            Path(db_dir) / subject,
+        )
+    ncols = 2 if len(panels) > 3 else 1
+    nrows = -(-len(panels) // ncols)
+    width, row_height = (7.0, 4.2) if flat else (12.0, 3.2)
+    fig = Figure(
+        figsize=(width * ncols, row_height * nrows), layout="constrained" if flat else None
+    )
+    flatmap = dict(db_dir=db_dir, subject=subject, xfmname=xfmname, mask=mask, height=height)
+    flatmap.update(pixelwise=pixelwise, with_rois=resolve_rois(with_rois) if flat else False)
+    flatmap.update(roi_layer={})
+    # one pycortex session for every panel: its flatmap cache is computed once
+    session = pycortex_session(db_dir, [subject]) if flat else contextlib.nullcontext()
+    with saving(fig, paths) as written, session:
+        for i, (_, values, style) in enumerate(panels):
+            title = f"{subject} {style['label']}: {model} layer {layer} (best by CV)"
+            colours = {k: style[k] for k in ("cmap", "vmin", "vmax")}
+            if flat:
+                ax = fig.add_subplot(nrows, ncols, i + 1)
+                plot_flatmap(values, ax=ax, label=style["label"], **colours, **flatmap)
+                ax.set_title(title, fontsize="medium")
+                continue
+            row, col = divmod(i, ncols)
+            ax = fig.add_axes((col / ncols, 1 - (row + 1) / nrows, 1 / ncols, 1 / nrows))
+            # voxels without a ceiling are drawn blank
+            plot_brain_map(
+                np.nan_to_num(values, nan=0.0), mask, reference, order="F", axes=ax,
+                figure=fig, title=title, cmap=colours["cmap"], vmax=colours["vmax"],
+            )  # fmt: skip
+    return written
