@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from fmriscaling import DataError, plotting
-from fmriscaling.costs import benchmark_table
 from fmriscaling.demo.synthetic import generate_dataset
 from fmriscaling.figures.brain import draw_brain_maps, plot_flatmap
 from fmriscaling.figures.ceiling import (
@@ -21,6 +20,7 @@ from fmriscaling.figures.ceiling import (
 )
 from fmriscaling.figures.costs import draw_cost_figure, plot_costs
 from fmriscaling.figures.stacking import plot_stacking_gain_by_roi
+from fmriscaling.measured_costs import benchmark_table
 from fmriscaling.scaling import fits_to_resample, scaling_fits
 from fmriscaling.voxel_tables import (
     roi_stacking_gain,
@@ -115,7 +115,7 @@ def test_benchmark_table_reads_snakemake_benchmarks(tmp_path, caplog):
         {"rule": "fit_encoding", "model": "m", "n_params": 1e6, "path": bench},
         {"rule": "fit_encoding", "model": "m", "n_params": 1e6, "path": tmp_path / "gone.tsv"},
     ]
-    with caplog.at_level(logging.WARNING, logger="fmriscaling.costs"):
+    with caplog.at_level(logging.WARNING, logger="fmriscaling.measured_costs"):
         table = benchmark_table(records)
     assert len(table) == 1
     row = table.iloc[0]

@@ -3,7 +3,7 @@
 from typing import TYPE_CHECKING
 
 from fmriscaling._utils import log_to_file
-from fmriscaling.costs import cost_table_file
+from fmriscaling.measured_costs import cost_table_file
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake

@@ -1,7 +1,7 @@
 """The cost figure: wall seconds and peak memory of extraction and fit jobs against model size.
 
 No paper reports what its scaling study cost to run; this figure does, from Snakemake's
-``benchmark:`` files (`fmriscaling.costs.benchmark_table`).
+``benchmark:`` files (`fmriscaling.measured_costs.benchmark_table`).
 """
 
 from __future__ import annotations

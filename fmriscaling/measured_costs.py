@@ -1,4 +1,5 @@
-"""What the analysis costs: seconds and peak memory of each job, from Snakemake's benchmarks.
+"""What the analysis cost: seconds and peak memory of each job, from Snakemake's benchmarks
+(measured; `fmriscaling.cost` is the model that predicts them before a run).
 
 Snakemake's ``benchmark:`` files are TSVs with one row per repeat and the columns ``s``
 (wall seconds), ``max_rss`` (peak resident memory, MB), ``max_vms``, ``max_uss``, ``max_pss``,
