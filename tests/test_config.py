@@ -208,7 +208,7 @@ def _library_defaults():
         (generate_dataset, {
             f"synthetic.{key}": key
             for key in ("seed", "n_train_stories", "n_repeats", "n_voxels", "n_latent",
-                        "story_n_trs", "test_n_trs")
+                        "story_n_trs", "test_n_trs", "auditory_fraction")
         }),
     ]  # fmt: skip
     return [(key, fn, param) for fn, mapping in pairs for key, param in mapping.items()]
