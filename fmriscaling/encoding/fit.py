@@ -118,27 +118,29 @@ def fit_encoding(
         Missing files or stories, TR-count mismatches, a one-story training set with story
         folds, non-finite inputs or scores.
     """
-    from .folds import cv_folds
-    from .inputs import alpha_grid, check_story_lists, load_fit_design
+    from .inputs import prepare_fit
     from .ridge import fit_ridge_cv
 
     train_stories = [str(s) for s in train_stories]
     test_story = str(test_story)
-    check_story_lists(train_stories, test_story, response_files, cv)
-    design = load_fit_design(
+    prepared = prepare_fit(
         feature_file,
         response_files,
         train_stories,
         test_story,
         delays=delays,
-        extra_trim_train=extra_trim_train,
+        alphas=alphas,
+        cv=cv,
+        n_folds=n_folds,
+        bootstrap=bootstrap,
+        seed=seed,
         extra_trim_test=extra_trim_test,
+        extra_trim_train=extra_trim_train,
     )
+    design, folds, alphas = prepared.design, prepared.folds, prepared.alphas
     X_train, Y_train, X_test, Y_test = design.X_train, design.Y_train, design.X_test, design.Y_test
-    folds = cv_folds(design.story_lengths, cv=cv, n_folds=n_folds, bootstrap=bootstrap, seed=seed)
     n_folds_used = len(folds)
-    alphas = alpha_grid(alphas)
-    del design
+    del design, prepared
     logger.info(
         "fitting %d train TRs (%d stories) x %d features -> %d voxels; cv=%s (%d folds)",
         X_train.shape[0],

@@ -1,8 +1,8 @@
 """What a voxelwise fit reads: story lists, the layer's features and the responses as designs.
 
 Shared by `fmriscaling.encoding.fit.fit_encoding` (the layer sweep) and
-`fmriscaling.encoding.oof.fit_stack_member` (the members of a stack), so that a stack member sees
-exactly the training and test data of its ridge fit.
+`fmriscaling.encoding.oof.fit_stack_member` (the members of a stack) through `prepare_fit`, so
+that a stack member sees exactly the training and test data, folds and alphas of its ridge fit.
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ from .design import build_design
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CV_KINDS", "FitDesign", "alpha_grid", "check_story_lists", "load_fit_design"]
+__all__ = [
+    "CV_KINDS",
+    "FitDesign",
+    "PreparedFit",
+    "alpha_grid",
+    "check_story_lists",
+    "prepare_fit",
+]
 
 CV_KINDS = ("stories", "bootstrap")
 
@@ -45,48 +52,61 @@ class FitDesign:
     Y_test: np.ndarray
 
 
-def load_fit_design(
+@dataclass
+class PreparedFit:
+    """Everything a ridge fit needs before it runs: designs, CV folds and the alpha grid.
+
+    Attributes
+    ----------
+    design : FitDesign
+    folds : list of (train_idx, val_idx)
+        From `fmriscaling.encoding.folds.cv_folds`.
+    alphas : float64 array of shape (n_alphas,)
+    """
+
+    design: FitDesign
+    folds: list
+    alphas: np.ndarray
+
+
+def prepare_fit(
     feature_file: str | os.PathLike,
     response_files: Mapping[str, str | os.PathLike],
     train_stories: Sequence[str],
     test_story: str,
     *,
     delays: Sequence[int],
-    extra_trim_train: Mapping[str, int] | None,
+    alphas: Sequence[float],
+    cv: str,
+    n_folds: int,
+    bootstrap: Mapping[str, int] | None,
+    seed: int,
     extra_trim_test: int,
-) -> FitDesign:
-    """Read one layer's features and the responses of every story, and build the designs.
+    extra_trim_train: Mapping[str, int] | None,
+) -> PreparedFit:
+    """Check the story lists, read and build the designs, the CV folds and the alpha grid.
 
     Features come from ``feature_file`` (`fmriscaling.features.io.read_layer`), responses from one
     file per story (`fmriscaling.responses.read_responses`); TR counts are checked per story,
-    then `build_design` trims, z-scores and delays within each story.
-
-    Parameters
-    ----------
-    feature_file : path-like
-        ``layer-{l}.h5`` with one dataset per story, shape (n_trs, n_features).
-    response_files : mapping story -> path-like
-    train_stories : sequence of str
-    test_story : str
-    delays : sequence of int
-        FIR delays in TRs.
-    extra_trim_train : mapping story -> int, optional
-        TRs dropped at the start of training stories.
-    extra_trim_test : int
-        TRs dropped at the start of the test story.
+    then `build_design` trims, z-scores and delays within each story. The folds come from
+    `fmriscaling.encoding.folds.cv_folds`. Parameters are those of
+    `fmriscaling.encoding.fit.fit_encoding` of the same names.
 
     Returns
     -------
-    design : FitDesign
+    prepared : PreparedFit
 
     Raises
     ------
     DataError
-        A missing or malformed file, a TR-count mismatch, non-finite values.
+        An unusable story split (`check_story_lists`), a missing or malformed file, a TR-count
+        mismatch, non-finite values, a bad alpha grid.
     """
     from ..features.io import read_layer
     from ..responses import check_tr_count, read_responses
+    from .folds import cv_folds
 
+    check_story_lists(list(train_stories), test_story, response_files, cv)
     features: dict[str, np.ndarray] = {}
     responses: dict[str, np.ndarray] = {}
     for story in [*train_stories, test_story]:
@@ -105,7 +125,10 @@ def load_fit_design(
     X_test, Y_test, _ = build_design(
         features, responses, [test_story], delays=delays, extra_trim={test_story: extra_trim_test}
     )
-    return FitDesign(X_train, Y_train, list(lengths), X_test, Y_test)
+    del features, responses
+    folds = cv_folds(lengths, cv=cv, n_folds=n_folds, bootstrap=bootstrap, seed=seed)
+    design = FitDesign(X_train, Y_train, list(lengths), X_test, Y_test)
+    return PreparedFit(design, folds, alpha_grid(alphas))
 
 
 def alpha_grid(alphas: Sequence[float]) -> np.ndarray:
