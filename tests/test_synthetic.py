@@ -419,7 +419,7 @@ def test_auditory_voxels_hear_the_sound_and_the_others_the_words(dataset, respdi
         auditory = group == "auditory"
         # a fifth of the signal voxels, a compact patch on the +x side, never a null voxel
         assert auditory.sum() == round(0.2 * has_signal.sum())
-        assert set(group[~has_signal]) == {"null"} and set(group[has_signal]) == {
+        assert set(group[~has_signal]) == {"unresponsive"} and set(group[has_signal]) == {
             "auditory",
             "semantic",
         }

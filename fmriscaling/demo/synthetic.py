@@ -25,8 +25,9 @@ Generative model (METHODS.md, "Stimulus timing" and "Noise ceiling"):
    ``auditory_fraction`` of signal voxels nearest the middle of one lateral face of the volume)
    hears the sound instead of the words: its signal is the HRF-convolved acoustic features (log
    band power of the audio per TR, `fmriscaling.demo.stories.story_acoustic_features`) @
-   acoustic weights, scaled the same way; every other signal voxel is "semantic". Noise is white Gaussian with a per-voxel sd
-   chosen so that the analytic noise ceiling of the test story spans ``noise_levels``.
+   acoustic weights, scaled the same way; every other signal voxel is "semantic". Noise is
+   white Gaussian with a per-voxel sd chosen so that the analytic noise ceiling of the test
+   story spans ``noise_levels``.
 4. Rows 10 .. n − 5 − 5 of the n − 5 simulated TRs are kept: n − 20 rows, as in ds003020.
 
 This module holds steps 2-4 (anatomy, weights, noise, ground truth) and the writer; the story
@@ -223,7 +224,9 @@ def _smooth_on_mask(rng: np.random.Generator, mask: np.ndarray, n: int, sigma: f
 
 
 def _auditory_voxels(mask: np.ndarray, has_signal: np.ndarray, fraction: float) -> np.ndarray:
-    """The ``fraction`` of signal voxels nearest the middle of the volume's +x face: (n_voxels,) bool.
+    """The ``fraction`` of signal voxels nearest the middle of the volume's +x face.
+
+    Returns a bool array of shape (n_voxels,).
 
     A compact patch on one side, as auditory cortex lies on the lateral surface; no random draw.
     """
@@ -524,7 +527,9 @@ def generate_dataset(
         ).std(axis=0)
         weights[:, has_signal] /= test_sd[has_signal]
         acoustic_weights[:, has_signal] /= test_sd[has_signal]
-        voxel_group = np.where(has_signal, np.where(auditory, "auditory", "semantic"), "null")
+        voxel_group = np.where(
+            has_signal, np.where(auditory, "auditory", "semantic"), "unresponsive"
+        )
         signal_variance = np.where(has_signal, 1.0, 0.0)
         # target ceilings: a smooth map, ranked onto a uniform grid over [lo, hi]
         field = _smooth_on_mask(rng, mask, 1, sigma=1.5)[0]
@@ -652,8 +657,9 @@ story time = scan time - 10 s), and its response files keep rows `10 .. n - 5 - 
   `rows = row_start:row_stop`.
 - `voxel_group` (n_voxels,) str: the true driver of each voxel. `"semantic"` voxels respond
   to the words only (`acoustic_weights` zero), `"auditory"` voxels (a compact patch at the +x
-  side of the volume) to the sound only (`weights` zero), `"null"` voxels to nothing.
-- `has_signal` (n_voxels,) bool: False for voxels whose weights are all zero (`"null"`).
+  side of the volume) to the sound only (`weights` zero), `"unresponsive"` voxels to nothing
+  (not "null", which pandas reads back from a CSV as NaN).
+- `has_signal` (n_voxels,) bool: False for voxels whose weights are all zero (`"unresponsive"`).
 - `signal_variance` (n_voxels,): variance over time (ddof=0) of the noise-free test-story
   signal (1 for signal voxels, 0 otherwise; training stories have variance near 1).
 - `noise_sd` (n_voxels,): sd of the white Gaussian noise of every run (each training story has
