@@ -137,6 +137,7 @@ def test_himalaya_solver_impl_refuses_save_predictions():
     ):
         validate_config(config)
     config["encoding"]["save_predictions"] = False
+    config["stacks"] = []  # stacks need out-of-fold predictions too (test_stacking.py)
     assert validate_config(config)["encoding"]["solver_impl"] == "himalaya"
 
 
