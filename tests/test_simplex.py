@@ -140,7 +140,7 @@ def test_unfinished_problems_are_solved_exactly_by_the_fallback(caplog):
     R = _residual_problems(rng, 300, 6)
     full = solve_simplex_qp(R, backend="numpy")
     with caplog.at_level(logging.INFO, logger="fmriscaling.encoding.simplex"):
-        cut = solve_simplex_qp(R, backend="numpy", max_iter=1)
+        cut = solve_simplex_qp(R, backend="numpy", max_iter=1, exchange_rounds=0)
     assert cut.fallback.sum() > 200 and "support enumeration" in caplog.text
     assert cut.certified.all()
     np.testing.assert_allclose(cut.objective, full.objective, atol=1e-10)
@@ -151,7 +151,9 @@ def test_above_the_fallback_size_unfinished_problems_are_flagged_not_hidden(capl
     rng = np.random.default_rng(5)
     R = _residual_problems(rng, 50, 6)
     with caplog.at_level(logging.WARNING, logger="fmriscaling.encoding.simplex"):
-        result = solve_simplex_qp(R, backend="numpy", max_iter=1, max_fallback_members=5)
+        result = solve_simplex_qp(
+            R, backend="numpy", max_iter=1, max_fallback_members=5, exchange_rounds=0
+        )
     assert not result.certified.all() and "not certified" in caplog.text
     assert (result.weights >= 0).all()
     np.testing.assert_allclose(result.weights.sum(1), 1.0, atol=1e-12)
@@ -172,3 +174,12 @@ def test_the_caller_backend_is_left_as_it_was():
     set_backend("numpy")
     solve_simplex_qp(np.eye(2)[None], backend="torch")
     assert get_backend().name == "numpy"
+
+
+def test_block_exchanges_only_speed_the_active_set_up():
+    R = _residual_problems(np.random.default_rng(6), 500, 8)
+    fast = solve_simplex_qp(R, backend="numpy")
+    plain = solve_simplex_qp(R, backend="numpy", exchange_rounds=0)
+    np.testing.assert_allclose(fast.objective, plain.objective, atol=1e-12)
+    np.testing.assert_allclose(fast.weights, plain.weights, atol=1e-6)
+    assert fast.n_iter.mean() < plain.n_iter.mean()

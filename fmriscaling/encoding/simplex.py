@@ -17,13 +17,18 @@ Algorithm
    largest ``|R_ij − c|``. Residuals of similar models give ``R ≈ c·11ᵀ`` plus small
    differences: ``Q`` keeps only the differences, at unit scale, so one absolute tolerance fits
    every voxel.
-2. **Batched primal active set** (Nocedal & Wright, Algorithm 16.3). Every voxel starts at the
-   centre of the simplex with every member free. An iteration solves, for every unfinished voxel
-   at once, the equality-constrained problem on its current face (free members, ``Σα = 1``) from
-   its bordered KKT system (one batched ``solve`` of (k+1) x (k+1) systems), then either steps
-   towards that face's minimiser, stopping at the first weight that reaches 0 (which leaves the
-   free set), or, at the face's minimiser, frees the member whose multiplier ``μ_i = g_i − λ`` is
-   most negative; a voxel whose multipliers are all ``≥ −tol/4`` is done. A tiny ridge
+2. **Support by block exchanges, then a batched primal active set.** A few rounds of block
+   principal pivoting (solve the face problem of the current free set, then swap every member
+   whose weight is negative or whose multiplier is negative at once) usually find the optimal
+   support in 2-3 solves; their last iterate, clipped to the simplex, starts the primal active
+   set (Nocedal & Wright, Algorithm 16.3), which is monotone and finite where exchanges may
+   cycle; voxels the exchanges settled at a certified KKT point skip it. An active-set
+   iteration solves, for every unfinished voxel at once, the equality-constrained problem on its
+   current face (free members, ``Σα = 1``) from its bordered KKT system (one batched ``solve``
+   of (k+1) x (k+1) systems), then either steps towards that face's minimiser, stopping at the
+   first weight that reaches 0 (which leaves the free set), or, at the face's minimiser, frees
+   the member whose multiplier ``μ_i = g_i − λ`` is most negative; a voxel whose multipliers are
+   all ``≥ −tol/4`` is done. A tiny ridge
    (``ridge`` · I on ``Q``) makes every face problem strictly convex, so identical members
    (singular ``R``) get equal weights instead of an arbitrary split.
 3. **Exact optimality check** per voxel, on the unregularised problem: the Frank-Wolfe duality
@@ -90,7 +95,7 @@ class SimplexQPResult:
         ``gap ≤ tol · s`` (``s`` the problem's scale, see the module docstring); True for
         degenerate problems.
     n_iter : int array of shape (n_problems,)
-        Active-set iterations.
+        Face problems solved: block-exchange rounds plus active-set iterations.
     fallback : bool array of shape (n_problems,)
         Solved by the exact support enumeration.
     degenerate : bool array of shape (n_problems,)
@@ -120,6 +125,7 @@ def solve_simplex_qp(
     max_iter: int | None = None,
     ridge: float = 1e-10,
     max_fallback_members: int = 20,
+    exchange_rounds: int = 3,
 ) -> SimplexQPResult:
     """Minimise ``αᵀRα`` over the simplex for a batch of problems at once.
 
@@ -139,6 +145,9 @@ def solve_simplex_qp(
     max_fallback_members : int, default 20
         Largest ``k`` for which the exact fallback enumerates supports; above it, problems the
         active set did not certify keep its last iterate (``certified`` False, logged).
+    exchange_rounds : int, default 3
+        Block-exchange rounds that find the support before the active set (0: start the active
+        set at the simplex centre).
 
     Returns
     -------
@@ -160,6 +169,7 @@ def solve_simplex_qp(
             max_iter=max_iter,
             ridge=ridge,
             max_fallback_members=max_fallback_members,
+            exchange_rounds=exchange_rounds,
         )
 
 
@@ -171,6 +181,7 @@ def solve_simplex_qp_on(
     max_iter: int | None = None,
     ridge: float = 1e-10,
     max_fallback_members: int = 20,
+    exchange_rounds: int = 3,
 ) -> SimplexQPResult:
     """`solve_simplex_qp` on a himalaya backend module the caller has already set.
 
@@ -214,9 +225,17 @@ def solve_simplex_qp_on(
     todo = bk.flatnonzero(~flat)
     if int(todo.shape[0]):
         q = Q[todo]
-        alpha, iters = _active_set(ops, q + ridge * ops.eye(k)[None], tol / 4, max_iter)
+        qr = q + ridge * ops.eye(k)[None]
+        alpha, free, rounds, settled = _exchange_start(ops, qr, tol / 4, exchange_rounds)
+        # the active set takes over where the exchanges did not reach a certified KKT point
+        rest = bk.asarray(np.flatnonzero(~settled | bk.to_numpy(_gap(ops, q, alpha) > tol)))
+        if int(rest.shape[0]):
+            alpha[rest], iters = _active_set(
+                ops, qr[rest], tol / 4, max_iter, (alpha[rest], free[rest])
+            )
+            rounds[bk.to_numpy(rest)] += iters
         weights[todo] = alpha
-        n_iter[bk.to_numpy(todo)] = iters
+        n_iter[bk.to_numpy(todo)] = rounds
         gap = _gap(ops, q, alpha)
         failed = bk.flatnonzero(gap > tol)
         if int(failed.shape[0]):
@@ -297,9 +316,9 @@ def _face_minimisers(ops: _Ops, Q, free):
     k = free.shape[-1]
     shape = free.shape[:-1]
     K = ops.bk.zeros((*shape, k + 1, k + 1), dtype="float64")
-    K[..., :k, :k] = Q * free[..., :, None] * free[..., None, :]
-    eye = ops.eye(k)
-    K[..., :k, :k] += eye * (1 - free)[..., None, :]
+    K[..., :k, :k] = Q * (free[..., :, None] * free[..., None, :])
+    diagonal = ops.arange(k)
+    K[..., diagonal, diagonal] += 1 - free
     K[..., :k, k] = free
     K[..., k, :k] = free
     rhs = ops.bk.zeros_like(K[..., 0])
@@ -307,8 +326,56 @@ def _face_minimisers(ops: _Ops, Q, free):
     return ops.solve(K, rhs)[..., :k] * free
 
 
-def _active_set(ops: _Ops, Qr, mu_tol: float, max_iter: int):
-    """Batched primal active-set method from the simplex centre; returns (alpha, iterations).
+def _exchange_start(ops: _Ops, Qr, mu_tol: float, rounds: int):
+    """A feasible start and free set for `_active_set`, from a few block exchanges.
+
+    Block principal pivoting (Kim & Park's idea for NNLS, here with the simplex's equality):
+    solve the face problem of the current free set, then swap *every* violated member at once
+    (free members with a negative weight leave, fixed members with a negative multiplier
+    join) instead of one per iteration. Usually 2-3 rounds find the optimal support; exchanges
+    can cycle, so their result only starts the active set, which is monotone and finite.
+
+    Returns
+    -------
+    alpha : (m, k) feasible weights (the last face solution clipped at 0, renormalised)
+    free : (m, k) 0/1 free set (members with a positive weight)
+    rounds : int array (m,), exchange rounds run per problem
+    settled : bool array (m,), problems whose last face solution violated nothing (a KKT point)
+    """
+    bk = ops.bk
+    m, k = int(Qr.shape[0]), int(Qr.shape[1])
+    free = bk.ones_like(ops.full((m, k), 1.0))
+    alpha = ops.full((m, k), 1.0 / k)
+    used = np.zeros(m, dtype=np.int64)
+    rows = np.arange(m)
+    settled_all = np.zeros(m, dtype=bool)
+    inf = float("inf")
+    for _ in range(rounds):
+        if rows.size == 0:
+            break
+        index = bk.asarray(rows)
+        q, f = Qr[index], free[index]
+        x = _face_minimisers(ops, q, f)
+        g = 2 * ops.bmv(q, x)
+        mu = ops.where(f > 0, inf, g - (x * g).sum(1)[:, None])
+        leave = (f > 0) & (x < 0)
+        join = mu < -mu_tol
+        settled = bk.to_numpy(~bk.any(leave | join, 1)).astype(bool)
+        alpha[index] = x
+        free[index] = ops.where(leave | join, 1 - f, f)
+        used[rows] += 1
+        settled_all[rows[settled]] = True
+        rows = rows[~settled]
+    alpha = bk.clip(alpha, 0, None)
+    alpha = alpha / alpha.sum(1)[:, None]
+    return alpha, ops.where(alpha > 0, 1.0, 0.0), used, settled_all
+
+
+def _active_set(ops: _Ops, Qr, mu_tol: float, max_iter: int, start=None):
+    """Batched primal active-set method; returns (alpha, iterations).
+
+    ``start`` is a feasible ``(alpha, free)`` pair (`_exchange_start`); without it every
+    problem starts at the simplex centre with every member free.
 
     Finished problems stay in the working arrays (iterating on them changes nothing: they are
     at their face minimiser with non-negative multipliers) until a quarter of the rows are
@@ -316,8 +383,11 @@ def _active_set(ops: _Ops, Qr, mu_tol: float, max_iter: int):
     """
     bk = ops.bk
     m, k = int(Qr.shape[0]), int(Qr.shape[1])
-    alpha = ops.full((m, k), 1.0 / k)
-    free = bk.ones_like(alpha)
+    if start is None:
+        alpha = ops.full((m, k), 1.0 / k)
+        free = bk.ones_like(alpha)
+    else:
+        alpha, free = start
     iters = np.zeros(m, dtype=np.int64)
     rows = np.arange(m)  # rows of the working arrays in the full arrays
     q, a, f = Qr, bk.copy(alpha), bk.copy(free)
