@@ -456,37 +456,45 @@ def test_demo_stacks_expand_even_layers_and_keep_best():
     assert [m["layer"] for m in stacks["pair"]] == [2, "best"]
 
 
+def _with_members(*members):
+    return lambda config: config.update(stacks=[{"name": "s", "members": list(members)}])
+
+
+def _renamed(second: str):
+    return lambda config: config.update(
+        stacks=[config["stacks"][0], dict(config["stacks"][1], name=second)]
+    )
+
+
 @pytest.mark.parametrize(
-    ("members", "message"),
+    ("change", "message"),
     [
-        ([{"model": "tiny-gpt", "layer": 1}], r"stacks\[0\].members\[0\].model' is 'tiny-gpt'"),
-        ([{"model": "tiny-opt-xs", "layer": 5}], r"members\[0\].layer' is 5; tiny-opt-xs has"),
         (
-            [{"model": "tiny-whisper", "layer": "even"}, {"model": "tiny-whisper", "layer": 2}],
+            _with_members({"model": "tiny-gpt", "layer": 1}),
+            r"stacks\[0\].members\[0\].model' is 'tiny-gpt'",
+        ),
+        (
+            _with_members({"model": "tiny-opt-xs", "layer": 5}),
+            r"members\[0\].layer' is 5; tiny-opt-xs has",
+        ),
+        (
+            _with_members(
+                {"model": "tiny-whisper", "layer": "even"}, {"model": "tiny-whisper", "layer": 2}
+            ),
             r"lists \['tiny-whisper/layer-2'\] more than once",
         ),
-        ([{"model": "tiny-opt-xs", "layer": "middle"}], r"stacks.0.members.0.layer"),
+        (_with_members({"model": "tiny-opt-xs", "layer": "middle"}), r"stacks.0.members.0.layer"),
+        (_renamed("speech-text"), r"names \['speech-text'\] more than once"),
+        (_renamed("members"), r"stacks.1.name"),
+        (
+            lambda config: config["encoding"].update(solver_impl="himalaya"),
+            r"'stacks' is not empty but 'encoding.solver_impl'",
+        ),
     ],
+    ids=["model", "depth", "twice", "layer", "names", "reserved", "no-oof"],
 )
-def test_bad_stacks_name_the_key(members, message):
+def test_bad_stacks_name_the_key(change, message):
     config = _config()
-    config["stacks"] = [{"name": "s", "members": members}]
+    change(config)
     with pytest.raises(ConfigError, match=message):
-        validate_config(config)
-
-
-def test_stack_names_are_unique_and_not_members():
-    config = _config()
-    config["stacks"] = [config["stacks"][0], dict(config["stacks"][1], name="speech-text")]
-    with pytest.raises(ConfigError, match=r"names \['speech-text'\] more than once"):
-        validate_config(config)
-    config["stacks"] = [dict(config["stacks"][0], name="members")]
-    with pytest.raises(ConfigError, match=r"stacks.0.name"):
-        validate_config(config)
-
-
-def test_stacks_need_out_of_fold_predictions():
-    config = _config()
-    config["encoding"]["solver_impl"] = "himalaya"
-    with pytest.raises(ConfigError, match=r"'stacks' is not empty but 'encoding.solver_impl'"):
         validate_config(config)

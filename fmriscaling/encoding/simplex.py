@@ -117,25 +117,50 @@ class SimplexQPResult:
     seconds: float
 
 
-def solve_simplex_qp(
+def solve_simplex_qp(R: Any, *, backend: str = "auto", **options: Any) -> SimplexQPResult:
+    """Minimise ``αᵀRα`` over the simplex for a batch of problems at once.
+
+    Parameters
+    ----------
+    R : array of shape (n_problems, k, k)
+        Symmetric positive semi-definite matrices (one per voxel).
+    backend : {"auto", "numpy", "torch", "torch_cuda", "cupy"}, default "auto"
+        himalaya backend for the solve (`using_backend`: the caller's backend is restored).
+    **options
+        ``tol``, ``max_iter``, ``ridge``, ``max_fallback_members``, ``exchange_rounds``: see
+        `solve_simplex_qp_on`.
+
+    Returns
+    -------
+    result : SimplexQPResult
+        Host (numpy) arrays.
+    """
+    with using_backend(backend) as (bk, _):
+        return solve_simplex_qp_on(bk, R, **options)
+
+
+def solve_simplex_qp_on(
+    bk,
     R: Any,
     *,
-    backend: str = "auto",
     tol: float = 1e-9,
     max_iter: int | None = None,
     ridge: float = 1e-10,
     max_fallback_members: int = 20,
     exchange_rounds: int = 3,
 ) -> SimplexQPResult:
-    """Minimise ``αᵀRα`` over the simplex for a batch of problems at once.
+    """`solve_simplex_qp` on a himalaya backend module the caller has already set.
+
+    For a loop over voxel blocks that sets the backend once (`using_backend`) and calls this per
+    block.
 
     Parameters
     ----------
+    bk : module
+        The himalaya backend (``bk.name``: numpy, torch, torch_cuda, cupy).
     R : array of shape (n_problems, k, k)
         Symmetric positive semi-definite matrices (one per voxel); cast to float64 and
         symmetrised.
-    backend : {"auto", "numpy", "torch", "torch_cuda", "cupy"}, default "auto"
-        himalaya backend for the solve (`using_backend`: the caller's backend is restored).
     tol : float, default 1e-9
         Certification threshold on the duality gap, relative to each problem's scale.
     max_iter : int, optional
@@ -160,33 +185,6 @@ def solve_simplex_qp(
         ``R`` has non-finite entries.
     ValueError
         ``R`` is not of shape (n, k, k).
-    """
-    with using_backend(backend) as (bk, _):
-        return solve_simplex_qp_on(
-            bk,
-            R,
-            tol=tol,
-            max_iter=max_iter,
-            ridge=ridge,
-            max_fallback_members=max_fallback_members,
-            exchange_rounds=exchange_rounds,
-        )
-
-
-def solve_simplex_qp_on(
-    bk,
-    R: Any,
-    *,
-    tol: float = 1e-9,
-    max_iter: int | None = None,
-    ridge: float = 1e-10,
-    max_fallback_members: int = 20,
-    exchange_rounds: int = 3,
-) -> SimplexQPResult:
-    """`solve_simplex_qp` on a himalaya backend module the caller has already set.
-
-    For a loop over voxel blocks that sets the backend once (`using_backend`) and calls this per
-    block. Parameters and result as in `solve_simplex_qp`.
     """
     start = time.perf_counter()
     ops = _Ops(bk)
