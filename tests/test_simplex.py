@@ -172,8 +172,15 @@ def test_the_caller_backend_is_left_as_it_was():
     from himalaya.backend import get_backend, set_backend
 
     set_backend("numpy")
-    solve_simplex_qp(np.eye(2)[None], backend="torch")
+    assert solve_simplex_qp(np.eye(2)[None], backend="torch").backend == "torch"
     assert get_backend().name == "numpy"
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="auto picks the GPU where there is one"
+)
+def test_auto_solves_on_numpy_on_a_cpu():
+    assert solve_simplex_qp(np.eye(2)[None]).backend == "numpy"
 
 
 def test_block_exchanges_only_speed_the_active_set_up():

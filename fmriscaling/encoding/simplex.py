@@ -70,7 +70,7 @@ from .backend import using_backend
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SimplexQPResult", "solve_simplex_qp", "solve_simplex_qp_on"]
+__all__ = ["SimplexQPResult", "solve_simplex_qp", "solve_simplex_qp_on", "solver_backend"]
 
 # a problem is flat (every α optimal) when R − c·11ᵀ is below this share of R
 _FLAT = 1e-13
@@ -125,7 +125,8 @@ def solve_simplex_qp(R: Any, *, backend: str = "auto", **options: Any) -> Simple
     R : array of shape (n_problems, k, k)
         Symmetric positive semi-definite matrices (one per voxel).
     backend : {"auto", "numpy", "torch", "torch_cuda", "cupy"}, default "auto"
-        himalaya backend for the solve (`using_backend`: the caller's backend is restored).
+        himalaya backend for the solve (`using_backend`: the caller's backend is restored);
+        ``"auto"`` is a GPU backend when one is visible, else numpy (`solver_backend`).
     **options
         ``tol``, ``max_iter``, ``ridge``, ``max_fallback_members``, ``exchange_rounds``: see
         `solve_simplex_qp_on`.
@@ -136,7 +137,22 @@ def solve_simplex_qp(R: Any, *, backend: str = "auto", **options: Any) -> Simple
         Host (numpy) arrays.
     """
     with using_backend(backend) as (bk, _):
-        return solve_simplex_qp_on(bk, R, **options)
+        return solve_simplex_qp_on(solver_backend(bk) if backend == "auto" else bk, R, **options)
+
+
+def solver_backend(bk):
+    """The backend the solver runs on for ridge backend ``bk``: the GPU one, or numpy on a CPU.
+
+    The solver's arrays are many tiny (k+1) x (k+1) systems: on a CPU, torch's intra-op threads
+    add synchronisation and no speed (measured 1.7-2.6x slower than numpy with 2 threads on a
+    shared 2-core machine, equal with 1; benchmarks/RESULTS.md), and numpy's batched LAPACK
+    calls are single-threaded and predictable. GPU backends (torch_cuda, cupy) are kept.
+    """
+    if bk.name in ("torch_cuda", "cupy"):
+        return bk
+    import himalaya.backend.numpy as numpy_backend  # the module only: the global stays as it is
+
+    return numpy_backend
 
 
 def solve_simplex_qp_on(
@@ -212,17 +228,18 @@ def solve_simplex_qp_on(
         return _finish(bk, ops, R, weights, np.ones(n), tol, n_iter, fallback, degenerate, start)
 
     shift = R.sum(2).sum(1) / k**2
-    centred = R - shift[:, None, None]
-    spread = bk.max(bk.max(bk.abs(centred), 2), 1)
+    Q = R - shift[:, None, None]
+    spread = bk.max(bk.max(bk.abs(Q), 2), 1)
     size = bk.max(bk.max(bk.abs(R), 2), 1)
     flat = spread <= _FLAT * size
     degenerate = bk.to_numpy(flat).astype(bool)
     scale = ops.where(flat, ops.ones_like(spread), spread)
-    Q = centred / scale[:, None, None]
+    Q /= scale[:, None, None]  # in place: one (n, k, k) copy of R besides R itself
 
     todo = bk.flatnonzero(~flat)
     if int(todo.shape[0]):
-        q = Q[todo]
+        q = Q if int(todo.shape[0]) == n else Q[todo]
+        del Q
         qr = q + ridge * ops.eye(k)[None]
         alpha, free, rounds, settled = _exchange_start(ops, qr, tol / 4, exchange_rounds)
         # the active set takes over where the exchanges did not reach a certified KKT point

@@ -10,8 +10,8 @@ and the stacked test prediction is ``Σ_k α_k ŷ_k(test)``. `stack_regression` 
 through this: for each block it reads every member's OOF predictions of those voxels only (never
 a whole member), forms ``R`` on the backend from ``mean_t ŷ_i ŷ_j`` and the members' stored
 ``target_cross``/``target_power`` (see `fmriscaling.encoding.oof`), solves every voxel's weights
-at once (`fmriscaling.encoding.simplex.solve_simplex_qp_on`), and scores the stacked test
-prediction. Memory: one block of all members, sized from free memory (``block_voxels="auto"``).
+at once (`fmriscaling.encoding.simplex.solve_simplex_qp_on`, on the GPU backend when there
+is one, else on numpy: `solver_backend`), and scores the stacked test prediction. Memory: one block of all members, sized from free memory (``block_voxels="auto"``).
 
 Per voxel it reports the weights, the test r of the stack and of each member, the stack's gain
 over the member that cross-validation picks for that voxel (the lowest OOF error ``R_kk``; chosen
@@ -38,7 +38,7 @@ from .backend import _free_memory_bytes, _PeakMemory, using_backend
 from .noise_ceiling import load_noise_ceiling, normalized_correlation, summarize_normalized
 from .oof import MemberPredictions
 from .ridge import _pearson
-from .simplex import solve_simplex_qp_on
+from .simplex import solve_simplex_qp_on, solver_backend
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +262,7 @@ def stack_regression(
         }
         with using_backend(backend) as (bk, backend_name):
             peak = _PeakMemory(backend_name)
+            solver_bk = solver_backend(bk)
             width = _block_width(block_voxels, files, backend_name)
             logger.info(
                 "stacking %d members x %d voxels (%d held-out TRs) in blocks of %d voxels",
@@ -287,7 +288,7 @@ def stack_regression(
                     c = c * gain
                     out["calibration"][:, cols] = gain.T
                 R = pp - c[:, :, None] - c[:, None, :] + power[cols, None, None]
-                solved = solve_simplex_qp_on(bk, R, tol=tol, max_iter=max_iter)
+                solved = solve_simplex_qp_on(solver_bk, R, tol=tol, max_iter=max_iter)
                 test = [member.test_block(cols) for member in files]
                 y_test = bk.asarray(test[0][1])
                 preds = bk.asarray(np.stack([t[0] for t in test]))  # (k, n_test, b)
