@@ -217,6 +217,39 @@ def test_gain_is_over_the_member_cross_validation_picks(two_drivers, tmp_path):
     np.testing.assert_allclose(s["gain"], s["stack_r"] - s["member_r"][pick, np.arange(pick.size)])
 
 
+def _ceiling(path, cc_max):
+    n = len(cc_max)
+    ones = np.ones(n)
+    np.savez(
+        path, tp=ones, sp=ones, np=ones, cc_max=cc_max, valid=np.isfinite(cc_max), n_repeats=10
+    )
+    return path
+
+
+def test_cc_norm_is_the_stack_r_over_the_floored_ceiling(two_drivers, tmp_path):
+    members, Y, _, n = two_drivers
+    paths = _write_members(tmp_path, members, Y, n)
+    cc_max = np.linspace(0.1, 0.9, Y.shape[1])
+    cc_max[0] = np.nan  # no ceiling there
+    out = tmp_path / "scores.npz"
+    ceiling = _ceiling(tmp_path / "nc.npz", cc_max)
+    stack_regression(
+        member_files=paths, members=LABELS, out_npz=out, noise_ceiling=ceiling, floor=0.25
+    )
+    s = np.load(out)
+    assert np.isnan(s["cc_norm"][0])
+    np.testing.assert_allclose(
+        s["cc_norm"][1:], s["stack_r"][1:] / np.maximum(cc_max[1:], 0.25), rtol=1e-6
+    )
+    with pytest.raises(DataError, match=r"has 5 voxels, the members 90"):
+        stack_regression(
+            member_files=paths,
+            members=LABELS,
+            out_npz=out,
+            noise_ceiling=_ceiling(tmp_path / "small.npz", np.ones(5)),
+        )
+
+
 def test_members_fitted_on_other_data_are_refused(two_drivers, tmp_path):
     members, Y, _, n = two_drivers
     paths = _write_members(tmp_path, members, Y, n)

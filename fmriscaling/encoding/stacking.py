@@ -201,9 +201,11 @@ def stack_regression(
         ``gain`` (n_voxels,) = ``stack_r`` − test r of the member with the lowest OOF error at
         that voxel (``cv_member``), ``cc_norm`` (n_voxels,; NaN without a ceiling),
         ``oof_mse`` (k, n_voxels) = ``R_kk``, ``stack_oof_mse`` (n_voxels,) = ``αᵀRα``,
+        ``calibration`` (k, n_voxels) the members' gains (1 without ``calibrate``),
         ``solver_gap``, ``solver_iterations``, ``solver_fallback``, ``solver_degenerate``,
         ``solver_certified`` (n_voxels,), and the member labels ``members``, ``models``,
-        ``kinds``, ``layers``, ``layer_choices`` (k,).
+        ``kinds``, ``layers``, ``layer_choices`` (k,). With ``calibrate``, ``R`` and the
+        OOF errors are those of the calibrated predictions.
     noise_ceiling : path-like, optional
         The subject's noise-ceiling npz; without it ``cc_norm`` is NaN.
     floor : float, optional
@@ -214,7 +216,15 @@ def stack_regression(
         Voxels per streamed block; ``"auto"`` sizes it from free memory (at most 2 GiB of
         predictions), rounded to whole HDF5 chunks.
     tol, max_iter
-        Solver settings (`fmriscaling.encoding.simplex.solve_simplex_qp`).
+        Solver settings (`fmriscaling.encoding.simplex.solve_simplex_qp_on`).
+    calibrate : bool, default True
+        Rescale each member's predictions, per voxel, by their least-squares gain on the OOF
+        TRs, ``β_k = max(mean yŷ_k, 0) / mean ŷ_k²``, before forming ``R``; the stacked test
+        prediction is then ``Σ α_k β_k ŷ_k``. The fits choose alphas by correlation, which
+        leaves a member's scale arbitrary where its CV curve is flat (large alphas shrink the
+        predictions, not their r), and stacking weighs squared errors. A member that
+        anti-predicts a voxel out of fold gets ``β = 0`` there (it predicts nothing). False:
+        the raw predictions, as Lin et al. stack them (their ridge picks alphas by R²).
     params : mapping, optional
         Rule params stored in the provenance.
     meta : mapping, optional
@@ -243,6 +253,13 @@ def stack_regression(
         _check_members(files)
         first = files[0]
         n_voxels, n_rows = first.n_voxels, int(first.oof_rows.sum())
+        ceiling = None if noise_ceiling is None else load_noise_ceiling(noise_ceiling)
+        if ceiling is not None and ceiling.cc_max.shape != (n_voxels,):
+            raise DataError(
+                f"noise ceiling {noise_ceiling} has {ceiling.cc_max.size} voxels, the members "
+                f"{n_voxels}; both must come from the same subject and mask. Rerun the "
+                "out-of-date one."
+            )
         k = len(files)
         names = [f"{m.attrs['model']}/layer-{m.attrs['layer']}" for m in files]
         cross = np.stack([m.target_cross for m in files])  # (k, n_voxels)
@@ -311,17 +328,9 @@ def stack_regression(
     out["cv_member"] = cv_member.astype(np.int32)
     out["gain"] = out["stack_r"] - out["member_r"][cv_member, np.arange(n_voxels)]
     out["cc_norm"] = np.full(n_voxels, np.nan, np.float32)
-    if noise_ceiling is not None:
-        nc = load_noise_ceiling(noise_ceiling)
-        if nc.cc_max.shape != (n_voxels,):
-            raise DataError(
-                f"noise ceiling {noise_ceiling} has {nc.cc_max.size} voxels, the members "
-                f"{n_voxels}; both must come from the same subject and mask. Rerun the "
-                "out-of-date one."
-            )
-        out["cc_norm"] = normalized_correlation(out["stack_r"], nc.cc_max, floor=floor).astype(
-            np.float32
-        )
+    if ceiling is not None:
+        cc_norm = normalized_correlation(out["stack_r"], ceiling.cc_max, floor=floor)
+        out["cc_norm"] = cc_norm.astype(np.float32)
     labels = {
         "members": np.array(names),
         "models": np.array([str(m.attrs["model"]) for m in files]),
