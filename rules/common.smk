@@ -334,7 +334,7 @@ STACK_TABLE_NAMES = ["stacking", "stacking_members"] if STACKS else []
 
 def stacking_voxel_labels(wildcards=None):
     """Where the stacking tables find per-subject voxel labels to summarise by: the demo's
-    ground truth (its voxel groups: auditory / semantic / null); nothing for a real dataset."""
+    ground truth (its voxel groups: auditory / semantic / unresponsive); nothing for a real dataset."""
     if SOURCE != "synthetic":
         return {}
     return {"ground_truth": path("ground_truth", dataset=DATASET)}
