@@ -161,7 +161,8 @@ def _check_stacks(config: dict[str, Any]) -> None:
             if name not in run:
                 raise ConfigError(
                     f"config key '{key}.model' is {name!r}, which is not in 'run_models' "
-                    f"({', '.join(run)}): a member needs the model's features and layer fits"
+                    f"({', '.join(run)}): a member needs the model's features and layer fits. "
+                    "Add the model to run_models, or override 'stacks' (stacks: [] for none)"
                 )
             if layer == "even" and not any(lay % 2 == 0 for lay in model_layers(models[name])):
                 raise ConfigError(
