@@ -20,6 +20,7 @@ include: "rules/stimuli.smk"
 include: "rules/features.smk"
 include: "rules/encoding.smk"
 include: "rules/noise_ceiling.smk"
+include: "rules/stacking.smk"
 include: "rules/figures.smk"
 
 

@@ -129,6 +129,7 @@ def _check_semantics(config: dict[str, Any]) -> None:
             "predictions, but 'encoding.save_predictions' is true; use solver_impl: fast or set "
             "save_predictions: false"
         )
+    _check_stacks(config)
     stim = config.get("stimuli", {})
     text = config.get("features", {}).get("text", {})
     if text and text.get("reset_words", 0) >= text.get("max_words", 1):
@@ -138,6 +139,76 @@ def _check_semantics(config: dict[str, Any]) -> None:
         )
     if stim and stim.get("trim_start", 0) < 0:
         raise ConfigError("config key 'stimuli.trim_start' must be >= 0")
+
+
+def _check_stacks(config: dict[str, Any]) -> None:
+    """Stack names are unique; members are run models, with layers they have, listed once."""
+    stacks = config.get("stacks", [])
+    names = [stack["name"] for stack in stacks]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"config key 'stacks' names {repeated} more than once; names must differ")
+    if stacks and config.get("encoding", {}).get("solver_impl") == "himalaya":
+        raise ConfigError(
+            "config key 'stacks' is not empty but 'encoding.solver_impl' is 'himalaya', which "
+            "makes no out-of-fold predictions; use solver_impl: fast or remove the stacks"
+        )
+    models, run = config["models"], config["run_models"]
+    for i, stack in enumerate(stacks):
+        for j, member in enumerate(stack["members"]):
+            key = f"stacks[{i}].members[{j}]"
+            name, layer = member["model"], member["layer"]
+            if name not in run:
+                raise ConfigError(
+                    f"config key '{key}.model' is {name!r}, which is not in 'run_models' "
+                    f"({', '.join(run)}): a member needs the model's features and layer fits. "
+                    "Add the model to run_models, or override 'stacks' (stacks: [] for none)"
+                )
+            if layer == "even" and not any(lay % 2 == 0 for lay in model_layers(models[name])):
+                raise ConfigError(
+                    f"config key '{key}.layer' is 'even', but the layers of {name} "
+                    f"({model_layers(models[name])}) include no even layer"
+                )
+            if isinstance(layer, int) and layer > models[name]["n_layers"]:
+                raise ConfigError(
+                    f"config key '{key}.layer' is {layer}; {name} has layers "
+                    f"0..{models[name]['n_layers']}"
+                )
+        resolved = stack_members(stack, models)
+        labels = [(m["model"], m["layer"]) for m in resolved]
+        twice = sorted({f"{m}/layer-{lay}" for m, lay in labels if labels.count((m, lay)) > 1})
+        if twice:
+            raise ConfigError(
+                f"config key 'stacks[{i}].members' lists {twice} more than once (after "
+                "expanding 'even'); list each member once"
+            )
+
+
+def stack_members(stack: Mapping[str, Any], models: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The members of a configured stack, ``even`` expanded to one member per even layer.
+
+    Parameters
+    ----------
+    stack : mapping
+        One entry of the config's ``stacks`` (``name``, ``members``).
+    models : mapping
+        The model registry (``kind``, ``n_layers``, ``layers`` per model).
+
+    Returns
+    -------
+    members : list of dict
+        ``model``, ``kind`` and ``layer`` (an int, or ``"best"``, resolved per subject when the
+        member is fitted), in the configured order.
+    """
+    members = []
+    for member in stack["members"]:
+        spec = models[member["model"]]
+        layer = member["layer"]
+        layers = [lay for lay in model_layers(spec) if lay % 2 == 0] if layer == "even" else [layer]
+        members += [
+            {"model": member["model"], "kind": spec["kind"], "layer": lay} for lay in layers
+        ]
+    return members
 
 
 def model_layers(spec: Mapping[str, Any]) -> list[int]:

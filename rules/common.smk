@@ -16,7 +16,7 @@ os.environ.update(
 import numpy as np
 
 from fmriscaling._pycortex import SUBJECT_FILES, transform_files
-from fmriscaling.config import model_layers, validate_config
+from fmriscaling.config import model_layers, stack_members, validate_config
 from fmriscaling.download.manifest import manifest_stories, read_manifest, relpath_for, select_files
 from fmriscaling.encoding.subsample import draw_stories, story_count_grid
 from fmriscaling.rois import annotation_relpath
@@ -41,6 +41,8 @@ TEXT_MODELS = [m for m, spec in MODELS.items() if spec["kind"] == "text"]
 SPEECH_MODELS = [m for m, spec in MODELS.items() if spec["kind"] == "speech"]
 BUILT_MODELS = [m for m, spec in MODELS.items() if "build" in spec["source"]]
 HUB_MODELS = [m for m, spec in MODELS.items() if "hub" in spec["source"]]
+# stack name -> its members ({model, kind, layer}; layer a number or "best"), even layers expanded
+STACKS = {stack["name"]: stack_members(stack, MODELS) for stack in config["stacks"]}
 
 
 def _alternatives(names):
@@ -56,6 +58,7 @@ wildcard_constraints:
     n=r"\d+",
     seed=r"\d+",
     story=r"[A-Za-z0-9_-]+",
+    stack=_alternatives(STACKS),
 
 
 # ---------------------------------------------------------------- paths
@@ -89,6 +92,8 @@ PATHS = {
     "fit": "results/encoding/{dataset}/{subject}/{model}/layer-{layer}/scores.{ext}",
     "subset_fit": "results/encoding/{dataset}/{subject}/{model}/layer-{layer}/ntrain-{n}/seed-{seed}/scores.{ext}",
     "noise_ceiling": "results/noise_ceiling/{dataset}/{subject}.npz",
+    "stack_member": "results/stacking/{dataset}/{subject}/members/{model}/layer-{layer}.h5",
+    "stack": "results/stacking/{dataset}/{subject}/{stack}/scores.npz",
     "table": "results/tables/{dataset}/{name}.csv",
     "table_gz": "results/tables/{dataset}/{name}.csv.gz",
     "rois": "results/rois/{dataset}/{subject}.npz",
@@ -279,6 +284,67 @@ def dataset_files(wildcards=None):
     return sorted({f"{data}/{relpath}" for relpath in files})
 
 
+# ---------------------------------------------------------------- stacking
+
+
+def member_fit_layers(wildcards):
+    """Layer fits a stack member reads: every layer of its model for "best" (the CV choice),
+    else its own layer's fit where the sweep has it (to compare alphas)."""
+    layers = layers_of(wildcards.model)
+    return layers if wildcards.layer == "best" else [l for l in layers if l == int(wildcards.layer)]
+
+
+def member_fits(wildcards):
+    return [
+        path(
+            "fit",
+            dataset=wildcards.dataset,
+            subject=wildcards.subject,
+            model=wildcards.model,
+            layer=l,
+            ext="npz",
+        )
+        for l in member_fit_layers(wildcards)
+    ]
+
+
+def stack_member_files(wildcards):
+    """Member files of a stack for one subject, in the stack's member order."""
+    return [
+        path(
+            "stack_member",
+            dataset=wildcards.dataset,
+            subject=wildcards.subject,
+            model=m["model"],
+            layer=m["layer"],
+        )
+        for m in STACKS[wildcards.stack]
+    ]
+
+
+def stack_member_labels(wildcards):
+    return [
+        {"model": m["model"], "kind": m["kind"], "layer_spec": str(m["layer"])}
+        for m in STACKS[wildcards.stack]
+    ]
+
+
+STACK_ENTRIES = [
+    {"subject": s, "stack": name, "path": path("stack", dataset=DATASET, subject=s, stack=name)}
+    for s in SUBJECTS
+    for name in STACKS
+]
+STACK_TABLE_NAMES = ["stacking", "stacking_members"] if STACKS else []
+
+
+def stacking_voxel_labels(wildcards=None):
+    """Where the stacking tables find per-subject voxel labels to summarise by: the demo's
+    ground truth (its voxel groups: auditory / semantic / unresponsive); nothing for a real dataset."""
+    if SOURCE != "synthetic":
+        return {}
+    return {"ground_truth": path("ground_truth", dataset=DATASET)}
+
+
 # ---------------------------------------------------------------- targets
 
 
@@ -353,7 +419,7 @@ def figure_outputs(wildcards=None):
 
 
 def final_targets(wildcards):
-    tables = [path("table", dataset=DATASET, name=name) for name in TABLE_NAMES]
+    tables = [path("table", dataset=DATASET, name=name) for name in TABLE_NAMES + STACK_TABLE_NAMES]
     figures = [fill(f, dataset=DATASET) for files in figure_outputs().values() for f in files]
     figures += [
         f

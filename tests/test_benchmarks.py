@@ -125,3 +125,27 @@ def test_small_run_reports_every_fit(bench, tmp_path, monkeypatch):
     assert report["ours_bootstrap_folds"]["mean_test_r"] == pytest.approx(
         report["baseline_bootstrap"]["mean_test_r"], abs=2e-3
     )
+
+
+def test_stack_bench_small_run_reports_both_solvers_and_the_dtype_comparison(tmp_path):
+    pytest.importorskip("cvxopt")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "stack_bench.py"
+    spec = importlib.util.spec_from_file_location("stack_bench", path)
+    stack_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stack_bench)
+    out = tmp_path / "stack.json"
+    args = ["--voxels", "400", "--members", "4", "--sample", "50", "--backend", "numpy"]
+    args += ["--stream-voxels", "60", "--stream-trs", "120", "--tmpdir", str(tmp_path)]
+    report = stack_bench.main([*args, "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    ours, reference = report["solver"]["ours_numpy"], report["solver"]["reference_cvxopt_loop"]
+    assert ours["n_not_certified"] == 0 and ours["max_abs_objective_diff_vs_cvxopt"] < 1e-5
+    assert ours["speedup_vs_reference"] == pytest.approx(
+        reference["seconds_all_voxels_scaled"] / ours["seconds"]
+    )
+    dtype = report["stream"]["float16_vs_float32"]
+    assert dtype["max_rel_oof_mse_diff"] < 1e-3
+    assert (
+        report["stream"]["float16"]["member_file_gb"]
+        < report["stream"]["float32"]["member_file_gb"]
+    )

@@ -137,6 +137,7 @@ def test_himalaya_solver_impl_refuses_save_predictions():
     ):
         validate_config(config)
     config["encoding"]["save_predictions"] = False
+    config["stacks"] = []  # stacks need out-of-fold predictions too (test_stacking.py)
     assert validate_config(config)["encoding"]["solver_impl"] == "himalaya"
 
 
@@ -212,7 +213,7 @@ def _library_defaults():
         (generate_dataset, {
             f"synthetic.{key}": key
             for key in ("seed", "n_train_stories", "n_repeats", "n_voxels", "n_latent",
-                        "story_n_trs", "test_n_trs", "cortex")
+                        "story_n_trs", "test_n_trs", "cortex", "auditory_fraction")
         }),
         (bootstrap_means, {
             "scaling.bootstrap.n_replicates": "n_replicates", "scaling.bootstrap.seed": "seed",

@@ -37,6 +37,7 @@ def planned(tmp_path_factory) -> set[str]:
         f"dataset: {{subjects: {SUBJECTS}}}\n"
         "download: {kinds: [pycortex, freesurfer]}\n"
         "run_models: [opt-125m, whisper-tiny]\n"  # a speech model: the audio is needed
+        "stacks: []\n"  # lebel2023.yaml's stack needs models this overlay does not run
     )
     proc = _snakemake(
         workdir,

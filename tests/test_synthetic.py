@@ -311,9 +311,12 @@ def test_stored_features_follow_the_timing_convention(dataset, respdict):
             rows = response_rows(n_trs)
             assert (g.attrs["row_start"], g.attrs["row_stop"]) == (rows.start, rows.stop)
         test_hrf = f[TEST_STORY]["tr_features_hrf"][()][response_rows(250)]
+        test_acoustic = f[TEST_STORY]["tr_acoustic_hrf"][()][response_rows(250)]
     for subject in SUBJECTS:
         truth = _load_truth(root, subject)
-        np.testing.assert_allclose(truth["test_signal"], test_hrf @ truth["weights"], atol=1e-10)
+        # semantic voxels follow the words, auditory voxels the sound (test_auditory_group_...)
+        signal_ = test_hrf @ truth["weights"] + test_acoustic @ truth["acoustic_weights"]
+        np.testing.assert_allclose(truth["test_signal"], signal_, atol=1e-10)
         assert not truth["weights"][:, ~truth["has_signal"]].any()
         np.testing.assert_allclose(truth["test_signal"].var(axis=0), truth["signal_variance"])
 
@@ -360,12 +363,12 @@ def test_empirical_noise_ceiling_tracks_the_analytic_one(dataset):
     assert abs(empirical.mean() - analytic.mean()) < 0.05
 
 
-def test_ridge_on_true_features_recovers_high_snr_voxels(dataset, respdict):
-    root, _ = dataset
+def _ridge_test_r(root: Path, respdict: dict, feature: str) -> dict[str, np.ndarray]:
+    """Test r per subject of a ridge fit (delays 1-4, alpha 50) on a true stimulus feature."""
     delays = (1, 2, 3, 4)
 
     def design(story):
-        feats = f[story]["tr_features"][()][response_rows(respdict[story])]
+        feats = f[story][feature][()][response_rows(respdict[story])]
         feats = (feats - feats.mean(0)) / feats.std(0)
         out = np.zeros((len(feats), len(delays) * feats.shape[1]))
         for j, d in enumerate(delays):
@@ -376,6 +379,7 @@ def test_ridge_on_true_features_recovers_high_snr_voxels(dataset, respdict):
     with h5py.File(root / "ground_truth" / "stimulus_features.h5", "r") as f:
         X_train = np.vstack([design(s) for s in train])
         X_test = design(TEST_STORY)
+    test_r = {}
     for subject in SUBJECTS:
         Y = []
         for story in train:
@@ -388,12 +392,61 @@ def test_ridge_on_true_features_recovers_high_snr_voxels(dataset, respdict):
             X_train.T @ X_train + 50.0 * np.eye(X_train.shape[1]), X_train.T @ Y_train
         )
         data, _ = _repeats(root, subject)
-        r = _corr(X_test @ weights, data)
-        cc_max = _load_truth(root, subject)["cc_max"]
-        high, none = cc_max > 0.8, cc_max == 0
+        test_r[subject] = _corr(X_test @ weights, data)
+    return test_r
+
+
+def test_ridge_on_true_features_recovers_high_snr_voxels(dataset, respdict):
+    root, _ = dataset
+    for subject, r in _ridge_test_r(root, respdict, "tr_features").items():
+        truth = _load_truth(root, subject)
+        cc_max = truth["cc_max"]
+        # the word features drive the semantic voxels (the auditory ones hear the sound)
+        high = (cc_max > 0.8) & (truth["voxel_group"] == "semantic")
+        none = cc_max == 0
         assert r[high].mean() > 0.4
         assert r[high].min() > 0
         assert r[high].mean() > r[none].mean() + 0.3
+
+
+def test_auditory_voxels_hear_the_sound_and_the_others_the_words(dataset, respdict):
+    root, _ = dataset
+    words = _ridge_test_r(root, respdict, "tr_features")
+    sound = _ridge_test_r(root, respdict, "tr_acoustic")
+    for subject in SUBJECTS:
+        truth = _load_truth(root, subject)
+        group, has_signal = truth["voxel_group"], truth["has_signal"]
+        auditory = group == "auditory"
+        # a fifth of the signal voxels, a compact patch on the +x side, never a null voxel
+        assert auditory.sum() == round(0.2 * has_signal.sum())
+        assert set(group[~has_signal]) == {"unresponsive"} and set(group[has_signal]) == {
+            "auditory",
+            "semantic",
+        }
+        x = truth["voxel_zyx"][:, 2]
+        assert x[auditory].min() > np.median(x[has_signal])
+        assert not truth["weights"][:, auditory].any()
+        assert not truth["acoustic_weights"][:, ~auditory].any()
+        # each group is predicted by its own driver and not by the other one
+        high = truth["cc_max"] > 0.6
+        for driver, own, other in ((sound, auditory, ~auditory), (words, ~auditory, auditory)):
+            r = driver[subject]
+            assert r[high & own].mean() > 0.4
+            assert r[high & own].mean() > r[high & other & has_signal].mean() + 0.25
+
+
+def test_acoustic_features_are_zero_in_silence_and_follow_the_words(dataset, respdict):
+    root, _ = dataset
+    with h5py.File(root / "ground_truth" / "stimulus_features.h5", "r") as f:
+        edges = f["acoustic_band_edges"][()]
+        assert edges[0] < 180 and edges[-1] > 3800  # the word tones' range
+        g = f[TEST_STORY]
+        acoustic, features = g["tr_acoustic"][()], g["tr_features"][()]
+    assert acoustic.shape == (respdict[TEST_STORY] - 5, len(edges) - 1)
+    # the 5 TRs before sound onset (10 s) are silent; every TR with a word has sound
+    np.testing.assert_array_equal(acoustic[:5], 0.0)
+    has_words = np.abs(features).sum(1) > 0
+    assert has_words.sum() > 0.8 * len(has_words) and (acoustic[has_words] > 0).all()
 
 
 # ------------------------------------------------------------------------------- helpers

@@ -80,7 +80,16 @@ FIGURES = (
 def test_demo_makes_every_final_target(demo):
     tables = demo / "results" / "tables" / "demo"
     figures = demo / "results" / "figures" / "demo"
-    for name in ("encoding", "best_layers", "scaling", "headline", "rois", "costs"):
+    for name in (
+        "encoding",
+        "best_layers",
+        "scaling",
+        "headline",
+        "rois",
+        "costs",
+        "stacking",
+        "stacking_members",
+    ):
         assert (tables / f"{name}.csv").is_file()
         assert (tables / f"{name}.md").is_file()
     for name in ("voxels", "roi_voxels", "bootstrap_means", "scaling_bootstrap"):
@@ -203,6 +212,8 @@ def test_changed_param_reruns_exactly_the_affected_jobs(demo, tmp_path):
     # not the ROI labels (anatomy only)
     assert jobs["fit_encoding"] == 2 * 18
     assert jobs["fit_encoding_subset"] == 2 * 3 * 3
+    # the stacks' members are those fits too (same designs, folds and alphas)
+    assert jobs["stack_member"] == 2 * 3 and jobs["stack_regression"] == 2 * 2
     assert set(jobs) == {
         "fit_encoding",
         "fit_encoding_subset",
@@ -215,8 +226,53 @@ def test_changed_param_reruns_exactly_the_affected_jobs(demo, tmp_path):
         "brain_map",
         "cost_table",
         "cost_figure",
+        "stack_member",
+        "stack_regression",
+        "stacking_table",
         "all",
     }
+
+
+def test_demo_stack_weighs_speech_in_auditory_voxels_and_text_elsewhere(demo):
+    """The demo's auditory voxels hear the sound: the stacks weigh tiny-whisper there."""
+    tables = demo / "results" / "tables" / "demo"
+    stacking = pd.read_csv(tables / "stacking.csv").set_index(["subject", "stack", "group"])
+    assert set(stacking.index.get_level_values("group")) == {
+        "all",
+        "auditory",
+        "semantic",
+        "unresponsive",
+    }
+    for subject in ("UTS01", "UTS02"):
+        for stack in ("speech-text", "pair"):
+            auditory, semantic = (
+                stacking.loc[subject, stack, "auditory"],
+                stacking.loc[subject, stack, "semantic"],
+            )
+            assert auditory["weight_speech"] > 0.6
+            assert auditory["weight_speech"] > semantic["weight_speech"] + 0.2
+            assert semantic["weight_text"] > 0.5
+            assert auditory["n_solver_fallback"] == 0
+            # the stack predicts the sound-driven voxels as well as the speech model alone
+            assert auditory["mean_r_stack"] > auditory["mean_r_best_member"] - 0.03
+    members = pd.read_csv(tables / "stacking_members.csv")
+    best = pd.read_csv(tables / "best_layers.csv").set_index(["subject", "model"])["layer"]
+    text = members[(members["model"] == "tiny-opt-m") & (members["group"] == "all")]
+    assert (text["layer_choice"] == "best").all() and len(text) == 4
+    for row in text.itertuples():  # 'best' is the layer sweep's CV choice, never test r
+        assert row.layer == best[row.subject, "tiny-opt-m"]
+    speech = members[(members["stack"] == "speech-text") & (members["kind"] == "speech")]
+    assert sorted(set(speech["layer"])) == [0, 2]  # tiny-whisper's even layers
+    scores = demo / "results/stacking/demo/UTS01/speech-text/scores.npz"
+    with np.load(scores, allow_pickle=False) as data:
+        weights = data["weights"]
+        assert weights.shape == (3, 300) and (weights >= 0).all()
+        np.testing.assert_allclose(weights.sum(0), 1.0, atol=1e-6)
+        assert data["solver_certified"].all()
+    assert (scores.with_name("scores.npz.provenance.json")).is_file()
+    member = demo / "results/stacking/demo/UTS01/members/tiny-opt-m/layer-best.h5"
+    with h5py.File(member, "r") as f:
+        assert f["oof_pred"].dtype == np.float16 and f.attrs["alpha_agreement"] == 1.0
 
 
 def test_provenance_beside_scores(demo):

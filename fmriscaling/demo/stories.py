@@ -9,12 +9,17 @@ Word audio: each word type has a deterministic spectral signature (three tones w
 frequencies and amplitudes are a hash of the word), enveloped over the word's interval;
 ``sp`` and ``""`` intervals are exact digital silence, ``{BR}``/``{LG}`` are quiet noise.
 
+Acoustic features (`story_acoustic_features`): the log power of the audio in a few frequency
+bands, averaged per TR; they drive the demo's "auditory" voxels, which see the sound, not the
+words.
+
 `fmriscaling.demo.synthetic` turns these stories into responses and writes the dataset.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import zlib
 from dataclasses import dataclass
 
@@ -28,6 +33,10 @@ N_END_SKIP = 5
 TRIM_START = 10
 TRIM_END = 5
 SOUND_ONSET = 10.0
+# acoustic features (the driver of the demo's auditory voxels): log band power of the audio
+ACOUSTIC_BANDS = 4
+ACOUSTIC_FMIN, ACOUSTIC_FMAX = 150.0, 4000.0  # Hz: the word tones span 180 Hz .. 3.8 kHz
+_ACOUSTIC_FLOOR = 1e-8  # power floor of the log: digital silence maps to 0
 # amplitude of full-scale audio in int16 (headroom for the summed tones)
 _INT16_SCALE = 0.8 * 32767
 
@@ -260,6 +269,65 @@ def story_tr_features(
     feats = np.zeros((len(tr_times), embedding.shape[1]))
     np.add.at(feats, bins, embedding[story.word_ids])
     return tr_times, feats
+
+
+def story_acoustic_features(
+    audio: np.ndarray,
+    sample_rate: int,
+    n_trs: int,
+    tr: float,
+    n_bands: int = ACOUSTIC_BANDS,
+) -> np.ndarray:
+    """True acoustic features per simulated TR: the log spectrum of the audio in a few bands.
+
+    The audio is cut into 25 ms Hann frames every 10 ms; each frame's power is summed in
+    ``n_bands`` log-spaced bands between `ACOUSTIC_FMIN` and `ACOUSTIC_FMAX` (the range of the
+    word tones), put on a log scale (``log10(power + floor) - log10(floor)``: 0 in digital
+    silence), and averaged over the frames whose centre falls in each TR (the TR bins of
+    `story_tr_features`). TRs without audio (before sound onset, after its end) are 0.
+
+    Parameters
+    ----------
+    audio : int16 array of shape (n_samples,)
+        The story's audio (`story_audio`).
+    sample_rate : int
+    n_trs : int
+        The story's run length (respdict value); features exist for its n − 5 simulated TRs.
+    tr : float
+        Seconds between simulated triggers.
+    n_bands : int
+        Frequency bands.
+
+    Returns
+    -------
+    feats : array of shape (n_trs - 5, n_bands)
+    """
+    x = np.asarray(audio, dtype=np.float64) / 32768.0
+    frame = round(0.025 * sample_rate)
+    hop = round(0.010 * sample_rate)
+    n_frames = 1 + (len(x) - frame) // hop
+    starts = hop * np.arange(n_frames)
+    frames = x[starts[:, None] + np.arange(frame)[None, :]] * np.hanning(frame)[None, :]
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # (n_frames, n_freqs)
+    freqs = np.fft.rfftfreq(frame, 1.0 / sample_rate)
+    edges = np.geomspace(ACOUSTIC_FMIN, ACOUSTIC_FMAX, n_bands + 1)
+    band = np.stack(
+        [
+            power[:, (freqs >= lo) & (freqs < hi)].sum(axis=1)
+            for lo, hi in itertools.pairwise(edges)
+        ],
+        axis=1,
+    )
+    log_band = np.log10(band + _ACOUSTIC_FLOOR) - np.log10(_ACOUSTIC_FLOOR)
+    # a frame counts in the TR bin of its centre (scan time = story time + sound onset)
+    centres = (starts + frame / 2) / sample_rate
+    bins = np.floor((centres + SOUND_ONSET) / tr).astype(int)
+    n_rows = n_trs - N_END_SKIP
+    keep = bins < n_rows
+    sums = np.zeros((n_rows, n_bands))
+    np.add.at(sums, bins[keep], log_band[keep])
+    counts = np.bincount(bins[keep], minlength=n_rows)[:, None]
+    return sums / np.maximum(counts, 1)
 
 
 def story_response_rows(n_trs: int) -> slice:

@@ -24,8 +24,13 @@ Generative model (METHODS.md, "Stimulus timing" and "Noise ceiling"):
    in the bin of its midpoint) and convolved with the canonical double-gamma HRF.
 3. Per subject, signal = HRF-convolved features @ weights (``n_latent x n_voxels``, spatially
    smooth; a fraction of voxels has zero weights), scaled so that every signal voxel has unit
-   variance over the test story's response rows. Noise is white Gaussian with a per-voxel sd
-   chosen so that the analytic noise ceiling of the test story spans ``noise_levels``.
+   variance over the test story's response rows. An "auditory" group of voxels (the
+   ``auditory_fraction`` of signal voxels nearest the middle of one lateral face of the volume)
+   hears the sound instead of the words: its signal is the HRF-convolved acoustic features (log
+   band power of the audio per TR, `fmriscaling.demo.stories.story_acoustic_features`) @
+   acoustic weights, scaled the same way; every other signal voxel is "semantic". Noise is
+   white Gaussian with a per-voxel sd chosen so that the analytic noise ceiling of the test
+   story spans ``noise_levels``.
 4. Rows 10 .. n − 5 − 5 of the n − 5 simulated TRs are kept: n − 20 rows, as in ds003020.
 
 This module holds steps 2-4 (anatomy, weights, noise, ground truth) and the writer; the story
@@ -53,6 +58,9 @@ from .._utils import ConfigError, atomic_path, write_json
 from ..textgrid import write_textgrid
 from .names import TRAIN_STORY_PREFIX, synthetic_story_names
 from .stories import (
+    ACOUSTIC_BANDS,
+    ACOUSTIC_FMAX,
+    ACOUSTIC_FMIN,
     N_END_SKIP,
     SOUND_ONSET,
     TRIM_END,
@@ -60,6 +68,7 @@ from .stories import (
     VOCABULARY,
     make_story,
     seeded_rng,
+    story_acoustic_features,
     story_audio,
     story_response_rows,
     story_textgrid,
@@ -219,6 +228,23 @@ def _smooth_on_mask(rng: np.random.Generator, mask: np.ndarray, n: int, sigma: f
     return out
 
 
+def _auditory_voxels(mask: np.ndarray, has_signal: np.ndarray, fraction: float) -> np.ndarray:
+    """The ``fraction`` of signal voxels nearest the middle of the volume's +x face.
+
+    Returns a bool array of shape (n_voxels,).
+
+    A compact patch on one side, as auditory cortex lies on the lateral surface; no random draw.
+    """
+    zyx = np.argwhere(mask).astype(np.float64)
+    nz, ny, nx = mask.shape
+    distance = np.linalg.norm(zyx - np.array([(nz - 1) / 2, (ny - 1) / 2, nx - 1]), axis=1)
+    distance[~has_signal] = np.inf
+    n_auditory = round(fraction * int(has_signal.sum()))
+    auditory = np.zeros(len(zyx), dtype=bool)
+    auditory[np.argsort(distance, kind="stable")[:n_auditory]] = True
+    return auditory
+
+
 def _save_nifti(array_zyx: np.ndarray, affine: np.ndarray, path: Path, dtype) -> None:
     # NIfTI stores (x, y, z); pycortex reads get_fdata().T, giving back (z, y, x)
     img = nib.Nifti1Image(np.ascontiguousarray(array_zyx.T).astype(dtype), affine)
@@ -255,6 +281,7 @@ def _check_params(
     noise_levels: Sequence[float],
     null_fraction: float,
     cortex: str | None,
+    auditory_fraction: float,
 ) -> None:
     def bad(key: str, value: Any, expected: str) -> ConfigError:
         return ConfigError(f"synthetic.{key} = {value!r}: expected {expected}.")
@@ -286,6 +313,8 @@ def _check_params(
         raise bad("null_fraction", null_fraction, "a fraction in [0, 1)")
     if cortex not in (None, SAMPLE_SUBJECT):
         raise bad("cortex", cortex, f"{SAMPLE_SUBJECT!r} (pycortex's sample subject) or null")
+    if not 0 <= auditory_fraction < 1:
+        raise bad("auditory_fraction", auditory_fraction, "a fraction in [0, 1)")
 
 
 def generate_dataset(
@@ -305,6 +334,7 @@ def generate_dataset(
     noise_levels: Sequence[float] = (0.05, 0.99),
     null_fraction: float = 0.1,
     cortex: str | None = None,
+    auditory_fraction: float = 0.2,
 ) -> dict[str, Any]:
     """Write a seeded synthetic dataset in the ds003020 layout, with its ground truth.
 
@@ -348,6 +378,9 @@ def generate_dataset(
         of its own, and write a pycortex subject folder and synthetic FreeSurfer annotations
         for it (`fmriscaling.demo.cortex`). None: a synthetic blob anatomy, masks only (no
         surfaces: maps fall back to slices, and there are no ROIs).
+    auditory_fraction : float
+        Fraction of the signal voxels driven by the acoustic features instead of the words
+        (the "auditory" group of ``voxel_group`` in the ground truth).
 
     Returns
     -------
@@ -388,6 +421,7 @@ def generate_dataset(
         noise_levels=noise_levels,
         null_fraction=null_fraction,
         cortex=cortex,
+        auditory_fraction=auditory_fraction,
     )
     root = Path(root)
     deriv = root / "derivative"
@@ -422,6 +456,7 @@ def generate_dataset(
     write_json(deriv / "respdict.json", n_trs)
 
     features_hrf: dict[str, np.ndarray] = {}
+    acoustic_hrf: dict[str, np.ndarray] = {}
     n_words: dict[str, int] = {}
     feat_path = truth_dir / "stimulus_features.h5"
     with atomic_path(feat_path) as tmp, h5py.File(tmp, "w") as fh:
@@ -439,20 +474,25 @@ def generate_dataset(
         )
         fh.create_dataset("embedding", data=embedding, **ds)
         fh.create_dataset("hrf", data=hrf, **ds)
+        edges = np.geomspace(ACOUSTIC_FMIN, ACOUSTIC_FMAX, ACOUSTIC_BANDS + 1)
+        fh.create_dataset("acoustic_band_edges", data=edges, **ds)
         for name in stories:
             story = make_story(name, n_trs[name], tr, sample_rate, seed)
             n_words[name] = len(story.word_ids)
             tg_path = deriv / "TextGrids" / f"{name}.TextGrid"
             write_textgrid(story_textgrid(story, seed), tg_path)
             wav_path = root / "stimuli" / f"{name}.wav"
+            audio = story_audio(story, sample_rate, seed)
             with atomic_path(wav_path) as tmp_wav:
-                wavfile.write(tmp_wav, sample_rate, story_audio(story, sample_rate, seed))
+                wavfile.write(tmp_wav, sample_rate, audio)
             paths["textgrids"][name] = str(tg_path)
             paths["wavs"][name] = str(wav_path)
 
             tr_times, feats = story_tr_features(story, embedding, tr)
             # causal convolution: the response at TR t sees the stimulus up to TR t
             features_hrf[name] = signal.lfilter(hrf, [1.0], feats, axis=0)
+            acoustic = story_acoustic_features(audio, sample_rate, n_trs[name], tr)
+            acoustic_hrf[name] = signal.lfilter(hrf, [1.0], acoustic, axis=0)
             rows = story_response_rows(n_trs[name])
             g = fh.create_group(name)
             g.attrs.update(n_trs=n_trs[name], row_start=rows.start, row_stop=rows.stop)
@@ -469,6 +509,8 @@ def generate_dataset(
             g.create_dataset("tr_times", data=tr_times, **ds)
             g.create_dataset("tr_features", data=feats, **ds)
             g.create_dataset("tr_features_hrf", data=features_hrf[name], **ds)
+            g.create_dataset("tr_acoustic", data=acoustic, **ds)
+            g.create_dataset("tr_acoustic_hrf", data=acoustic_hrf[name], **ds)
 
     test_rows = story_response_rows(n_trs[test_story])
     lo, hi = noise_levels
@@ -493,9 +535,24 @@ def generate_dataset(
         has_signal = np.ones(n_voxels, dtype=bool)
         has_signal[rng.permutation(n_voxels)[: round(null_fraction * n_voxels)]] = False
         weights[:, ~has_signal] = 0.0
+        # the auditory group hears the sound, not the words (its own stream: the draws above
+        # and below, and so every other voxel, stay as they were without it)
+        auditory = _auditory_voxels(mask, has_signal, auditory_fraction)
+        weights[:, auditory] = 0.0
+        field = _smooth_on_mask(seeded_rng(seed, "auditory", subject), mask, ACOUSTIC_BANDS, 1.0)
+        field /= field.std() + 1e-12
+        # mostly positive band weights: loudness with some spectral tilt
+        acoustic_weights = np.where(auditory, 1.0 + 0.5 * field, 0.0)
         # unit signal variance on the test story's response rows, for every signal voxel
-        test_sd = (features_hrf[test_story][test_rows] @ weights).std(axis=0)
+        test_sd = (
+            features_hrf[test_story][test_rows] @ weights
+            + acoustic_hrf[test_story][test_rows] @ acoustic_weights
+        ).std(axis=0)
         weights[:, has_signal] /= test_sd[has_signal]
+        acoustic_weights[:, has_signal] /= test_sd[has_signal]
+        voxel_group = np.where(
+            has_signal, np.where(auditory, "auditory", "semantic"), "unresponsive"
+        )
         signal_variance = np.where(has_signal, 1.0, 0.0)
         # target ceilings: a smooth map, ranked onto a uniform grid over [lo, hi]
         field = _smooth_on_mask(rng, mask, 1, sigma=1.5)[0]
@@ -505,7 +562,7 @@ def generate_dataset(
 
         for name in stories:
             rows = story_response_rows(n_trs[name])
-            clean = features_hrf[name][rows] @ weights
+            clean = features_hrf[name][rows] @ weights + acoustic_hrf[name][rows] @ acoustic_weights
             noise_rng = seeded_rng(seed, "noise", subject, name)
             out = root / "derivative" / "preprocessed_data" / subject / f"{name}.hf5"
             if name == test_story:
@@ -524,6 +581,8 @@ def generate_dataset(
             np.savez(
                 tmp,
                 weights=weights,
+                acoustic_weights=acoustic_weights,
+                voxel_group=voxel_group,
                 hrf=hrf,
                 tr=np.float64(tr),
                 n_repeats=np.int64(n_repeats),
@@ -566,6 +625,7 @@ def generate_dataset(
         "noise_levels": list(noise_levels),
         "null_fraction": null_fraction,
         "cortex": cortex,
+        "auditory_fraction": auditory_fraction,
     }
     # paths relative to root: the manifest does not depend on where the dataset lives
     manifest = {**summary, "root": ".", "paths": _relative(paths, root)}
@@ -628,10 +688,20 @@ story time = scan time - 10 s), and its response files keep rows `10 .. n - 5 - 
   - `tr_features` (n - 5, n_latent): box-car sum of the word features whose midpoint falls in
     each TR;
   - `tr_features_hrf` (n - 5, n_latent): `tr_features` convolved (causally) with `hrf`.
+  - `tr_acoustic` (n - 5, n_bands): the acoustic features, log power of the audio in the
+    bands `acoustic_band_edges` (Hz; 25 ms frames every 10 ms, `log10(power + 1e-8) + 8`, so
+    0 in silence), averaged over the frames centred in each TR; `tr_acoustic_hrf` the same
+    convolved with `hrf`.
 
 ## <subject>.npz
-- `weights` (n_latent, n_voxels): noise-free response = `tr_features_hrf[row_start:row_stop] @ weights`.
-- `has_signal` (n_voxels,) bool: False for voxels whose weights are all zero.
+- `weights` (n_latent, n_voxels), `acoustic_weights` (n_bands, n_voxels): noise-free response =
+  `tr_features_hrf[rows] @ weights + tr_acoustic_hrf[rows] @ acoustic_weights` with
+  `rows = row_start:row_stop`.
+- `voxel_group` (n_voxels,) str: the true driver of each voxel. `"semantic"` voxels respond
+  to the words only (`acoustic_weights` zero), `"auditory"` voxels (a compact patch at the +x
+  side of the volume) to the sound only (`weights` zero), `"unresponsive"` voxels to nothing
+  (not "null", which pandas reads back from a CSV as NaN).
+- `has_signal` (n_voxels,) bool: False for voxels whose weights are all zero (`"unresponsive"`).
 - `signal_variance` (n_voxels,): variance over time (ddof=0) of the noise-free test-story
   signal (1 for signal voxels, 0 otherwise; training stories have variance near 1).
 - `noise_sd` (n_voxels,): sd of the white Gaussian noise of every run (each training story has

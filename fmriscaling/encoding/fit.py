@@ -11,13 +11,10 @@ from typing import Any
 import numpy as np
 
 from .._utils import DataError, atomic_path, write_json, write_provenance
-from .design import build_design
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["fit_encoding", "scores_json_path"]
-
-_CV_KINDS = ("stories", "bootstrap")
 
 
 def scores_json_path(out_npz: str | os.PathLike) -> Path:
@@ -121,57 +118,29 @@ def fit_encoding(
         Missing files or stories, TR-count mismatches, a one-story training set with story
         folds, non-finite inputs or scores.
     """
-    from ..features.io import read_layer
-    from ..responses import check_tr_count, read_responses
-    from .folds import bootstrap_chunk_folds, default_n_chunks, story_folds
+    from .inputs import prepare_fit
     from .ridge import fit_ridge_cv
 
     train_stories = [str(s) for s in train_stories]
     test_story = str(test_story)
-    _check_story_lists(train_stories, test_story, response_files, cv)
-
-    features: dict[str, np.ndarray] = {}
-    responses: dict[str, np.ndarray] = {}
-    for story in [*train_stories, test_story]:
-        features[story] = read_layer(feature_file, story)
-        responses[story] = read_responses(response_files[story], story=story)
-        check_tr_count(
-            story,
-            features[story].shape[0],
-            responses[story].shape[0],
-            feature_file=feature_file,
-            response_file=response_files[story],
-        )
-
-    X_train, Y_train, lengths = build_design(
-        features, responses, train_stories, delays=delays, extra_trim=extra_trim_train
+    prepared = prepare_fit(
+        feature_file,
+        response_files,
+        train_stories,
+        test_story,
+        delays=delays,
+        alphas=alphas,
+        cv=cv,
+        n_folds=n_folds,
+        bootstrap=bootstrap,
+        seed=seed,
+        extra_trim_test=extra_trim_test,
+        extra_trim_train=extra_trim_train,
     )
-    X_test, Y_test, _ = build_design(
-        features, responses, [test_story], delays=delays, extra_trim={test_story: extra_trim_test}
-    )
-    del features, responses
-
-    if cv == "stories":
-        n_folds_used = min(int(n_folds), len(train_stories))
-        folds = story_folds(lengths, n_folds=n_folds_used)
-    else:
-        boot = dict(bootstrap or {})
-        chunk_len = int(boot.get("chunk_len", 40))
-        n_chunks = boot.get("n_chunks")
-        if n_chunks is None:
-            n_chunks = default_n_chunks(X_train.shape[0], chunk_len)
-        folds = bootstrap_chunk_folds(
-            X_train.shape[0],
-            n_boots=int(boot.get("n_boots", 15)),
-            chunk_len=chunk_len,
-            n_chunks=int(n_chunks),
-            random_state=seed,
-        )
-        n_folds_used = len(folds)
-
-    alphas = np.asarray(alphas, dtype=np.float64)
-    if alphas.ndim != 1 or alphas.size == 0 or not np.all(alphas > 0):
-        raise DataError(f"alphas {alphas!r}: expected a non-empty 1-D grid of positive values.")
+    design, folds, alphas = prepared.design, prepared.folds, prepared.alphas
+    X_train, Y_train, X_test, Y_test = design.X_train, design.Y_train, design.X_test, design.Y_test
+    n_folds_used = len(folds)
+    del design, prepared
     logger.info(
         "fitting %d train TRs (%d stories) x %d features -> %d voxels; cv=%s (%d folds)",
         X_train.shape[0],
@@ -269,34 +238,3 @@ def fit_encoding(
         summary["fit_seconds"],
     )
     return summary
-
-
-def _check_story_lists(
-    train_stories: list[str],
-    test_story: str,
-    response_files: Mapping[str, str | os.PathLike],
-    cv: str,
-) -> None:
-    if cv not in _CV_KINDS:
-        raise DataError(f"cv={cv!r}: expected one of {_CV_KINDS}.")
-    if not train_stories:
-        raise DataError("no training stories given; expected at least one.")
-    if len(set(train_stories)) != len(train_stories):
-        raise DataError(f"training stories listed twice in {train_stories}; list each once.")
-    if test_story in train_stories:
-        raise DataError(
-            f"test story {test_story!r} is also a training story; remove it from the "
-            "training stories (it would leak into the fit)."
-        )
-    if cv == "stories" and len(train_stories) < 2:
-        raise DataError(
-            f"one training story ({train_stories[0]!r}) cannot be split into story folds; "
-            "use at least 2 training stories or set encoding cv: bootstrap (contiguous "
-            "held-out chunks within the story)."
-        )
-    missing = [s for s in [*train_stories, test_story] if s not in response_files]
-    if missing:
-        raise DataError(
-            f"no response file for stories {missing}; expected one per training and test "
-            "story. Check the subject's story list and the downloaded response files."
-        )

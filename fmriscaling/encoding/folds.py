@@ -8,6 +8,8 @@ never scattered TRs:
 * `bootstrap_chunk_folds`: companion-style resamples that hold out random contiguous chunks
   (for one-story training sets, or to match the companion code), ``default_n_chunks`` of them
   by default;
+* `cv_folds`: the folds an encoding fit uses, from its ``cv`` settings (the ridge fits and the
+  members of a stack call it, so both hold out the same TRs);
 * `_check_folds`: validation of the folds handed to `fit_ridge_cv`.
 
 A fold is ``(train_idx, val_idx)``: integer index arrays into the TRs stacked in X and Y.
@@ -18,7 +20,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +29,7 @@ from .._utils import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Fold", "bootstrap_chunk_folds", "default_n_chunks", "story_folds"]
+__all__ = ["Fold", "bootstrap_chunk_folds", "cv_folds", "default_n_chunks", "story_folds"]
 
 # (train_idx, val_idx): integer index arrays into the stacked TRs
 Fold = tuple[np.ndarray, np.ndarray]
@@ -150,6 +153,53 @@ def bootstrap_chunk_folds(
         is_val[val] = True
         folds.append((all_idx[~is_val], val))
     return folds
+
+
+def cv_folds(
+    story_lengths: Sequence[int],
+    *,
+    cv: str = "stories",
+    n_folds: int = 5,
+    bootstrap: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> list[Fold]:
+    """The CV folds of an encoding fit over stories of ``story_lengths`` TRs.
+
+    Parameters
+    ----------
+    story_lengths : sequence of int
+        TRs of each training story, in the order they are stacked.
+    cv : {"stories", "bootstrap"}, default "stories"
+        `story_folds` with ``min(n_folds, n_stories)`` folds, or `bootstrap_chunk_folds`.
+    n_folds : int, default 5
+        Story folds.
+    bootstrap : mapping, optional
+        ``n_boots`` (default 15), ``chunk_len`` (default 40), ``n_chunks`` (default None:
+        `default_n_chunks`, a fifth of the TRs), for ``cv="bootstrap"``.
+    seed : int, default 0
+        Seed of the bootstrap chunk draws.
+
+    Returns
+    -------
+    folds : list of (train_idx, val_idx)
+    """
+    if cv == "stories":
+        return story_folds(story_lengths, n_folds=min(int(n_folds), len(story_lengths)))
+    if cv != "bootstrap":
+        raise DataError(f"cv={cv!r}: expected 'stories' or 'bootstrap'.")
+    boot = dict(bootstrap or {})
+    n_samples = int(np.sum(story_lengths))
+    chunk_len = int(boot.get("chunk_len", 40))
+    n_chunks = boot.get("n_chunks")
+    if n_chunks is None:
+        n_chunks = default_n_chunks(n_samples, chunk_len)
+    return bootstrap_chunk_folds(
+        n_samples,
+        n_boots=int(boot.get("n_boots", 15)),
+        chunk_len=chunk_len,
+        n_chunks=int(n_chunks),
+        random_state=seed,
+    )
 
 
 def _check_folds(folds: Sequence[Fold], n_samples: int) -> list[Fold]:

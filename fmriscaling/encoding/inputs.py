@@ -1,0 +1,178 @@
+"""What a voxelwise fit reads: story lists, the layer's features and the responses as designs.
+
+Shared by `fmriscaling.encoding.fit.fit_encoding` (the layer sweep) and
+`fmriscaling.encoding.oof.fit_stack_member` (the members of a stack) through `prepare_fit`, so
+that a stack member sees exactly the training and test data, folds and alphas of its ridge fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._utils import DataError
+from .design import build_design
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CV_KINDS",
+    "FitDesign",
+    "PreparedFit",
+    "alpha_grid",
+    "check_story_lists",
+    "prepare_fit",
+]
+
+CV_KINDS = ("stories", "bootstrap")
+
+
+@dataclass
+class FitDesign:
+    """Delayed features and responses of the training stories and of the test story.
+
+    Attributes
+    ----------
+    X_train : float32 array of shape (n_train_trs, n_features * n_delays)
+    Y_train : float32 array of shape (n_train_trs, n_voxels)
+    story_lengths : list of int
+        TRs of each training story in ``X_train``, in order.
+    X_test : float32 array of shape (n_test_trs, n_features * n_delays)
+    Y_test : float32 array of shape (n_test_trs, n_voxels)
+    """
+
+    X_train: np.ndarray
+    Y_train: np.ndarray
+    story_lengths: list[int]
+    X_test: np.ndarray
+    Y_test: np.ndarray
+
+
+@dataclass
+class PreparedFit:
+    """Everything a ridge fit needs before it runs: designs, CV folds and the alpha grid.
+
+    Attributes
+    ----------
+    design : FitDesign
+    folds : list of (train_idx, val_idx)
+        From `fmriscaling.encoding.folds.cv_folds`.
+    alphas : float64 array of shape (n_alphas,)
+    """
+
+    design: FitDesign
+    folds: list
+    alphas: np.ndarray
+
+
+def prepare_fit(
+    feature_file: str | os.PathLike,
+    response_files: Mapping[str, str | os.PathLike],
+    train_stories: Sequence[str],
+    test_story: str,
+    *,
+    delays: Sequence[int],
+    alphas: Sequence[float],
+    cv: str,
+    n_folds: int,
+    bootstrap: Mapping[str, int] | None,
+    seed: int,
+    extra_trim_test: int,
+    extra_trim_train: Mapping[str, int] | None,
+) -> PreparedFit:
+    """Check the story lists, read and build the designs, the CV folds and the alpha grid.
+
+    Features come from ``feature_file`` (`fmriscaling.features.io.read_layer`), responses from one
+    file per story (`fmriscaling.responses.read_responses`); TR counts are checked per story,
+    then `build_design` trims, z-scores and delays within each story. The folds come from
+    `fmriscaling.encoding.folds.cv_folds`. Parameters are those of
+    `fmriscaling.encoding.fit.fit_encoding` of the same names.
+
+    Returns
+    -------
+    prepared : PreparedFit
+
+    Raises
+    ------
+    DataError
+        An unusable story split (`check_story_lists`), a missing or malformed file, a TR-count
+        mismatch, non-finite values, a bad alpha grid.
+    """
+    from ..features.io import read_layer
+    from ..responses import check_tr_count, read_responses
+    from .folds import cv_folds
+
+    check_story_lists(list(train_stories), test_story, response_files, cv)
+    features: dict[str, np.ndarray] = {}
+    responses: dict[str, np.ndarray] = {}
+    for story in [*train_stories, test_story]:
+        features[story] = read_layer(feature_file, story)
+        responses[story] = read_responses(response_files[story], story=story)
+        check_tr_count(
+            story,
+            features[story].shape[0],
+            responses[story].shape[0],
+            feature_file=feature_file,
+            response_file=response_files[story],
+        )
+    X_train, Y_train, lengths = build_design(
+        features, responses, train_stories, delays=delays, extra_trim=extra_trim_train
+    )
+    X_test, Y_test, _ = build_design(
+        features, responses, [test_story], delays=delays, extra_trim={test_story: extra_trim_test}
+    )
+    del features, responses
+    folds = cv_folds(lengths, cv=cv, n_folds=n_folds, bootstrap=bootstrap, seed=seed)
+    design = FitDesign(X_train, Y_train, list(lengths), X_test, Y_test)
+    return PreparedFit(design, folds, alpha_grid(alphas))
+
+
+def alpha_grid(alphas: Sequence[float]) -> np.ndarray:
+    """The ridge penalties as a float64 grid; a `DataError` unless 1-D, non-empty and positive."""
+    alphas = np.asarray(alphas, dtype=np.float64)
+    if alphas.ndim != 1 or alphas.size == 0 or not np.all(alphas > 0):
+        raise DataError(f"alphas {alphas!r}: expected a non-empty 1-D grid of positive values.")
+    return alphas
+
+
+def check_story_lists(
+    train_stories: list[str],
+    test_story: str,
+    response_files: Mapping[str, str | os.PathLike],
+    cv: str,
+) -> None:
+    """Fail clearly on an unusable training/test split or a missing response file.
+
+    Raises
+    ------
+    DataError
+        An unknown ``cv``, no or repeated training stories, the test story among them, a
+        one-story training set with story folds, or a story without a response file.
+    """
+    if cv not in CV_KINDS:
+        raise DataError(f"cv={cv!r}: expected one of {CV_KINDS}.")
+    if not train_stories:
+        raise DataError("no training stories given; expected at least one.")
+    if len(set(train_stories)) != len(train_stories):
+        raise DataError(f"training stories listed twice in {train_stories}; list each once.")
+    if test_story in train_stories:
+        raise DataError(
+            f"test story {test_story!r} is also a training story; remove it from the "
+            "training stories (it would leak into the fit)."
+        )
+    if cv == "stories" and len(train_stories) < 2:
+        raise DataError(
+            f"one training story ({train_stories[0]!r}) cannot be split into story folds; "
+            "use at least 2 training stories or set encoding cv: bootstrap (contiguous "
+            "held-out chunks within the story)."
+        )
+    missing = [s for s in [*train_stories, test_story] if s not in response_files]
+    if missing:
+        raise DataError(
+            f"no response file for stories {missing}; expected one per training and test "
+            "story. Check the subject's story list and the downloaded response files."
+        )

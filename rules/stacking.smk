@@ -1,0 +1,96 @@
+# Stacked audio + semantic regression (METHODS.md, 'Stacked regression'): the members' out-of-fold
+# predictions per (subject, model, layer), the per-voxel simplex weights per (subject, stack),
+# and the tables.
+
+# a member is its model's ridge fit (same designs, folds and alpha search), plus its predictions
+STACK_MEMBER_PARAMS = {
+    k: v
+    for k, v in ENCODING_PARAMS.items()
+    if k not in ("solver_impl", "save_weights", "save_predictions")
+}
+
+
+rule stack_member:
+    input:
+        features=path("features"),
+        responses=encoding_responses,
+        fits=member_fits,
+    output:
+        path("stack_member"),
+    log:
+        log("stack_member", "stack_member"),
+    benchmark:
+        benchmark("stack_member", "stack_member")
+    wildcard_constraints:
+        layer=r"\d+|best",
+    conda:
+        "../envs/encoding.yaml"
+    threads: config["compute"]["ridge_threads"]
+    resources:
+        mem_mb=per_attempt("ridge_mem_mb"),
+        runtime=per_attempt("ridge_runtime"),
+        gpu=GPU,
+    params:
+        member=lambda wildcards: {
+            "subject": wildcards.subject,
+            "model": wildcards.model,
+            "layer": wildcards.layer,
+        },
+        fit_layers=member_fit_layers,
+        train_stories=lambda wildcards: train_stories(wildcards.subject),
+        encoding=STACK_MEMBER_PARAMS,
+        oof_dtype=config["stacking"]["oof_dtype"],
+    script:
+        "../workflow_scripts/stack_member.py"
+
+
+rule stack_regression:
+    input:
+        members=stack_member_files,
+        ceiling=path("noise_ceiling"),
+    output:
+        path("stack"),
+    log:
+        log("stack_regression", "stack"),
+    benchmark:
+        benchmark("stack_regression", "stack")
+    conda:
+        "../envs/encoding.yaml"
+    threads: config["compute"]["ridge_threads"]
+    resources:
+        mem_mb=per_attempt("ridge_mem_mb"),
+        runtime=per_attempt("ridge_runtime"),
+        gpu=GPU,
+    params:
+        labels=lambda wildcards: {"subject": wildcards.subject, "stack": wildcards.stack},
+        members=stack_member_labels,
+        floor=config["noise_ceiling"]["floor"],
+        backend=config["encoding"]["backend"],
+        calibrate=config["stacking"]["calibrate"],
+        block_voxels=config["stacking"]["block_voxels"],
+        tol=config["stacking"]["tol"],
+    script:
+        "../workflow_scripts/stack_regression.py"
+
+
+rule stacking_table:
+    input:
+        unpack(stacking_voxel_labels),
+        scores=[e["path"] for e in STACK_ENTRIES],
+    output:
+        **{name: path("table", name=name) for name in STACK_TABLE_NAMES},
+    log:
+        log("stacking_table", "data"),
+    benchmark:
+        benchmark("stacking_table", "data")
+    conda:
+        "../envs/figures.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        entries=entry_labels(STACK_ENTRIES),
+        subjects=SUBJECTS,
+    script:
+        "../workflow_scripts/stacking_table.py"
