@@ -240,3 +240,11 @@ def log_to_file(log_path: str | os.PathLike | None, level: int = logging.INFO) -
         )
 
     sys.excepthook = _hook
+
+
+def limit_threads(n: int) -> None:
+    """Let torch use at most ``n`` threads (a job's declared ``threads``), so that parallel
+    jobs do not oversubscribe the cores."""
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
