@@ -1,4 +1,4 @@
-# fmriscaling: scaling laws of fMRI encoding models (language, speech; data size).
+# fmriscaling: scaling laws of fMRI encoding models (language, speech, vision; data size).
 # Table of contents only: helpers live in rules/common.smk, one .smk per stage.
 
 
@@ -18,6 +18,7 @@ include: "rules/features.smk"
 include: "rules/encoding.smk"
 include: "rules/noise_ceiling.smk"
 include: "rules/figures.smk"
+include: "rules/vision.smk"
 
 
 rule all:
