@@ -75,42 +75,31 @@ def _model_and_processor(arch: str, image_size: int, patch_size: int, sizes: dic
             "num_stages": len(depths),
             "image_size": image_size,
         }
-    resample = 3  # bicubic, as CLIP's and DINOv2's processors
+    # bicubic resize of the shortest edge, then the normalisation of the family's hub snapshots
+    resize = {"size": {"shortest_edge": image_size}, "resample": 3}
+    crop = {"crop_size": {"height": image_size, "width": image_size}}
     if arch == "clip":
         # CLIP's init scales with initializer_factor; 4 makes each block move the stream
         config = tf.CLIPVisionConfig(**common, initializer_factor=4.0)
         model_cls = tf.CLIPVisionModel
         processor = tf.CLIPImageProcessorPil(
-            size={"shortest_edge": image_size},
-            crop_size={"height": image_size, "width": image_size},
-            image_mean=list(_CLIP_MEAN),
-            image_std=list(_CLIP_STD),
-            resample=resample,
+            **resize, **crop, image_mean=list(_CLIP_MEAN), image_std=list(_CLIP_STD)
         )
     elif arch in ("dinov2", "vit"):
         cls_config = tf.Dinov2Config if arch == "dinov2" else tf.ViTConfig
         config = cls_config(**common, initializer_range=0.2)
         model_cls = tf.Dinov2Model if arch == "dinov2" else tf.ViTModel
         processor = tf.BitImageProcessorPil(
-            size={"shortest_edge": image_size},
-            crop_size={"height": image_size, "width": image_size},
-            image_mean=list(_IMAGENET_MEAN),
-            image_std=list(_IMAGENET_STD),
-            resample=resample,
-            do_convert_rgb=True,
+            **resize, **crop, image_mean=list(_IMAGENET_MEAN), image_std=list(_IMAGENET_STD)
         )
     else:
         cls_config = tf.ConvNextConfig if arch == "convnext" else tf.ConvNextV2Config
         extra = {"layer_scale_init_value": 1.0} if arch == "convnext" else {}
         config = cls_config(**common, initializer_range=0.2, **extra)
         model_cls = tf.ConvNextModel if arch == "convnext" else tf.ConvNextV2Model
-        # crop_pct applies below 384 px: resize to size / crop_pct, then centre-crop
+        # crop_pct 1: resize to the input size, no crop (ConvNeXt's processor has no crop_size)
         processor = tf.ConvNextImageProcessorPil(
-            size={"shortest_edge": image_size},
-            crop_pct=1.0,
-            image_mean=list(_IMAGENET_MEAN),
-            image_std=list(_IMAGENET_STD),
-            resample=resample,
+            **resize, crop_pct=1.0, image_mean=list(_IMAGENET_MEAN), image_std=list(_IMAGENET_STD)
         )
     return config, model_cls, processor
 

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from .._utils import DataError, provenance, write_json
+from ..features.extract import check_n_layers
 from ..features.io import FeatureWriter, layer_path, read_layer
 from ..models import pick_device, pick_dtype, require_model_dir, snapshot_record
 
@@ -540,12 +541,7 @@ def extract_vision_model(
     if not pooling or pooling[0] < 1:
         raise DataError(f"pooling sizes must be positive integers, got {pooling}")
     loaded = load_vision_model(model_dir, device=device, dtype=dtype, model_name=model_name)
-    if expected_n_layers is not None and loaded.n_layers != expected_n_layers:
-        raise DataError(
-            f"model {model_name!r} in {loaded.model_dir} has {loaded.n_layers} layers but the "
-            f"config expects {expected_n_layers} (n_layers: {expected_n_layers}); fix "
-            "`n_layers` of this model in the config"
-        )
+    check_n_layers(loaded, expected_n_layers, model_name)
     out_dir = Path(out_dir)
     map_shapes: dict[int, list[int]] = {}
     pooling_per_layer: dict[int, list[int]] = {}

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .._utils import DataError
-from ..encoding.tables import _fit_row
+from ..encoding.tables import SCALING_COLUMNS, _fit_row
 from .scores import load_vision_noise_ceiling, noise_normalized_score, summarize
 
 logger = logging.getLogger(__name__)
@@ -60,18 +60,6 @@ FIT_COLUMNS: tuple[str, ...] = (
     "score_dtype",
     "fit_seconds",
     "peak_memory_mb",
-)
-#: columns of the language track's scaling.csv, which the vision scaling.csv shares
-SCALING_COLUMNS: tuple[str, ...] = (
-    "kind",
-    "family",
-    "model",
-    "layer",
-    "n_points",
-    "slope_per_decade",
-    "intercept",
-    "r",
-    "pct_per_decade",
 )
 _LABELS = ("subject", "model", "family", "n_params", "kind", "full_train", "n_train_images", "seed")
 
