@@ -586,12 +586,16 @@ def vision_entries():
 
 
 VISION_TABLE_NAMES = ["encoding", "rois", "selection", "scaling", "scaling_rois"]
-VISION_FIGURE_NAMES = [
-    "model_size_scaling",
-    "model_size_rois",
-    "roi_scores",
-    "selection",
-] + (["data_scaling"] if VISION["subsampling"]["model"] else [])
+# model-size figures need a family with two sizes, the data-scaling figure a sweep
+_VISION_SIZES_PER_FAMILY = [
+    sum(MODELS[m]["family"] == f for m in VISION_RUN_MODELS)
+    for f in {MODELS[m]["family"] for m in VISION_RUN_MODELS}
+]
+VISION_FIGURE_NAMES = (
+    (["model_size_scaling", "model_size_rois"] if max(_VISION_SIZES_PER_FAMILY, default=0) > 1 else [])
+    + ["roi_scores", "selection"]
+    + (["data_scaling"] if VISION["subsampling"]["model"] else [])
+)
 
 
 def vision_figure_outputs(wildcards=None):
