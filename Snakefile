@@ -1,4 +1,4 @@
-# fmriscaling: scaling laws of fMRI encoding models (language, speech; data size).
+# fmriscaling: scaling laws of fMRI encoding models (language, speech, vision; data size).
 # Table of contents only: helpers live in rules/common.smk, one .smk per stage.
 
 
@@ -22,6 +22,7 @@ include: "rules/encoding.smk"
 include: "rules/noise_ceiling.smk"
 include: "rules/stacking.smk"
 include: "rules/figures.smk"
+include: "rules/vision.smk"
 
 
 rule all:

@@ -248,3 +248,11 @@ def job_context() -> str:
     """Where this process runs: ``host vm`` or ``host vm, SLURM job 17`` inside an allocation."""
     job = os.environ.get("SLURM_JOB_ID")
     return f"host {platform.node()}" + (f", SLURM job {job}" if job else "")
+
+
+def limit_threads(n: int) -> None:
+    """Let torch use at most ``n`` threads (a job's declared ``threads``), so that parallel
+    jobs do not oversubscribe the cores."""
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))

@@ -102,13 +102,22 @@ def _check_semantics(config: dict[str, Any]) -> None:
                     f"config key 'models.{name}.layers' lists {bad}, but the model has layers "
                     f"0..{n_layers} (n_layers={n_layers}; 0 is the embedding layer)"
                 )
-    run = config.setdefault("run_models", list(models))
+    run = config.setdefault(
+        "run_models", [name for name, spec in models.items() if spec["kind"] != "vision"]
+    )
     unknown = [name for name in run if name not in models]
     if unknown:
         raise ConfigError(
             f"config key 'run_models' names {unknown}, which are not keys of 'models' "
             f"({', '.join(sorted(models))})"
         )
+    vision_models = [name for name in run if models[name]["kind"] == "vision"]
+    if vision_models:
+        raise ConfigError(
+            f"config key 'run_models' names vision models {vision_models}; list them under "
+            "'vision.run_models'"
+        )
+    _check_vision(config)
     for i, fit in enumerate(config.get("subsampling", {}).get("fits", [])):
         name = fit["model"]
         if name not in run:
@@ -209,6 +218,61 @@ def stack_members(stack: Mapping[str, Any], models: Mapping[str, Any]) -> list[d
             {"model": member["model"], "kind": spec["kind"], "layer": lay} for lay in layers
         ]
     return members
+
+
+def _check_vision(config: dict[str, Any]) -> None:
+    """The vision track's models, sweep, ensemble and demo truth refer to declared models."""
+    vision = config.get("vision", {})
+    if not vision.get("enabled"):
+        return
+    models = config.get("models", {})
+    name = vision.get("dataset", {}).get("name")
+    if name == config.get("dataset", {}).get("name"):
+        raise ConfigError(
+            f"config keys 'vision.dataset.name' and 'dataset.name' are both {name!r}; the two "
+            "tracks write to results/<stage>/<name>/, so give them different names"
+        )
+    run = vision.get("run_models", [])
+    if not run:
+        raise ConfigError("config key 'vision.run_models' is empty but 'vision.enabled' is true")
+    wrong = [n for n in run if n not in models or models[n]["kind"] != "vision"]
+    if wrong:
+        raise ConfigError(
+            f"config key 'vision.run_models' names {wrong}, which are not models of kind "
+            f"vision in 'models' (vision models: "
+            f"{', '.join(n for n, s in models.items() if s['kind'] == 'vision') or 'none'})"
+        )
+    sweep = vision.get("subsampling", {}).get("model")
+    if sweep is not None and sweep not in run:
+        raise ConfigError(
+            f"config key 'vision.subsampling.model' is {sweep!r}, which is not in "
+            f"'vision.run_models' ({', '.join(run)})"
+        )
+    ensemble = vision.get("ensemble", [])
+    if ensemble and (len(ensemble) < 2 or not set(ensemble) <= set(run)):
+        raise ConfigError(
+            f"config key 'vision.ensemble' is {ensemble}: expected at least 2 names of "
+            f"'vision.run_models' ({', '.join(run)})"
+        )
+    if vision.get("dataset", {}).get("source") == "synthetic":
+        truth = vision.get("synthetic", {}).get("truth")
+        if truth is None:
+            raise ConfigError(
+                "config key 'vision.synthetic.truth' is missing: a synthetic vision dataset "
+                "needs the model and (layer, pool) that drive its responses"
+            )
+        spec = models.get(truth["model"])
+        if spec is None or spec["kind"] != "vision" or "build" not in spec["source"]:
+            raise ConfigError(
+                f"config key 'vision.synthetic.truth.model' is {truth['model']!r}: expected a "
+                "vision model of 'models' with a build source (a tiny demo model)"
+            )
+        for driver in ("early", "higher"):
+            if truth[driver]["layer"] > spec["n_layers"]:
+                raise ConfigError(
+                    f"config key 'vision.synthetic.truth.{driver}.layer' is "
+                    f"{truth[driver]['layer']}; {truth['model']} has layers 0..{spec['n_layers']}"
+                )
 
 
 def model_layers(spec: Mapping[str, Any]) -> list[int]:

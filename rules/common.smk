@@ -1,6 +1,7 @@
 # Config validation, paths, wildcard constraints and input functions. Helper functions of the
 # workflow live here and nowhere else.
 
+import functools
 import os
 import re
 import sys
@@ -36,7 +37,18 @@ SYNTHETIC_DATASET = re.escape(DATASET) if SOURCE == "synthetic" else NEVER
 OPENNEURO_DATASET = re.escape(DATASET) if SOURCE == "openneuro" else NEVER
 
 RUN_MODELS = config["run_models"]
-MODELS = {name: config["models"][name] for name in RUN_MODELS}
+VISION = config["vision"]
+# vision models to run, and the tiny model whose features drive the synthetic vision dataset
+VISION_RUN_MODELS = VISION["run_models"] if VISION["enabled"] else []
+_VISION_TRUTH = (
+    [VISION["synthetic"]["truth"]["model"]]
+    if VISION["enabled"] and VISION["dataset"]["source"] == "synthetic"
+    else []
+)
+MODELS = {
+    name: config["models"][name]
+    for name in dict.fromkeys(RUN_MODELS + VISION_RUN_MODELS + _VISION_TRUTH)
+}
 TEXT_MODELS = [m for m, spec in MODELS.items() if spec["kind"] == "text"]
 SPEECH_MODELS = [m for m, spec in MODELS.items() if spec["kind"] == "speech"]
 BUILT_MODELS = [m for m, spec in MODELS.items() if "build" in spec["source"]]
@@ -419,6 +431,10 @@ def figure_outputs(wildcards=None):
 
 
 def final_targets(wildcards):
+    """The language track's tables, figures and maps (when it runs models), and the vision
+    track's tables and figures (when it is enabled)."""
+    if not RUN_MODELS:
+        return vision_targets()
     tables = [path("table", dataset=DATASET, name=name) for name in TABLE_NAMES + STACK_TABLE_NAMES]
     figures = [fill(f, dataset=DATASET) for files in figure_outputs().values() for f in files]
     figures += [
@@ -431,7 +447,7 @@ def final_targets(wildcards):
         if config["figures"]["brain_maps"]
         else []
     )
-    return tables + figures + maps
+    return tables + figures + maps + vision_targets()
 
 
 # ---------------------------------------------------------------- anatomy: ROIs and maps
@@ -500,3 +516,253 @@ def benchmark_records(wildcards=None):
         where = benchmark(job, name, dataset=DATASET, **labels, n=entry["n_train"])
         records.append(dict(labels, rule=job, path=where))
     return records
+
+
+# ---------------------------------------------------------------- vision track
+# Algonauts 2023 / NSD (rules/vision.smk). The track has its own {dataset} name; a local copy of
+# the challenge data is checked -- what is missing, how to obtain it, where to put it -- when the
+# DAG is built, before any job runs (a parse alone, e.g. snakemake --lint, needs no data).
+
+from fmriscaling import DataError
+from fmriscaling.vision.dataset import ROI_CLASSES, check_algonauts_dir
+from fmriscaling.vision.dataset import relpath as vision_relpath
+
+VISION_ENABLED = VISION["enabled"]
+VISION_DATASET = VISION["dataset"]["name"]
+VISION_SOURCE = VISION["dataset"]["source"]
+VISION_SUBJECTS = VISION["dataset"]["subjects"]
+HEMISPHERES = VISION["dataset"]["hemispheres"]
+# rules of the vision track match its own dataset, subjects and models only
+VISION_WILDCARDS = dict(
+    dataset=re.escape(VISION_DATASET) if VISION_ENABLED else NEVER,
+    subject=_alternatives(VISION_SUBJECTS),
+    model=_alternatives(VISION_RUN_MODELS),
+)
+SYNTHETIC_VISION = VISION_WILDCARDS["dataset"] if VISION_SOURCE == "synthetic" else NEVER
+# generated data live in results/data/<name>; a local copy wherever vision.dataset.dir says
+VISION_ROOT = (
+    "results/data/{dataset}"
+    if VISION_SOURCE == "synthetic"
+    else (VISION["dataset"]["dir"] or f"results/data/{VISION_DATASET}").rstrip("/")
+)
+
+
+def _in_vision_data(kind):
+    relpath = vision_relpath(kind, subject="{subject}", hemi="{hemi}", roi_class="{roi_class}")
+    return f"{VISION_ROOT}/{relpath}"
+
+
+PATHS.update(
+    vision_truth="results/data/{dataset}/ground_truth",
+    vision_fmri=_in_vision_data("training_fmri"),
+    vision_test_fmri=_in_vision_data("test_fmri"),
+    vision_images=_in_vision_data("training_images"),
+    vision_test_images=_in_vision_data("test_images"),
+    vision_roi_mask=_in_vision_data("roi_mask"),
+    vision_roi_mapping=_in_vision_data("roi_mapping"),
+    vision_fsaverage=_in_vision_data("all_vertices"),
+    vision_ncsnr=_in_vision_data("ncsnr"),
+    vision_repeats=_in_vision_data("n_repeats"),
+    vision_fit="results/encoding/{dataset}/{subject}/{model}/selected/scores.{ext}",
+    vision_subset_fit=(
+        "results/encoding/{dataset}/{subject}/{model}/selected/ntrain-{n}/seed-{seed}/scores.{ext}"
+    ),
+    vision_ensemble="results/encoding/{dataset}/{subject}/ensemble/scores.{ext}",
+)
+
+
+def vpath(name, /, **values):
+    """`path` in the vision dataset: ``{dataset}`` is the vision track's."""
+    return path(name, dataset=VISION_DATASET, **values)
+
+
+def vision_subject_files(subject, dataset=VISION_DATASET):
+    """Every file and folder of one subject that the demo generator writes, by kind
+    (``dataset="{dataset}"`` keeps the wildcard open, for the generator's outputs)."""
+
+    def each(name, **values):
+        return path(name, dataset=dataset, subject=subject, **values)
+
+    return {
+        "fmri": [each("vision_fmri", hemi=h) for h in HEMISPHERES],
+        "images": [each("vision_images"), each("vision_test_images")],
+        "roi_masks": [
+            each("vision_roi_mask", hemi=h, roi_class=c) for h in HEMISPHERES for c in ROI_CLASSES
+        ],
+        "roi_mappings": [each("vision_roi_mapping", roi_class=c) for c in ROI_CLASSES],
+        "fsaverage": [each("vision_fsaverage", hemi=h) for h in HEMISPHERES],
+        "ncsnr": [each("vision_ncsnr", hemi=h) for h in HEMISPHERES],
+        "repeats": [each("vision_repeats")],
+    }
+
+
+def vision_roi_files(subject):
+    """ROI label files of one subject: the masks of each class (hemispheres in order), then
+    the class's mapping."""
+    return {
+        c: [vpath("vision_roi_mask", subject=subject, hemi=h, roi_class=c) for h in HEMISPHERES]
+        + [vpath("vision_roi_mapping", subject=subject, roi_class=c)]
+        for c in ROI_CLASSES
+    }
+
+
+@functools.cache
+def vision_data():
+    """Per subject: training images and vertices per hemisphere; a local copy is checked first
+    (DataError naming what is missing, how to obtain it and where to put it)."""
+    if VISION_SOURCE == "synthetic":
+        n = VISION["synthetic"]["n_train_images"]
+        return {s: {"n_train": n} for s in VISION_SUBJECTS}
+    return check_algonauts_dir(
+        VISION_ROOT,
+        VISION_SUBJECTS,
+        HEMISPHERES,
+        noise_ceiling=VISION["noise_ceiling"]["enabled"],
+    )
+
+
+def vision_uses_test_split(subject):
+    """Whether the test set is the test split (its fMRI exists), not held-out training images."""
+    mode = VISION["split"]["test"]
+    files = [vpath("vision_test_fmri", subject=subject, hemi=h) for h in HEMISPHERES]
+    present = VISION_SOURCE == "local" and all(os.path.isfile(f) for f in files)
+    if mode == "test_split" and not present:
+        raise ValueError(
+            f"config key 'vision.split.test' is 'test_split', but {subject} has no test fMRI "
+            f"({', '.join(files)}); the challenge never released it: use 'held_out' or 'auto'"
+        )
+    return mode != "held_out" and present
+
+
+def vision_full_train(subject):
+    """Training images of a subject's full fit (`split_rows`, as the fit computes them)."""
+    from fmriscaling.vision.selection import split_rows
+
+    split = VISION["split"]
+    train, _ = split_rows(
+        vision_data()[subject]["n_train"],
+        test_split=vision_uses_test_split(subject),
+        n_images=split["n_images"],
+        test_fraction=split["test_fraction"],
+        n_train=split["n_train"],
+    )
+    return int(train.size)
+
+
+def _vision_sweep_sizes():
+    """Training-set sizes of the data-scaling sweep, the same for every subject: the grid up to
+    the smallest subject's full fit, below it (each subject's full fit is the sweep's top; the
+    paper fixed vision.split.n_images at the smallest subject's 8779 images for this reason)."""
+    if not VISION_ENABLED or not VISION["subsampling"]["model"]:
+        return []
+    try:
+        n_full = min(vision_full_train(s) for s in VISION_SUBJECTS)
+    except DataError:
+        return []  # a local copy is missing or incomplete: vision_targets() reports it
+    return [n for n in story_count_grid(n_full, VISION["subsampling"]["n_train"]) if n < n_full]
+
+
+VISION_SWEEP_SIZES = _vision_sweep_sizes()
+
+
+def vision_image_sets(wildcards=None):
+    """(image set name, image folder) of every subject: its training split, and its test split
+    when that is the test set."""
+    vision_data()
+    sets = []
+    for subject in VISION_SUBJECTS:
+        sets.append((f"{subject}_train", vpath("vision_images", subject=subject)))
+        if vision_uses_test_split(subject):
+            sets.append((f"{subject}_test", vpath("vision_test_images", subject=subject)))
+    return sets
+
+
+def vision_fmri(wildcards):
+    vision_data()
+    return [vpath("vision_fmri", subject=wildcards.subject, hemi=h) for h in HEMISPHERES]
+
+
+def vision_test_fmri(wildcards):
+    if not vision_uses_test_split(wildcards.subject):
+        return []
+    return [vpath("vision_test_fmri", subject=wildcards.subject, hemi=h) for h in HEMISPHERES]
+
+
+def vision_repeats(wildcards):
+    """The per-image repeat counts, where the dataset has them (else a default is assumed)."""
+    repeats = vpath("vision_repeats", subject=wildcards.subject)
+    return [repeats] if VISION_SOURCE == "synthetic" or os.path.isfile(repeats) else []
+
+
+def vision_entries():
+    """Metadata and scores path of every vision fit, in table order."""
+    entries = []
+    for subject in VISION_SUBJECTS:
+        for model in VISION_RUN_MODELS:
+            spec = MODELS[model]
+            common = dict(
+                subject=subject, model=model, family=spec["family"], n_params=spec["n_params"]
+            )
+            labels = dict(dataset=VISION_DATASET, subject=subject, model=model)
+            entries.append(
+                dict(common, kind="full", n_train=None, seed=-1, path=path("vision_fit", **labels))
+            )
+            if model == VISION["subsampling"]["model"]:
+                for n in VISION_SWEEP_SIZES:
+                    for seed in VISION["subsampling"]["seeds"]:
+                        entries.append(
+                            dict(
+                                common,
+                                kind="subsample",
+                                n_train=n,
+                                seed=seed,
+                                path=path("vision_subset_fit", **labels, n=n, seed=seed),
+                            )
+                        )
+        if VISION["ensemble"]:
+            entries.append(
+                dict(
+                    subject=subject,
+                    model="ensemble",
+                    family="ensemble",
+                    n_params=None,
+                    kind="ensemble",
+                    n_train=None,
+                    seed=-1,
+                    path=vpath("vision_ensemble", subject=subject),
+                )
+            )
+    return entries
+
+
+VISION_TABLE_NAMES = ["encoding", "rois", "selection", "scaling", "scaling_rois"]
+# model-size figures need a family with two sizes, the data-scaling figure a sweep
+_VISION_SIZES_PER_FAMILY = [
+    sum(MODELS[m]["family"] == f for m in VISION_RUN_MODELS)
+    for f in {MODELS[m]["family"] for m in VISION_RUN_MODELS}
+]
+VISION_FIGURE_NAMES = (
+    (["model_size_scaling", "model_size_rois"] if max(_VISION_SIZES_PER_FAMILY, default=0) > 1 else [])
+    + ["roi_scores", "selection"]
+    + (["data_scaling"] if VISION["subsampling"]["model"] else [])
+)
+
+
+def vision_figure_outputs(wildcards=None):
+    """Named outputs of the vision_figures rule (figure name -> its file per format)."""
+    return {
+        name: [path("figure", name=name, fmt=fmt) for fmt in config["figures"]["formats"]]
+        for name in VISION_FIGURE_NAMES
+    }
+
+
+def vision_targets():
+    """The vision track's tables and figures ([] when it is off); checks a local copy first."""
+    if not VISION_ENABLED:
+        return []
+    vision_data()
+    tables = [vpath("table", name=name) for name in VISION_TABLE_NAMES]
+    figures = [
+        fill(f, dataset=VISION_DATASET) for fs in vision_figure_outputs().values() for f in fs
+    ]
+    return tables + figures

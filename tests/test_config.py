@@ -96,8 +96,71 @@ def test_wrong_type_names_key():
 
 def test_model_kind_must_be_known():
     config = _demo()
-    config["models"]["tiny-opt-xs"]["kind"] = "vision"
+    config["models"]["tiny-opt-xs"]["kind"] = "smell"
     with pytest.raises(ConfigError, match=r"models\.tiny-opt-xs\.kind"):
+        validate_config(config)
+
+
+def _overlay(name: str) -> dict:
+    config = _demo()
+    update_config(config, yaml.safe_load((ROOT / "config" / name).read_text()))
+    return config
+
+
+def test_the_demo_runs_the_vision_track_and_lebel_does_not():
+    demo = validate_config(_demo())
+    assert demo["vision"]["enabled"] and demo["vision"]["dataset"]["source"] == "synthetic"
+    assert all(demo["models"][m]["kind"] == "vision" for m in demo["vision"]["run_models"])
+    assert not any(demo["models"][m]["kind"] == "vision" for m in demo["run_models"])
+    assert validate_config(_lebel())["vision"]["enabled"] is False
+
+
+def test_algonauts_overlay_is_a_vision_only_study():
+    config = validate_config(_overlay("algonauts2023.yaml"))
+    vision = config["vision"]
+    assert config["run_models"] == [] and config["subsampling"]["fits"] == []
+    assert vision["dataset"]["source"] == "local" and len(vision["dataset"]["subjects"]) == 8
+    assert vision["split"] == {
+        "test": "auto",
+        "n_images": 8779,
+        "test_fraction": 0.1,
+        "n_train": None,
+    }
+    alphas = vision["selection"]["alphas"]
+    np.testing.assert_allclose(
+        np.logspace(alphas["log10_min"], alphas["log10_max"], alphas["num"]), np.logspace(0, 15, 30)
+    )
+    assert vision["selection"]["n_folds"] == 8
+    for name in vision["run_models"]:
+        spec = config["models"][name]
+        assert spec["kind"] == "vision" and spec["source"]["revision"]
+    families = {config["models"][m]["family"] for m in vision["run_models"]}
+    assert "EVA-02-CLIP" in families
+
+
+def test_vision_models_are_run_by_the_vision_track_only():
+    config = _demo()
+    config["run_models"] = ["tiny-opt-xs", "tiny-clip-s"]
+    with pytest.raises(ConfigError, match=r"'run_models' names vision models \['tiny-clip-s'\]"):
+        validate_config(config)
+    config = _demo()
+    config["vision"]["run_models"] = ["tiny-opt-xs"]
+    with pytest.raises(ConfigError, match=r"'vision.run_models' names \['tiny-opt-xs'\]"):
+        validate_config(config)
+    config = _demo()
+    config["vision"]["ensemble"] = ["tiny-clip-s"]
+    with pytest.raises(ConfigError, match=r"'vision.ensemble'"):
+        validate_config(config)
+    config = _demo()
+    config["vision"]["dataset"]["name"] = config["dataset"]["name"]
+    with pytest.raises(ConfigError, match="give them different names"):
+        validate_config(config)
+
+
+def test_the_demo_truth_must_exist_in_its_model():
+    config = _demo()
+    config["vision"]["synthetic"]["truth"]["higher"]["layer"] = 9
+    with pytest.raises(ConfigError, match=r"truth.higher.layer' is 9; tiny-clip-m has layers 0..3"):
         validate_config(config)
 
 
@@ -163,6 +226,7 @@ def _schema_default(schema: dict, key: str):
 def _library_defaults():
     """(config key, function, parameter) of every library parameter that a config key sets."""
     from fmriscaling.demo.synthetic import generate_dataset
+    from fmriscaling.demo.vision import generate_vision_dataset
     from fmriscaling.download.http import download_file
     from fmriscaling.encoding.fit import fit_encoding
     from fmriscaling.encoding.noise_ceiling import compute_noise_ceiling_file
@@ -175,6 +239,9 @@ def _library_defaults():
     from fmriscaling.rois import label_voxels
     from fmriscaling.scaling import bootstrap_means, scaling_fits
     from fmriscaling.stimuli import story_tables
+    from fmriscaling.vision.features import extract_vision_model
+    from fmriscaling.vision.scores import compute_vision_noise_ceiling
+    from fmriscaling.vision.selection import fit_vision_selection
 
     pairs = [
         (fit_encoding, {
@@ -232,6 +299,27 @@ def _library_defaults():
             "figures.flatmap.with_rois": "with_rois",
         }),
         (draw_noise_ceiling_figure, {"figures.roi_min_voxels": "min_voxels"}),
+        (generate_vision_dataset, {
+            f"vision.synthetic.{key}": key
+            for key in ("seed", "n_train_images", "n_test_images", "image_size", "n_vertices",
+                        "n_latent", "ncsnr")
+        }),
+        (extract_vision_model, {
+            "vision.pooling": "pooling", "vision.features.batch_size": "batch_size",
+            "vision.features.n_workers": "n_workers", "features.device": "device",
+            "features.dtype": "dtype",
+        }),
+        (fit_vision_selection, {
+            "vision.split.n_images": "n_images", "vision.split.test_fraction": "test_fraction",
+            "vision.split.n_train": "n_train", "vision.selection.n_folds": "n_folds",
+            "vision.selection.seed": "fold_seed", "encoding.backend": "backend",
+            "encoding.solver": "solver", "encoding.score_dtype": "score_dtype",
+            "vision.selection.save_predictions": "save_predictions",
+        }),
+        (compute_vision_noise_ceiling, {
+            "vision.split.n_images": "n_images", "vision.split.test_fraction": "test_fraction",
+            "vision.noise_ceiling.n_repeats": "default_repeats",
+        }),
     ]  # fmt: skip
     return [(key, fn, param) for fn, mapping in pairs for key, param in mapping.items()]
 

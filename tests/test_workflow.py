@@ -339,3 +339,101 @@ def test_real_study_plans_downloads_and_timing_offline(tmp_path):
     plan = proc.stdout + proc.stderr
     assert "results/data/lebel2023/derivative/preprocessed_data/UTS03/souls.hf5" in plan
     assert "download_ds003020_file" in plan
+
+
+# ---------------------------------------------------------------------------- vision track
+
+VISION_TABLES = ("encoding", "rois", "selection", "scaling", "scaling_rois")
+VISION_FIGURES = (
+    "model_size_scaling",
+    "data_scaling",
+    "model_size_rois",
+    "roi_scores",
+    "selection",
+)
+
+
+def test_demo_runs_the_vision_track_and_finds_its_ground_truth(demo):
+    tables = demo / "results" / "tables" / "demo-vision"
+    figures = demo / "results" / "figures" / "demo-vision"
+    for name in VISION_TABLES:
+        assert (tables / f"{name}.csv").is_file() and (tables / f"{name}.md").is_file()
+    for name in VISION_FIGURES:
+        for fmt in ("png", "pdf"):
+            assert (figures / f"{name}.{fmt}").stat().st_size > 1000
+    fits = pd.read_csv(tables / "encoding.csv")
+    # 2 subjects x (3 full fits + 3 sizes x 2 seeds of tiny-clip-m + the ensemble)
+    assert len(fits) == 2 * (3 + 6 + 1)
+    assert sorted(fits.loc[fits["kind"] == "subsample", "n_train_images"].unique()) == [12, 30, 76]
+    assert (fits["n_test_images"] == 48).all() and (fits["n_vertices"] == 200).all()
+    assert fits["mean_noise_norm"].between(0, 100).all()
+    # the scaling table stacks under the language track's
+    language = pd.read_csv(demo / "results" / "tables" / "demo" / "scaling.csv")
+    vision = pd.read_csv(tables / "scaling.csv")
+    assert list(vision.columns) == list(language.columns)
+    assert set(vision["kind"]) == {"params", "data"}
+    for subject in ("subj01", "subj02"):
+        truth = np.load(demo / f"results/data/demo-vision/ground_truth/{subject}.npz")
+        scores = np.load(
+            demo / f"results/encoding/demo-vision/{subject}/tiny-clip-m/selected/scores.npz"
+        )
+        for driver in (1, 2):
+            at = truth["driver"] == driver
+            right = (scores["layer"] == truth["true_layer"]) & (
+                scores["pool"] == truth["true_pool"]
+            )
+            assert right[at].mean() > 0.6, (subject, driver)
+
+
+def _vision_overlay(tmp_path: Path, data_dir: Path, subjects: list[str]) -> Path:
+    overlay = tmp_path / "local.yaml"
+    overlay.write_text(
+        f"vision:\n  dataset: {{dir: {data_dir}, subjects: {json.dumps(subjects)}}}\n"
+    )
+    return overlay
+
+
+def test_real_vision_study_without_data_stops_before_any_job_with_instructions(tmp_path):
+    workdir = _copy_workflow(tmp_path / "wf")
+    proc = _snakemake(workdir, "-n", "--configfile", "config/algonauts2023.yaml", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "results/data/algonauts2023 does not exist" in text
+    assert "naturalscenesdataset.org" in text and "algonauts_2023_challenge_data" in text
+    assert "Job stats" not in text
+
+
+def test_a_local_copy_is_checked_then_planned(demo, tmp_path):
+    workdir = _copy_workflow(tmp_path / "wf")
+    data = tmp_path / "algonauts"
+    shutil.copytree(demo / "results" / "data" / "demo-vision" / "subj01", data / "subj01")
+    overlay = _vision_overlay(tmp_path, data, ["subj01"])
+    args = ("-n", "--configfile", "config/algonauts2023.yaml", str(overlay), "--quiet", "rules")
+    jobs = _planned_jobs(_snakemake(workdir, *args))
+    # the real study's models are not downloaded: snapshots, then extraction and selection
+    assert jobs["download_model"] == jobs["extract_vision_features"] == 12
+    assert jobs["select_vision"] == 12 and jobs["vision_noise_ceiling"] == 1
+    assert "generate_demo_vision_dataset" not in jobs and "fit_encoding" not in jobs
+    rh = data / "subj01/training_split/training_fmri/rh_training_fmri.npy"
+    rh.unlink()
+    proc = _snakemake(workdir, *args, check=False)
+    assert proc.returncode != 0 and str(rh) in proc.stdout + proc.stderr
+    np.save(rh, np.zeros((5, 3), np.float32))
+    proc = _snakemake(workdir, *args, check=False)
+    assert "subj01 rh: 240 images in" in proc.stdout + proc.stderr
+    assert "but 5 fMRI rows" in proc.stdout + proc.stderr
+
+
+def test_the_language_study_has_no_vision_rule(tmp_path):
+    """lebel2023.yaml turns the track off: no rule can make a vision output (planning the whole
+    language study to show it would take a minute)."""
+    workdir = _copy_workflow(tmp_path / "wf")
+    for target in (
+        "results/tables/demo-vision/encoding.csv",
+        "results/features/demo-vision/tiny-clip-m",
+    ):
+        proc = _snakemake(
+            workdir, target, "-n", "--configfile", "config/lebel2023.yaml", check=False
+        )
+        assert proc.returncode != 0
+        assert "MissingRuleException" in proc.stdout + proc.stderr

@@ -1,10 +1,11 @@
-"""Rule build_tiny_model: a tiny random text or speech model, saved like a hub snapshot."""
+"""Rule build_tiny_model: a tiny random text, speech or vision model, saved like a hub snapshot."""
 
 from typing import TYPE_CHECKING
 
 from fmriscaling._utils import log_to_file
 from fmriscaling.demo.tiny_lm import TINY_LM_PRESETS, build_tiny_causal_lm
 from fmriscaling.demo.tiny_speech import TINY_SPEECH_PRESETS, build_tiny_speech_model
+from fmriscaling.demo.tiny_vision import TINY_VISION_PRESETS, build_tiny_vision_model
 from fmriscaling.textgrid import read_textgrid
 
 if TYPE_CHECKING:
@@ -23,6 +24,9 @@ def main(smk) -> None:
         sizes = _preset(TINY_LM_PRESETS, preset)
         info = build_tiny_causal_lm(smk.output[0], arch=arch, texts=texts, seed=seed, **sizes)
         n_layers = sizes["num_layers"]
+    elif smk.params.kind == "vision":
+        sizes = {**_preset(TINY_VISION_PRESETS, preset), "arch": arch}
+        n_layers = build_tiny_vision_model(smk.output[0], seed=seed, **sizes)["n_layers"]
     else:
         sizes = {**_preset(TINY_SPEECH_PRESETS, preset), "arch": arch}
         info = build_tiny_speech_model(smk.output[0], seed=seed, **sizes)

@@ -1,11 +1,10 @@
 """Rule encoding_table: the tidy table of every fit and the best layers (by CV)."""
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fmriscaling._utils import log_to_file
 from fmriscaling.encoding.tables import best_layers, collect_encoding_scores, write_table
+from fmriscaling.features.io import recorded_n_params
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
@@ -28,8 +27,7 @@ def main(smk) -> None:
 def _with_n_params(entry: dict, features_dir: str) -> dict:
     """Fill a missing n_params from the parameter count recorded by feature extraction."""
     if entry.get("n_params") is None:
-        record = json.loads((Path(features_dir) / "provenance.json").read_text())
-        entry["n_params"] = record["n_params"]
+        entry["n_params"] = recorded_n_params(features_dir)
     return entry
 
 

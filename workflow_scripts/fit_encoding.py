@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fmriscaling._utils import log_to_file
+from fmriscaling._utils import limit_threads, log_to_file
 from fmriscaling.encoding.fit import fit_encoding
 from fmriscaling.features.io import layer_path
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def main(smk) -> None:
     log_to_file(smk.log[0])
-    _limit_threads(smk.threads)
+    limit_threads(smk.threads)
     enc = dict(smk.params.encoding)
     responses = {Path(path).stem: path for path in smk.input.responses}
     fit_encoding(
@@ -24,12 +24,6 @@ def main(smk) -> None:
         params={"train_stories": list(smk.params.train_stories), **enc},
         **enc,
     )
-
-
-def _limit_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(max(1, int(n)))
 
 
 if __name__ == "__main__":

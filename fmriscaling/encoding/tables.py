@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ENCODING_COLUMNS",
+    "SCALING_COLUMNS",
     "best_layers",
     "collect_encoding_scores",
     "encoding_table",
@@ -54,6 +55,20 @@ ENCODING_COLUMNS: tuple[str, ...] = (
     "score_dtype",
     "fit_seconds",
     "peak_memory_mb",
+)
+
+
+#: Columns of the scaling fits (`scaling_summary`), in this order; the vision track's share them.
+SCALING_COLUMNS: tuple[str, ...] = (
+    "kind",
+    "family",
+    "model",
+    "layer",
+    "n_points",
+    "slope_per_decade",
+    "intercept",
+    "r",
+    "pct_per_decade",
 )
 
 
@@ -277,17 +292,7 @@ def scaling_summary(table: pd.DataFrame) -> pd.DataFrame:
         Columns kind, family, model, layer, n_points, slope_per_decade, intercept, r,
         pct_per_decade (slope as a percentage of the fitted value at the smallest x).
     """
-    columns = [
-        "kind",
-        "family",
-        "model",
-        "layer",
-        "n_points",
-        "slope_per_decade",
-        "intercept",
-        "r",
-        "pct_per_decade",
-    ]
+    columns = list(SCALING_COLUMNS)
     rows: list[dict[str, Any]] = []
     full = table[table["full_train"].astype(bool)] if len(table) else table
     if len(full):

@@ -144,6 +144,22 @@ def check_story_inputs(
         )
 
 
+def check_n_layers(model: LoadedModel, expected_n_layers: int | None, model_name: str) -> None:
+    """Refuse a model whose layer count differs from the config's ``n_layers``.
+
+    Raises
+    ------
+    DataError
+        Naming the model, its folder, both counts and the fix.
+    """
+    if expected_n_layers is not None and model.n_layers != expected_n_layers:
+        raise DataError(
+            f"model {model_name!r} in {model.model_dir} has {model.n_layers} layers but the "
+            f"config expects {expected_n_layers} (n_layers: {expected_n_layers}); fix "
+            "`n_layers` of this model in the config or re-download the snapshot"
+        )
+
+
 def extract_model(
     load: Callable[[], StoryExtractor],
     inputs: Mapping[str, str | os.PathLike],
@@ -207,12 +223,7 @@ def extract_model(
     out_dir = Path(out_dir)
     extractor = load()
     model = extractor.model
-    if expected_n_layers is not None and model.n_layers != expected_n_layers:
-        raise DataError(
-            f"model {model_name!r} in {model.model_dir} has {model.n_layers} layers but the "
-            f"config expects {expected_n_layers} (n_layers: {expected_n_layers}); fix "
-            "`n_layers` of this model in the config or re-download the snapshot"
-        )
+    check_n_layers(model, expected_n_layers, model_name)
     # every input before the first (slow) story, so a bad file fails fast
     story_inputs = {story: extractor.read_input(story, path) for story, path in inputs.items()}
     story_rows = {story: kept_tr_rows(trs_tables[story], story) for story in inputs}

@@ -198,3 +198,18 @@ def list_stories(path: str | os.PathLike) -> list[str]:
     """
     with _open_feature_file(path) as f:
         return sorted(f.keys())
+
+
+def recorded_n_params(feature_dir: str | os.PathLike) -> int:
+    """The parameter count that feature extraction recorded in ``<feature_dir>/provenance.json``
+    (for models whose config leaves ``n_params`` null, e.g. the tiny demo models)."""
+    import json
+
+    record_path = Path(feature_dir) / "provenance.json"
+    try:
+        return int(json.loads(record_path.read_text())["n_params"])
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(
+            f"{record_path}: no recorded n_params ({err}); rerun the feature extraction, or set "
+            "the model's n_params in the config"
+        ) from err

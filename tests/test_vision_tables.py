@@ -1,0 +1,127 @@
+"""Vision tables and figures: one row per fit / ROI / chosen candidate, scores from the files,
+scaling fits in the language track's columns, and every figure drawn."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fmriscaling.encoding.tables import scaling_summary
+from fmriscaling.vision.plots import VISION_FIGURES, vision_report
+from fmriscaling.vision.scores import write_vision_noise_ceiling
+from fmriscaling.vision.tables import (
+    FIT_COLUMNS,
+    SCALING_COLUMNS,
+    collect_vision_tables,
+    vision_scaling,
+)
+
+N_VERTICES = 12
+CANDIDATES = np.array([[0, 1], [1, 1], [1, 4]])
+
+
+def _write_fit(path, test_r, candidate=None, n_train=100):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"test_r": np.asarray(test_r, np.float32)}
+    if candidate is not None:
+        arrays.update(
+            candidate=np.asarray(candidate), candidates=CANDIDATES,
+            cv_score=np.asarray(test_r, np.float32) / 2,
+        )  # fmt: skip
+    np.savez(path, **arrays)
+    summary = {"n_train_images": n_train, "n_test_images": 20, "test_source": "held_out",
+               "n_candidates": 3, "solvers": ["dual", "primal"], "median_alpha": 10.0}  # fmt: skip
+    path.with_suffix(".json").write_text(json.dumps(summary))
+
+
+@pytest.fixture
+def fits(tmp_path, rng):
+    streams = np.array([1] * 4 + [5] * 4 + [6] * 3 + [0])
+    masks = {
+        ("all", "all"): np.ones(N_VERTICES, bool),
+        ("stream", "early"): streams == 1,
+        ("stream", "ventral"): streams == 5,
+        ("stream", "lateral"): streams == 6,
+        ("category", "faces"): np.isin(np.arange(N_VERTICES), [4, 5, 8]),
+    }
+    entries, ceilings = [], {}
+    for subject in ("subj01", "subj02"):
+        ceilings[subject] = tmp_path / f"{subject}_nc.npz"
+        ncsnr = np.where(streams > 0, 1.0, 0.0)  # the Unknown vertex has no ceiling
+        write_vision_noise_ceiling(
+            ceilings[subject], ncsnr=ncsnr, n_repeats_test=[3] * 20,
+            n_vertices={"lh": 6, "rh": 6},
+        )  # fmt: skip
+        for model, size, base in (("m-s", 1e6, 0.2), ("m-l", 1e8, 0.4)):
+            path = tmp_path / subject / model / "scores.npz"
+            candidate = np.where(streams == 1, 2, 1)
+            _write_fit(path, base + 0.01 * rng.random(N_VERTICES), candidate)
+            entries.append(dict(subject=subject, model=model, family="fam", n_params=size,
+                                kind="full", n_train=None, seed=-1, path=path))  # fmt: skip
+            if model == "m-l":
+                for n, gain in ((10, -0.2), (30, -0.1)):
+                    for seed in (0, 1):
+                        sub = tmp_path / subject / model / f"{n}-{seed}.npz"
+                        _write_fit(sub, base + gain + 0 * streams, candidate, n_train=n)
+                        entries.append(dict(subject=subject, model=model, family="fam",
+                                            n_params=size, kind="subsample", n_train=n,
+                                            seed=seed, path=sub))  # fmt: skip
+        path = tmp_path / subject / "ensemble.npz"
+        _write_fit(path, np.full(N_VERTICES, 0.5))
+        entries.append(dict(subject=subject, model="ensemble", family="ensemble", n_params=None,
+                            kind="ensemble", n_train=None, seed=-1, path=path))  # fmt: skip
+    tables = collect_vision_tables(
+        entries, ceilings=ceilings, roi_masks={"subj01": masks, "subj02": masks}
+    )
+    return tables, masks
+
+
+def test_one_row_per_fit_with_scores_from_the_files(fits):
+    tables, _ = fits
+    encoding = tables["encoding"]
+    assert list(encoding.columns) == list(FIT_COLUMNS)
+    assert len(encoding) == 2 * (2 + 4 + 1)
+    ens = encoding[encoding["model"] == "ensemble"].iloc[0]
+    # r = 0.5 everywhere, NC = 1 / (1 + 1/3) = 0.75: 100 * 0.25 / 0.75, one vertex without NC
+    assert ens["mean_noise_norm"] == pytest.approx(100 / 3)
+    assert ens["n_vertices_no_ceiling"] == 1 and ens["mean_r"] == pytest.approx(0.5)
+    assert set(encoding["kind"]) == {"full", "subsample", "ensemble"}
+    rois = tables["rois"]
+    early = rois[(rois["roi"] == "early") & (rois["model"] == "ensemble")]
+    assert (early["n_vertices"] == 4).all()
+    selection = tables["selection"]
+    assert set(selection["kind"]) == {"full"}
+    by_roi = selection.groupby(["subject", "model", "roi"])["fraction"].sum()
+    np.testing.assert_allclose(by_roi, 1.0)
+    early_choice = selection[(selection["roi"] == "early") & (selection["n_vertices"] > 0)]
+    assert set(zip(early_choice["layer"], early_choice["k"], strict=True)) == {(1, 4)}
+
+
+def test_scaling_fits_have_the_language_tracks_columns(fits):
+    tables, _ = fits
+    scaling = vision_scaling(tables["encoding"])
+    assert list(scaling.columns) == list(SCALING_COLUMNS)
+    assert list(scaling.columns) == list(scaling_summary(pd.DataFrame()).columns)
+    params = scaling[scaling["kind"] == "params"].iloc[0]
+    means = tables["encoding"].query("kind == 'full'").groupby("model")["mean_r"].mean()
+    assert params["slope_per_decade"] == pytest.approx((means["m-l"] - means["m-s"]) / 2)
+    data = scaling[scaling["kind"] == "data"].iloc[0]
+    assert data["model"] == "m-l" and data["n_points"] == 3  # 10, 30 and the full fit's 100
+    assert pd.isna(data["layer"])
+    rois = vision_scaling(
+        tables["rois"], metrics=("mean_r", "mean_noise_norm"), by=("roi_group", "roi")
+    )
+    assert list(rois.columns) == [*SCALING_COLUMNS, "roi_group", "roi", "metric"]
+    assert set(rois["roi"]) == {"all", "early", "ventral", "lateral", "faces"}
+
+
+def test_every_figure_is_drawn(fits, tmp_path):
+    tables, _ = fits
+    outputs = {name: [tmp_path / f"{name}.png"] for name in VISION_FIGURES}
+    written = vision_report(tables, outputs, data_model="m-l")
+    assert set(written) == set(VISION_FIGURES)
+    for name in VISION_FIGURES:
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
