@@ -38,6 +38,7 @@ lint: venv
 	$(BIN)/snakefmt --check Snakefile rules/
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 	$(BIN)/snakemake --lint --configfile config/lebel2023.yaml
+	$(BIN)/snakemake --lint --configfile config/algonauts2023.yaml
 
 test: venv lint
 	$(BIN)/python -m pytest
