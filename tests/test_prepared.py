@@ -128,6 +128,22 @@ def test_shared_fit_equals_fits_of_each_subject_from_raw_files(subjects, tmp_pat
     assert prov["prepared_responses"].endswith("S1.h5") and len(prov["prepared_record_hash"]) == 16
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("torch_cuda", marks=pytest.mark.gpu)])
+def test_shared_fit_equals_fits_of_each_subject_on_torch(subjects, tmp_path, backend):
+    kw = {"backend": backend, "score_dtype": "float32", "n_targets_batch": 4}
+    _shared(subjects, tmp_path, **kw)
+    for subject in ("S1", "S2"):
+        _alone(subjects, subject, tmp_path, **kw)
+        with (
+            np.load(tmp_path / "shared" / subject / "scores.npz") as a,
+            np.load(tmp_path / "alone" / subject / "scores.npz") as b,
+        ):
+            # a GPU may pick other kernels for other shapes: equal within float32 rounding
+            np.testing.assert_array_equal(a["alpha"], b["alpha"])
+            np.testing.assert_allclose(a["test_r"], b["test_r"], atol=1e-5)
+            np.testing.assert_allclose(a["cv_score"], b["cv_score"], atol=1e-5)
+
+
 def test_shared_subset_fit_reads_only_its_stories(subjects, tmp_path):
     subset = ["beta", "delta"]
     shared = _shared(subjects, tmp_path, train_stories=subset)

@@ -9,6 +9,11 @@ voxel's best alpha, the optional out-of-fold predictions, and the refit (weights
 predictions, test r) at each voxel's own alpha. ``solver_impl="himalaya"`` runs himalaya's own
 estimators instead, as a cross-check. The folds come from `fmriscaling.encoding.folds`.
 
+The targets may be an array or a target source (`fmriscaling.encoding.targets`) that hands out
+column blocks: several subjects side by side, each read from its prepared-responses file batch
+by batch. A batch never straddles two of a source's segments (subjects), so every subject's
+voxels go through the batches a fit of that subject alone would give them.
+
 Scoring precision (``score_dtype``): with ``"float32"`` the whole alpha search is float32. With
 ``"bfloat16"`` (torch backends only) the alpha search runs on bfloat16 inputs with float32
 accumulation inside the GEMMs: the per-fold projections ``Z = Vᵀ Y_train`` (from bfloat16 copies
