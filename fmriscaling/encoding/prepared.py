@@ -16,7 +16,7 @@ File layout (``results/responses/{dataset}/{subject}.h5``, HDF5)::
     attrs["format"]    "fmriscaling-prepared-responses", attrs["version"] 1
     attrs["record"]    JSON: subject, stories (in order), n_voxels, per story n_trs (stored),
                        n_trs_raw (rows of the raw file) and trim_start, dtype, and the source
-                       files with their size and mtime (ns)
+                       files with their size, mtime (ns) and MD5
 
 and beside it ``<subject>.h5.provenance.json`` (`fmriscaling._utils.write_provenance`): the
 build's params, the same record, its hash and the file's size in bytes.
@@ -27,14 +27,16 @@ damaged byte fail the read instead of entering a fit.
 
 `open_prepared` refuses the file (`StaleResponsesError`) when its provenance record is missing,
 its size differs from the recorded one (truncated or rewritten), the HDF5 structure or the
-record inside disagree with the provenance, a source file is missing or has another size or
-mtime than when the file was built, or the stories and trims the fit asks for are not the ones
-stored. `removing_invalid` deletes a refused file so that the workflow builds it again.
+record inside disagree with the provenance, a source file is missing, has another size, or has
+another mtime and other bytes (MD5) than when the file was built, or the stories and trims the
+fit asks for are not the ones stored. A source that was only touched (new mtime, same bytes)
+does not make the file stale, as it does not make Snakemake rebuild it. `removing_invalid` deletes a refused file so that the workflow builds it again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -94,6 +96,12 @@ def _rebuild_hint(path: Path) -> str:
 def _source_stat(path: str | os.PathLike) -> dict[str, Any]:
     stat = Path(path).stat()
     return {"path": str(path), "size": int(stat.st_size), "mtime_ns": int(stat.st_mtime_ns)}
+
+
+def _md5(path: str | os.PathLike) -> str:
+    """MD5 of a file's bytes (what the ds003020 manifest lists for its files)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 def prepare_responses(
@@ -171,7 +179,8 @@ def prepare_responses(
             source = Path(response_files[story])
             before = _source_stat(source)
             raw = read_responses(source, story=story)
-            if _source_stat(source) != before:
+            before["md5"] = _md5(source)
+            if _source_stat(source) != {k: before[k] for k in ("path", "size", "mtime_ns")}:
                 raise DataError(f"{source} changed while it was read; prepare it again.")
             n_raw, n_voxels = raw.shape
             if record["n_voxels"] is None:
@@ -326,19 +335,30 @@ def _read_provenance(path: Path) -> dict[str, Any]:
 
 
 def _check_sources(path: Path, record: Mapping[str, Any]) -> None:
+    """Every source as it was: same size, and same mtime or (touched only) same MD5."""
     for entry in record["sources"]:
         source = Path(entry["path"])
         try:
             now = _source_stat(source)
         except FileNotFoundError:
             raise _invalid(path, f"its source {source} no longer exists") from None
-        if (now["size"], now["mtime_ns"]) != (entry["size"], entry["mtime_ns"]):
+        if now["size"] != entry["size"]:
             raise _invalid(
                 path,
-                f"its source {source} changed since it was built ({entry['size']} bytes, mtime "
-                f"{entry['mtime_ns']} ns then; {now['size']} bytes, mtime {now['mtime_ns']} ns "
-                "now)",
+                f"its source {source} changed since it was built ({entry['size']} bytes then, "
+                f"{now['size']} now)",
             )
+        if now["mtime_ns"] == entry["mtime_ns"]:
+            continue
+        # a new mtime with the old size: touched, or rewritten? Only the bytes can tell (as
+        # Snakemake's own input checksums do); this reads one file, and only when it was touched
+        if _md5(source) != entry["md5"]:
+            raise _invalid(
+                path,
+                f"its source {source} changed since it was built (same size, new mtime "
+                f"{now['mtime_ns']} ns instead of {entry['mtime_ns']} ns, other MD5)",
+            )
+        logger.info("%s was touched since %s was built, but its content is the same", source, path)
 
 
 def _check_request(
@@ -373,7 +393,8 @@ def open_prepared(
         Stories the caller needs, with the TRs it expects dropped at their start; a story
         missing from the file or trimmed otherwise makes the file invalid for this use.
     check_sources : bool, default True
-        Compare the recorded size and mtime of every source file with the file on disk now.
+        Compare the recorded size and mtime of every source file with the file on disk now (and
+        its MD5, where only the mtime differs).
 
     Yields
     ------
