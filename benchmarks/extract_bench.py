@@ -6,6 +6,7 @@ between their features (all layers).
 
     .venv/bin/python benchmarks/extract_bench.py                       # tiny OPT built on the fly
     .venv/bin/python benchmarks/extract_bench.py --model-dir results/models/opt-125m --device cuda
+    .venv/bin/python benchmarks/extract_bench.py --real-size opt-6.7b --device cuda   # random weights
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ import numpy as np
 
 from fmriscaling.demo.tiny_lm import build_tiny_causal_lm
 from fmriscaling.features.lm import lm_features_and_stats, load_causal_lm
+
+# published OPT shapes (facebook/opt-*/config.json): hidden size, blocks, heads, feed-forward width.
+# --real-size builds one with random weights and the benchmark's own small vocabulary (2000
+# tokens instead of 50272: the blocks, where the time goes, are the real ones)
+REAL_OPT = {
+    "opt-125m": (768, 12, 12, 3072),
+    "opt-1.3b": (2048, 24, 32, 8192),
+    "opt-6.7b": (4096, 32, 32, 16384),
+    "opt-13b": (5120, 40, 40, 20480),
+    "opt-30b": (7168, 48, 56, 28672),
+}
 
 SYLLABLES = "ka lo mi ne ru sa ti vo be da fu gi ho ja ke lu ma no pe qui ra se to wu".split()
 
@@ -52,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--tiny-preset", default="m", help="tiny OPT size: hidden/layers")
+    parser.add_argument(
+        "--real-size",
+        choices=sorted(REAL_OPT),
+        help="build an OPT of this published size with random weights (float32 on disk: "
+        "opt-6.7b needs ~27 GB of temporary space, opt-30b ~120 GB)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -63,18 +81,19 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = args.model_dir
         if model_dir is None:
             model_dir = Path(tmp) / "tiny-opt"
-            sizes = {
-                "xs": (16, 2, 2),
-                "s": (32, 3, 4),
-                "m": (64, 4, 4),
-                "l": (256, 6, 8),
-            }[args.tiny_preset]
+            sizes = REAL_OPT[args.real_size] if args.real_size else {
+                "xs": (16, 2, 2, None),
+                "s": (32, 3, 4, None),
+                "m": (64, 4, 4, None),
+                "l": (256, 6, 8, None),
+            }[args.tiny_preset]  # fmt: skip
             build_tiny_causal_lm(
                 model_dir,
                 arch="opt",
                 hidden_size=sizes[0],
                 num_layers=sizes[1],
                 num_heads=sizes[2],
+                intermediate_size=sizes[3],
                 texts=[" ".join(words)],
                 vocab_size=2000,
                 seed=args.seed,
@@ -93,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
 
     scale = float(np.abs(ref).max())
     result = {
-        "model": str(args.model_dir or f"tiny-opt-{args.tiny_preset}"),
+        "model": str(
+            args.model_dir
+            or (f"{args.real_size} (random weights)" if args.real_size else None)
+            or f"tiny-opt-{args.tiny_preset}"
+        ),
         "device": lm.device,
         "dtype": str(lm.dtype).removeprefix("torch."),
         "n_params": lm.n_params,

@@ -101,6 +101,7 @@ PATHS = {
     "model": "results/models/{model}",
     "timing": "results/stimuli/{dataset}/{story}.{kind}.tsv",
     "features": "results/features/{dataset}/{model}",
+    "prepared": "results/responses/{dataset}/{subject}.h5",
     "fit": "results/encoding/{dataset}/{subject}/{model}/layer-{layer}/scores.{ext}",
     "subset_fit": "results/encoding/{dataset}/{subject}/{model}/layer-{layer}/ntrain-{n}/seed-{seed}/scores.{ext}",
     "noise_ceiling": "results/noise_ceiling/{dataset}/{subject}.npz",
@@ -217,17 +218,56 @@ def responses_of(subject, stories):
     return [path("responses", dataset=DATASET, subject=subject, story=s) for s in stories]
 
 
-def encoding_responses(wildcards):
-    """Response files of the training stories and the test story (the script maps stem -> story)."""
-    return responses_of(wildcards.subject, train_stories(wildcards.subject) + [TEST_STORY])
+def prepared_stories(subject):
+    """Stories of a subject's prepared responses: every training story, then the test story."""
+    return train_stories(subject) + [TEST_STORY]
 
 
-def subset_stories(wildcards):
-    return draw_stories(train_stories(wildcards.subject), int(wildcards.n), int(wildcards.seed))
+def prepared_inputs(wildcards):
+    """Raw response files a subject's prepared responses are built from (stem -> story)."""
+    return responses_of(wildcards.subject, prepared_stories(wildcards.subject))
 
 
-def subset_responses(wildcards):
-    return responses_of(wildcards.subject, subset_stories(wildcards) + [TEST_STORY])
+def _fit_groups():
+    """Subjects grouped by training set (same stories, same order), in config order.
+
+    The design matrix depends on the features and the stories only: subjects in one group share
+    every Gram and eigendecomposition, so one fit job serves the whole group. A subject whose
+    training set differs is a group of its own, fitted alone.
+    """
+    groups = {}
+    for subject in SUBJECTS:
+        groups.setdefault(tuple(train_stories(subject)), []).append(subject)
+    return list(groups.values())
+
+
+FIT_GROUPS = _fit_groups()
+# output name in PATHS -> rule name (of the first group; later groups get a numbered suffix)
+FIT_RULES = {"fit": "fit_encoding", "subset_fit": "fit_encoding_subset"}
+
+
+def fit_rule_name(kind, index):
+    """Rule of group ``index`` for outputs ``kind``: fit_encoding(_subset), then _2, _3, ..."""
+    return FIT_RULES[kind] + ("" if index == 0 else f"_{index + 1}")
+
+
+def group_outputs(kind, subjects, ext):
+    """Per-subject outputs of a group's fit job: today's path of every subject."""
+    return [path(kind, subject=s, ext=ext) for s in subjects]
+
+
+def group_label(subjects):
+    """What a group job's log and benchmark are filed under: its subjects joined by '+'."""
+    return "+".join(subjects)
+
+
+def group_train_stories(kind, subjects):
+    """Training stories of a group's fits: all of them, or the draw of ``{n}`` and ``{seed}``
+    (subjects with one story list get one draw)."""
+    stories = train_stories(subjects[0])
+    if kind == "fit":
+        return stories
+    return lambda wildcards: draw_stories(stories, int(wildcards.n), int(wildcards.seed))
 
 
 def alphas():
@@ -283,7 +323,7 @@ def dataset_files(wildcards=None):
         return sorted(
             [path("respdict", dataset=DATASET)]
             + [path("textgrid", dataset=DATASET, story=s) for s in ALL_STORIES]
-            + [f for s in SUBJECTS for f in responses_of(s, train_stories(s) + [TEST_STORY])]
+            + [f for s in SUBJECTS for f in responses_of(s, prepared_stories(s))]
         )
     kinds = download_kinds()
     story_kinds = [k for k in kinds if k in ("respdict", "textgrids", "audio")]

@@ -1,5 +1,8 @@
-# Voxelwise encoding models: FIR delays + ridge (himalaya) per (subject, model, layer), on all
-# training stories and on random subsets of them (data-size scaling).
+# Voxelwise encoding models: each subject's responses prepared once (trimmed, z-scored, float32),
+# then FIR delays + ridge per (model, layer) on all training stories and on random subsets of them
+# (data-size scaling). Subjects that share a training set share one fit job: one design, one
+# Gram and one eigendecomposition per fold for all of them, and each subject's outputs at its
+# own path (asking for one subject's scores runs the group's job). See FIT_GROUPS in common.smk.
 
 ENCODING_PARAMS = dict(
     test_story=TEST_STORY,
@@ -22,44 +25,55 @@ if config["encoding"]["cv"] == "bootstrap":
     )
 
 
-rule fit_encoding:
+rule prepare_responses:
     input:
-        features=path("features"),
-        responses=encoding_responses,
+        responses=prepared_inputs,
     output:
-        scores=path("fit", ext="npz"),
-        summary=path("fit", ext="json"),
+        path("prepared"),
     log:
-        log("fit_encoding", "fit"),
+        log("prepare_responses", "prepared"),
     benchmark:
-        benchmark("fit_encoding", "fit")
+        benchmark("prepare_responses", "prepared")
     conda:
         "../envs/encoding.yaml"
-    threads: config["compute"]["ridge_threads"]
+    threads: 1
     resources:
-        mem_mb=per_attempt("ridge_mem_mb"),
-        runtime=per_attempt("ridge_runtime"),
-        gpu=GPU,
+        mem_mb=lambda wildcards, attempt: attempt * 4000,
+        runtime=60,
     params:
-        layer=lambda wildcards: int(wildcards.layer),
-        train_stories=lambda wildcards: train_stories(wildcards.subject),
-        encoding=ENCODING_PARAMS,
+        stories=lambda wildcards: prepared_stories(wildcards.subject),
+        extra_trim={TEST_STORY: config["encoding"]["test_extra_trim"]},
     script:
-        "../workflow_scripts/fit_encoding.py"
+        "../workflow_scripts/prepare_responses.py"
 
 
-use rule fit_encoding as fit_encoding_subset with:
-    input:
-        features=path("features"),
-        responses=subset_responses,
-    output:
-        scores=path("subset_fit", ext="npz"),
-        summary=path("subset_fit", ext="json"),
-    log:
-        log("fit_encoding_subset", "subset_fit"),
-    benchmark:
-        benchmark("fit_encoding_subset", "subset_fit")
-    params:
-        layer=lambda wildcards: int(wildcards.layer),
-        train_stories=subset_stories,
-        encoding=ENCODING_PARAMS,
+for index, group in enumerate(FIT_GROUPS):
+    for kind in FIT_RULES:
+
+        rule:
+            name:
+                fit_rule_name(kind, index)
+            input:
+                features=path("features"),
+                responses=[path("prepared", subject=s) for s in group],
+            output:
+                scores=group_outputs(kind, group, "npz"),
+                summary=group_outputs(kind, group, "json"),
+            log:
+                log(fit_rule_name(kind, index), kind, subject=group_label(group)),
+            benchmark:
+                benchmark(fit_rule_name(kind, index), kind, subject=group_label(group))
+            conda:
+                "../envs/encoding.yaml"
+            threads: config["compute"]["ridge_threads"]
+            resources:
+                mem_mb=per_attempt("ridge_mem_mb"),
+                runtime=per_attempt("ridge_runtime"),
+                gpu=GPU,
+            params:
+                layer=lambda wildcards: int(wildcards.layer),
+                subjects=group,
+                train_stories=group_train_stories(kind, group),
+                encoding=ENCODING_PARAMS,
+            script:
+                "../workflow_scripts/fit_encoding.py"

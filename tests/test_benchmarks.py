@@ -149,3 +149,25 @@ def test_stack_bench_small_run_reports_both_solvers_and_the_dtype_comparison(tmp
         report["stream"]["float16"]["member_file_gb"]
         < report["stream"]["float32"]["member_file_gb"]
     )
+
+
+@pytest.mark.slow  # three child processes
+def test_study_bench_compares_equal_fits_both_ways(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("study_bench", BENCH.with_name("study_bench.py"))
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    # 3 subjects x 60 voxels, 160 training TRs in 4 stories, 40 features (dual)
+    monkeypatch.setitem(study.SIZES, "small", (3, 60, 160, 40 * 4, 40))
+    out = tmp_path / "study.json"
+    study.main(["--size", "small", "--workdir", str(tmp_path / "w"), "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert set(report["runs"]) == {"raw", "prepare", "shared"}
+    for run in report["runs"].values():
+        assert run["seconds"] > 0 and run["peak_memory_gb"] > 0
+    raw, shared = report["runs"]["raw"], report["runs"]["shared"]
+    assert report["speedup_fits"] == pytest.approx(raw["seconds"] / shared["seconds"])
+    assert set(raw["mean_test_r"]) == {"S1", "S2", "S3"}
+    # the shared fit gives every subject the numbers of its own fit from the raw files
+    assert report["max_abs_test_r_difference"] == 0 and report["same_alpha_fraction"] == 1
+    assert raw["mean_test_r"] == shared["mean_test_r"]
+    assert report["size"]["n_subjects"] == 3 and report["size"]["n_features"] == 160

@@ -228,7 +228,7 @@ def _library_defaults():
     from fmriscaling.demo.synthetic import generate_dataset
     from fmriscaling.demo.vision import generate_vision_dataset
     from fmriscaling.download.http import download_file
-    from fmriscaling.encoding.fit import fit_encoding
+    from fmriscaling.encoding.fit import EncodingSettings
     from fmriscaling.encoding.noise_ceiling import compute_noise_ceiling_file
     from fmriscaling.encoding.ridge import fit_ridge_cv
     from fmriscaling.features.extract import extract_model
@@ -244,7 +244,8 @@ def _library_defaults():
     from fmriscaling.vision.selection import fit_vision_selection
 
     pairs = [
-        (fit_encoding, {
+        # the settings of fit_encoding and fit_encoding_subjects (the rules' function)
+        (EncodingSettings, {
             "encoding.delays": "delays", "encoding.cv": "cv", "encoding.n_folds": "n_folds",
             "encoding.test_extra_trim": "extra_trim_test", "encoding.backend": "backend",
             "encoding.solver": "solver", "encoding.solver_impl": "solver_impl",

@@ -11,44 +11,19 @@ import pytest
 
 from fmriscaling import DataError
 from fmriscaling.encoding import folds as folds_module
-from fmriscaling.encoding.design import delay_matrix, zscore
 from fmriscaling.encoding.fit import fit_encoding
 
-N_FEATURES, N_SIGNAL, N_NOISE = 6, 6, 4
-DELAYS = (1, 2, 3, 4)
+DELAYS = (1, 2, 3, 4)  # the encoding_dataset fixture's delays
+
 ALPHAS = np.logspace(-1, 4, 6)
+N_SIGNAL = 6
 
 
 @pytest.fixture
-def dataset(tmp_path, rng):
-    """Layer file (one dataset per story) and one response file per story."""
-    lengths = {"alpha": 120, "beta": 100, "gamma": 110, "delta": 90, "test": 160}
-    weights = rng.standard_normal((N_FEATURES * len(DELAYS), N_SIGNAL))
-    feature_file = tmp_path / "features" / "layer-3.h5"
-    feature_file.parent.mkdir()
-    response_files = {}
-    with h5py.File(feature_file, "w") as f:
-        for story, n in lengths.items():
-            x = rng.standard_normal((n, N_FEATURES)).astype(np.float32)
-            f[story] = x
-            trim = 40 if story == "test" else 0
-            signal = np.zeros((n, N_SIGNAL))
-            # the response sees the stimulus design exactly as build_design makes it
-            signal[trim:] = delay_matrix(zscore(x[trim:].astype(np.float64)), DELAYS) @ weights
-            signal /= signal[trim:].std(axis=0)
-            y = np.concatenate(
-                [
-                    signal + 0.3 * rng.standard_normal(signal.shape),
-                    rng.standard_normal((n, N_NOISE)),
-                ],
-                axis=1,
-            )
-            path = tmp_path / "responses" / f"{story}.hf5"
-            path.parent.mkdir(exist_ok=True)
-            with h5py.File(path, "w") as g:
-                g["data"] = y.astype(np.float32)
-            response_files[story] = path
-    return feature_file, response_files
+def dataset(encoding_dataset):
+    """Layer file (one dataset per story) and one response file per story, one subject."""
+    feature_file, responses = encoding_dataset(subjects=("S1",))
+    return feature_file, responses["S1"]
 
 
 def _fit(dataset, tmp_path, **kw):
@@ -72,13 +47,13 @@ def _fit(dataset, tmp_path, **kw):
 def test_fit_encoding_end_to_end(dataset, tmp_path):
     summary = _fit(dataset, tmp_path, save_predictions=True, save_weights=True)
     out = tmp_path / "out" / "scores.npz"
-    n_voxels = N_SIGNAL + N_NOISE
+    n_voxels = N_SIGNAL + 4
     with np.load(out) as data:
         test_r = data["test_r"]
         assert test_r.shape == data["alpha"].shape == data["cv_score"].shape == (n_voxels,)
         assert data["test_pred"].shape == data["test_true"].shape == (120, n_voxels)
         assert data["oof_pred"].shape == (420, n_voxels)
-        assert data["weights"].shape == (N_FEATURES * len(DELAYS), n_voxels)
+        assert data["weights"].shape == (6 * len(DELAYS), n_voxels)
         assert np.all(data["test_r"][:N_SIGNAL] > 0.8)
         assert np.all(np.abs(data["test_r"][N_SIGNAL:]) < 0.35)
         # test_true is the trimmed, z-scored test story

@@ -195,24 +195,29 @@ def test_demo_is_complete_and_a_deleted_target_is_rebuilt_alone(demo):
     dry = _snakemake(demo, "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
     target = demo / "results/encoding/demo/UTS02/tiny-opt-s/layer-1/scores.npz"
-    before = np.load(target)["test_r"]
+    other = demo / "results/encoding/demo/UTS01/tiny-opt-s/layer-1/scores.npz"
+    before, other_before = np.load(target)["test_r"], np.load(other)["test_r"]
     target.unlink()
     rel = str(target.relative_to(demo))
     jobs = _planned_jobs(_snakemake(demo, rel, "-n", "--quiet", "rules"))
     assert jobs == {"fit_encoding": 1}
     _snakemake(demo, rel)
     np.testing.assert_allclose(np.load(target)["test_r"], before, rtol=1e-5, atol=1e-6)
+    # the job fits both subjects (they share their training stories) and rewrites UTS01's too
+    np.testing.assert_array_equal(np.load(other)["test_r"], other_before)
+    summary = json.loads(target.with_suffix(".json").read_text())
+    assert summary["shared_with"] == ["UTS01"]
 
 
 def test_changed_param_reruns_exactly_the_affected_jobs(demo, tmp_path):
     overlay = tmp_path / "delays.yaml"
     overlay.write_text("encoding:\n  delays: [1, 2, 3]\n")
     jobs = _planned_jobs(_snakemake(demo, "-n", "--configfile", str(overlay)))
-    # every fit and what is drawn from the fits; nothing upstream of the design matrices, and
-    # not the ROI labels (anatomy only)
-    assert jobs["fit_encoding"] == 2 * 18
-    assert jobs["fit_encoding_subset"] == 2 * 3 * 3
-    # the stacks' members are those fits too (same designs, folds and alphas)
+    # every fit and what is drawn from the fits; nothing upstream of the design matrices. One
+    # job per (model, layer[, subset]) fits both subjects: they share their training stories
+    assert jobs["fit_encoding"] == 18
+    assert jobs["fit_encoding_subset"] == 3 * 3
+    # the stacks' members are those fits' designs, folds and alphas (per subject)
     assert jobs["stack_member"] == 2 * 3 and jobs["stack_regression"] == 2 * 2
     assert set(jobs) == {
         "fit_encoding",
@@ -273,6 +278,60 @@ def test_demo_stack_weighs_speech_in_auditory_voxels_and_text_elsewhere(demo):
     member = demo / "results/stacking/demo/UTS01/members/tiny-opt-m/layer-best.h5"
     with h5py.File(member, "r") as f:
         assert f["oof_pred"].dtype == np.float16 and f.attrs["alpha_agreement"] == 1.0
+
+
+@pytest.fixture
+def demo_copy(demo, tmp_path) -> Path:
+    """A copy of the finished demo (modification times kept) that a test may change."""
+    return Path(shutil.copytree(demo, tmp_path / "demo", symlinks=True))
+
+
+def test_changed_trim_or_raw_file_rebuilds_the_prepared_responses(demo_copy, tmp_path):
+    overlay = tmp_path / "trim.yaml"
+    overlay.write_text("encoding:\n  test_extra_trim: 30\n")
+    jobs = _planned_jobs(_snakemake(demo_copy, "-n", "--configfile", str(overlay)))
+    assert jobs["prepare_responses"] == 2 and jobs["noise_ceiling"] == 2
+    assert jobs["fit_encoding"] == 18 and jobs["fit_encoding_subset"] == 9
+    # (earlier tests may have left the table outdated: compare plans, not "nothing to do")
+    planned = _planned_jobs(_snakemake(demo_copy, "-n"))
+    raw = demo_copy / "results/data/demo/derivative/preprocessed_data/UTS02/synthstory03.hf5"
+    os.utime(raw)  # touched, same bytes: Snakemake 9 compares input checksums, so does the fit
+    assert _planned_jobs(_snakemake(demo_copy, "-n")) == planned
+    with h5py.File(raw, "r+") as f:  # a changed raw file
+        f["data"][0, 0] += 1.0
+    jobs = _planned_jobs(_snakemake(demo_copy, "-n"))
+    # that subject's prepared responses, then every fit of its group; no ceiling, no features
+    assert jobs["prepare_responses"] == 1
+    assert jobs["fit_encoding"] == 18 and jobs["fit_encoding_subset"] == 9
+    assert "noise_ceiling" not in jobs and "extract_text_features" not in jobs
+
+
+def test_corrupt_prepared_responses_are_refused_then_rebuilt(demo_copy):
+    planned = _planned_jobs(_snakemake(demo_copy, "-n"))
+    prepared = demo_copy / "results/responses/demo/UTS01.h5"
+    stat = prepared.stat()
+    with h5py.File(prepared, "r") as f:
+        offset = f["stories"]["synthstory02"].id.get_chunk_info(0).byte_offset
+    with open(prepared, "r+b") as f:  # one damaged byte; size and mtime as they were
+        f.seek(offset + 8)
+        byte = f.read(1)
+        f.seek(offset + 8)
+        f.write(bytes([byte[0] ^ 0x55]))
+    os.utime(prepared, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert _planned_jobs(_snakemake(demo_copy, "-n")) == planned  # Snakemake cannot tell
+    target = demo_copy / "results/encoding/demo/UTS01/tiny-opt-xs/layer-0/scores.npz"
+    before = np.load(target)["test_r"]
+    target.unlink()
+    rel = str(target.relative_to(demo_copy))
+    failed = _snakemake(demo_copy, rel, check=False)
+    assert failed.returncode != 0
+    log = demo_copy / "results/logs/fit_encoding/demo/UTS01+UTS02/tiny-opt-xs/layer-0.log"
+    assert "the file is corrupt" in log.read_text() and "has been removed" in log.read_text()
+    assert not prepared.exists()
+    jobs = _planned_jobs(_snakemake(demo_copy, rel, "-n", "--quiet", "rules"))
+    assert jobs == {"prepare_responses": 1, "fit_encoding": 1}
+    _snakemake(demo_copy, rel)
+    np.testing.assert_array_equal(np.load(target)["test_r"], before)
 
 
 def test_provenance_beside_scores(demo):
@@ -437,3 +496,23 @@ def test_the_language_study_has_no_vision_rule(tmp_path):
         )
         assert proc.returncode != 0
         assert "MissingRuleException" in proc.stdout + proc.stderr
+
+
+def test_real_study_fits_each_layer_once_for_the_three_subjects(tmp_path):
+    """UTS01-03 share their 84 training stories: one fit job per (model, layer) serves all three,
+    from their prepared responses; asking for one subject's scores plans that job."""
+    import yaml
+
+    from fmriscaling.config import model_layers
+
+    workdir = _copy_workflow(tmp_path / "wf")
+    real = yaml.safe_load((ROOT / "config/lebel2023.yaml").read_text())
+    n_layers = sum(len(model_layers(real["models"][m])) for m in real["run_models"])
+    lebel = ("--configfile", "config/lebel2023.yaml", "--quiet", "rules")
+    jobs = _planned_jobs(_snakemake(workdir, "-n", *lebel))
+    assert jobs["prepare_responses"] == 3
+    assert jobs["fit_encoding"] == n_layers == 660
+    assert jobs["fit_encoding_subset"] == 7 * 5  # story counts below all 84, 5 seeds
+    target = "results/encoding/lebel2023/UTS02/opt-125m/layer-9/scores.npz"
+    jobs = _planned_jobs(_snakemake(workdir, "-n", target, *lebel))
+    assert jobs["prepare_responses"] == 3 and jobs["fit_encoding"] == 1

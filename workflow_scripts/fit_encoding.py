@@ -1,10 +1,10 @@
-"""Rules fit_encoding and fit_encoding_subset: delayed ridge for one (subject, model, layer)."""
+"""Rules fit_encoding and fit_encoding_subset: delayed ridge for one (model, layer) and every
+subject of a group that shares the training set, from their prepared responses."""
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fmriscaling._utils import limit_threads, log_to_file
-from fmriscaling.encoding.fit import fit_encoding
+from fmriscaling.encoding.fit import fit_encoding_subjects
 from fmriscaling.features.io import layer_path
 
 if TYPE_CHECKING:
@@ -14,14 +14,16 @@ if TYPE_CHECKING:
 def main(smk) -> None:
     log_to_file(smk.log[0])
     limit_threads(smk.threads)
+    subjects = list(smk.params.subjects)
     enc = dict(smk.params.encoding)
-    responses = {Path(path).stem: path for path in smk.input.responses}
-    fit_encoding(
+    fit_encoding_subjects(
         feature_file=layer_path(smk.input.features, smk.params.layer),
-        response_files=responses,
+        prepared_files=dict(zip(subjects, smk.input.responses, strict=True)),
+        out_npz=dict(zip(subjects, smk.output.scores, strict=True)),
         train_stories=list(smk.params.train_stories),
-        out_npz=smk.output.scores,
         params={"train_stories": list(smk.params.train_stories), **enc},
+        # a refused prepared file is deleted, so that the next run rebuilds it
+        remove_invalid=True,
         **enc,
     )
 

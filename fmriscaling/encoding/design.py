@@ -190,14 +190,14 @@ class FIRDelayer(TransformerMixin, BaseEstimator):
 
 def build_design(
     features: Mapping[str, np.ndarray],
-    responses: Mapping[str, np.ndarray],
+    responses: Mapping[str, np.ndarray] | None,
     stories: Sequence[str],
     *,
     delays: Sequence[int] = (1, 2, 3, 4),
     extra_trim: Mapping[str, int] | None = None,
     zscore_features: bool = True,
     zscore_responses: bool = True,
-) -> tuple[np.ndarray, np.ndarray, list[int]]:
+) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
     """Stack the delayed features and the responses of several stories.
 
     Per story: check TR counts, drop ``extra_trim[story]`` rows at the start, z-score
@@ -207,7 +207,9 @@ def build_design(
     Parameters
     ----------
     features : mapping story -> array of shape (n_trs, n_features)
-    responses : mapping story -> array of shape (n_trs, n_voxels)
+    responses : mapping story -> array of shape (n_trs, n_voxels), or None
+        None builds the features only (the responses come prepared, already trimmed and
+        z-scored the same way: `fmriscaling.encoding.prepared`).
     stories : sequence of str
         Stories to use, in this order.
     delays : sequence of int, default (1, 2, 3, 4)
@@ -221,7 +223,7 @@ def build_design(
     Returns
     -------
     X : float32 array of shape (sum_trs, n_features * len(delays))
-    Y : float32 array of shape (sum_trs, n_voxels)
+    Y : float32 array of shape (sum_trs, n_voxels), or None without ``responses``
     story_lengths : list of int
         Rows contributed by each story, in order (after trimming).
 
@@ -244,8 +246,11 @@ def build_design(
     Y_parts: list[np.ndarray] = []
     story_lengths: list[int] = []
     n_features = n_voxels = None
+    tables = [("features", features)] + (
+        [("responses", responses)] if responses is not None else []
+    )
     for story in stories:
-        for kind, table in (("features", features), ("responses", responses)):
+        for kind, table in tables:
             if story not in table:
                 raise DataError(
                     f"story {story!r} has no {kind} (have {len(table)} stories). Expected "
@@ -253,7 +258,12 @@ def build_design(
                     "lists in the config against the files."
                 )
         x = np.asarray(features[story])
-        y = np.asarray(responses[story])
+        # without responses, a zero-width stand-in keeps one code path for the checks
+        y = (
+            np.asarray(responses[story])
+            if responses is not None
+            else np.zeros((x.shape[0], 0), np.float32)
+        )
         if x.ndim != 2 or y.ndim != 2:
             raise DataError(
                 f"story {story!r}: features {x.shape} and responses {y.shape} must both be "
@@ -297,7 +307,7 @@ def build_design(
         Y_parts.append(y.astype(np.float32, copy=False))
         story_lengths.append(x.shape[0])
     X = np.concatenate(X_parts, axis=0)
-    Y = np.concatenate(Y_parts, axis=0)
+    Y = np.concatenate(Y_parts, axis=0) if responses is not None else None
     logger.info(
         "design: %d stories, %d TRs, %d features x %d delays, %d voxels",
         len(stories),

@@ -1,20 +1,37 @@
-"""One encoding fit: one subject, one feature layer, one training set, one test story."""
+"""Encoding fits: one feature layer, one training set, one test story, one or more subjects.
+
+Two entry points share one core:
+
+* `fit_encoding` fits one subject from its raw per-story response files (everything read,
+  trimmed and z-scored in the fit; the reference path);
+* `fit_encoding_subjects` fits every subject that shares a training set in one go, from their
+  prepared responses (`fmriscaling.encoding.prepared`): one design matrix, one Gram and one
+  eigendecomposition per fold and for the refit, and the subjects' voxels side by side in the
+  voxel batches (`fmriscaling.encoding.targets.StackedColumns`). Per-voxel alphas make the
+  subjects independent, so each subject's scores equal those of a fit of that subject alone,
+  and each is written to its own ``scores.npz`` / ``scores.json``.
+
+Both take the fit's settings as keywords (`EncodingSettings`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._utils import DataError, atomic_path, write_json, write_provenance
+from .._utils import DataError, atomic_path, config_hash, write_json, write_provenance
+from .design import build_design
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fit_encoding", "scores_json_path"]
+__all__ = ["EncodingSettings", "fit_encoding", "fit_encoding_subjects", "scores_json_path"]
 
 
 def scores_json_path(out_npz: str | os.PathLike) -> Path:
@@ -22,56 +39,23 @@ def scores_json_path(out_npz: str | os.PathLike) -> Path:
     return Path(out_npz).with_suffix(".json")
 
 
-def fit_encoding(
-    *,
-    feature_file: str | os.PathLike,
-    response_files: Mapping[str, str | os.PathLike],
-    train_stories: Sequence[str],
-    test_story: str,
-    delays: Sequence[int] = (1, 2, 3, 4),
-    alphas: Sequence[float],
-    cv: str = "stories",
-    n_folds: int = 5,
-    bootstrap: Mapping[str, int] | None = None,
-    extra_trim_test: int = 40,
-    extra_trim_train: Mapping[str, int] | None = None,
-    backend: str = "auto",
-    solver: str = "auto",
-    solver_impl: str = "fast",
-    n_targets_batch: int | str = "auto",
-    score_dtype: str = "auto",
-    save_weights: bool = False,
-    save_predictions: bool = False,
-    seed: int = 0,
-    out_npz: str | os.PathLike,
-    params: Mapping[str, Any] | None = None,
-    meta: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Fit a voxelwise ridge encoding model and score it on the test story.
+@dataclass(frozen=True)
+class EncodingSettings:
+    """How an encoding fit is made: everything but its data, its stories and its outputs.
 
-    Features of every story come from one layer file (`fmriscaling.features.io.read_layer`),
-    responses from one file per story (`fmriscaling.responses.read_responses`). Designs are
-    built per story by `build_design` (trim, then z-score, then delay, within each story);
-    the test story loses ``extra_trim_test`` TRs at its start, the training stories only what
-    ``extra_trim_train`` says. Alphas are chosen per voxel by cross-validation on the training
-    stories only (whole held-out stories, or contiguous bootstrap chunks), then the model is
-    refit on all training stories and scored by Pearson r on the test story.
+    Designs are built per story by `build_design` (trim, then z-score, then delay, within each
+    story); the test story loses ``extra_trim_test`` TRs at its start, the training stories only
+    what ``extra_trim_train`` says. Alphas are chosen per voxel by cross-validation on the
+    training stories only (whole held-out stories, or contiguous bootstrap chunks), then the
+    model is refit on all training stories and scored by Pearson r on the test story.
 
     Parameters
     ----------
-    feature_file : path-like
-        ``layer-{l}.h5`` with one dataset per story, shape (n_trs, n_features).
-    response_files : mapping story -> path-like
-        Response file of each story (training and test).
-    train_stories : sequence of str
-        Training stories (concatenated in this order).
-    test_story : str
-        Held-out story (must not be a training story).
-    delays : sequence of int, default (1, 2, 3, 4)
-        FIR delays in TRs.
     alphas : sequence of float
         Ridge penalties in himalaya's (standard λ) convention: the companion code's
         ``logspace(1, 4)`` is ``logspace(2, 8)`` here.
+    delays : sequence of int, default (1, 2, 3, 4)
+        FIR delays in TRs.
     cv : {"stories", "bootstrap"}, default "stories"
         Leave-stories-out folds, or bootstrap held-out chunks of contiguous TRs.
     n_folds : int, default 5
@@ -85,9 +69,10 @@ def fit_encoding(
         TRs dropped at the start of training stories.
     backend, solver, solver_impl, n_targets_batch
         Passed to `fmriscaling.encoding.ridge.fit_ridge_cv`.
-    score_dtype : {"float32", "bfloat16", "auto"}, default "auto" (the config's default: bfloat16 where its GEMMs are fast)
-        Precision of the CV alpha search (passed to `fit_ridge_cv`); the refit and its
-        predictions stay float32. The precision actually used is recorded in the summary.
+    score_dtype : {"float32", "bfloat16", "auto"}, default "auto"
+        Precision of the CV alpha search (passed to `fit_ridge_cv`; the config's default:
+        bfloat16 where its GEMMs are fast); the refit and its predictions stay float32. The
+        precision actually used is recorded in the summary.
     save_weights : bool, default False
         Store the ridge weights, shape (n_features * n_delays, n_voxels), in the npz.
     save_predictions : bool, default False
@@ -95,6 +80,73 @@ def fit_encoding(
         (n_train_trs, n_voxels).
     seed : int, default 0
         Seed of the bootstrap chunks.
+    """
+
+    alphas: Sequence[float]
+    delays: Sequence[int] = (1, 2, 3, 4)
+    cv: str = "stories"
+    n_folds: int = 5
+    bootstrap: Mapping[str, int] | None = None
+    extra_trim_test: int = 40
+    extra_trim_train: Mapping[str, int] | None = None
+    backend: str = "auto"
+    solver: str = "auto"
+    solver_impl: str = "fast"
+    n_targets_batch: int | str = "auto"
+    score_dtype: str = "auto"
+    save_weights: bool = False
+    save_predictions: bool = False
+    seed: int = 0
+
+    def trims(self, train_stories: Sequence[str], test_story: str) -> dict[str, int]:
+        """TRs dropped at the start of every story of a fit (test story last)."""
+        train = dict(self.extra_trim_train or {})
+        return {
+            **{s: int(train.get(s, 0)) for s in train_stories},
+            test_story: int(self.extra_trim_test),
+        }
+
+
+@dataclass
+class _Target:
+    """One subject's part of a fit: its targets, its test responses, where its results go."""
+
+    Y: Any  # target source (n_train_trs, n_voxels): `fmriscaling.encoding.targets`
+    Y_test: np.ndarray  # (n_test_trs, n_voxels)
+    out_npz: Path
+    meta: Mapping[str, Any]
+    subject: str | None = None
+    responses: Mapping[str, Any] | None = None  # what the provenance says about the responses
+
+
+def fit_encoding(
+    *,
+    feature_file: str | os.PathLike,
+    response_files: Mapping[str, str | os.PathLike],
+    train_stories: Sequence[str],
+    test_story: str,
+    out_npz: str | os.PathLike,
+    params: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Fit a voxelwise ridge encoding model of one subject from its raw response files.
+
+    Features of every story come from one layer file (`fmriscaling.features.io.read_layer`),
+    responses from one file per story (`fmriscaling.responses.read_responses`), read, trimmed
+    and z-scored here. `fit_encoding_subjects` does the same fit from prepared responses, for
+    several subjects at once.
+
+    Parameters
+    ----------
+    feature_file : path-like
+        ``layer-{l}.h5`` with one dataset per story, shape (n_trs, n_features).
+    response_files : mapping story -> path-like
+        Response file of each story (training and test).
+    train_stories : sequence of str
+        Training stories (concatenated in this order).
+    test_story : str
+        Held-out story (must not be a training story).
     out_npz : path-like
         ``scores.npz``: per-voxel ``test_r``, ``alpha``, ``cv_score`` (float32) and the alpha
         grid ``alphas``, plus the optional arrays. ``scores.json`` (summary) and
@@ -103,14 +155,16 @@ def fit_encoding(
         Rule params stored in the provenance.
     meta : mapping, optional
         Labels (subject, model, layer, seed, ...) copied into the JSON summary.
+    **settings
+        The fit's settings, `EncodingSettings` (``alphas`` is required).
 
     Returns
     -------
     summary : dict
         What ``scores.json`` holds: n_train_stories, n_train_trs, n_test_trs, train_stories,
-        test_story, n_voxels, n_features, solver, solver_impl, backend, score_dtype,
-        fit_seconds, peak_memory_bytes,
-        mean_test_r, median_test_r, median_alpha, mean_cv_score, cv, n_folds, plus ``meta``.
+        test_story, n_voxels, n_features, delays, cv, n_folds, solver, solver_impl, backend,
+        score_dtype, fit_seconds, peak_memory_bytes, shared_with (empty here), mean_test_r,
+        median_test_r, median_alpha, mean_cv_score, plus ``meta``.
 
     Raises
     ------
@@ -119,57 +173,297 @@ def fit_encoding(
         folds, non-finite inputs or scores.
     """
     from .inputs import prepare_fit
-    from .ridge import fit_ridge_cv
+    from .targets import ArrayColumns
 
-    train_stories = [str(s) for s in train_stories]
-    test_story = str(test_story)
+    settings = EncodingSettings(**settings)
+    train_stories, test_story = [str(s) for s in train_stories], str(test_story)
     prepared = prepare_fit(
         feature_file,
         response_files,
         train_stories,
         test_story,
-        delays=delays,
-        alphas=alphas,
-        cv=cv,
-        n_folds=n_folds,
-        bootstrap=bootstrap,
-        seed=seed,
-        extra_trim_test=extra_trim_test,
-        extra_trim_train=extra_trim_train,
+        delays=settings.delays,
+        alphas=settings.alphas,
+        cv=settings.cv,
+        n_folds=settings.n_folds,
+        bootstrap=settings.bootstrap,
+        seed=settings.seed,
+        extra_trim_test=settings.extra_trim_test,
+        extra_trim_train=settings.extra_trim_train,
     )
-    design, folds, alphas = prepared.design, prepared.folds, prepared.alphas
-    X_train, Y_train, X_test, Y_test = design.X_train, design.Y_train, design.X_test, design.Y_test
-    n_folds_used = len(folds)
-    del design, prepared
+    design = prepared.design
+    target = _Target(ArrayColumns(design.Y_train), design.Y_test, Path(out_npz), dict(meta or {}))
+    (summary,) = _fit_and_write(
+        settings, design.X_train, prepared.folds, design.X_test, [target], train_stories,
+        test_story, feature_file=feature_file, params=params,
+    )  # fmt: skip
+    return summary
+
+
+def fit_encoding_subjects(
+    *,
+    feature_file: str | os.PathLike,
+    prepared_files: Mapping[str, str | os.PathLike],
+    train_stories: Sequence[str],
+    test_story: str,
+    out_npz: Mapping[str, str | os.PathLike],
+    params: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Mapping[str, Any]] | None = None,
+    remove_invalid: bool = False,
+    **settings: Any,
+) -> dict[str, dict[str, Any]]:
+    """Fit several subjects that share a training set in one fit, from prepared responses.
+
+    The design matrix depends on the features and the stories only, so it, its Gram and every
+    eigendecomposition are computed once for all subjects; the subjects' voxels then go through
+    the voxel batches side by side (a batch never straddles two subjects), each voxel with its
+    own alpha. Every subject gets the outputs `fit_encoding` would have written for it, with the
+    same numbers up to float rounding (bit for bit where the voxel batches are the same).
+
+    Each subject's responses come from its prepared file, opened with `open_prepared`: a file
+    that is incomplete, damaged, built from other raw files than the ones on disk now, or
+    trimmed otherwise than this fit asks is refused (`StaleResponsesError`), never used.
+
+    Parameters
+    ----------
+    feature_file : path-like
+        ``layer-{l}.h5`` with one dataset per story, shape (n_trs, n_features).
+    prepared_files : mapping subject -> path-like
+        Prepared responses of each subject (`prepare_responses`), holding every training story
+        and the test story.
+    train_stories : sequence of str
+        Training stories of every subject (concatenated in this order).
+    test_story : str
+        Held-out story (must not be a training story).
+    out_npz : mapping subject -> path-like
+        ``scores.npz`` of each subject (same keys as ``prepared_files``); ``scores.json`` and
+        the provenance are written beside each, as by `fit_encoding`.
+    params : mapping, optional
+        Rule params stored in every subject's provenance.
+    meta : mapping subject -> mapping, optional
+        Labels copied into each subject's JSON summary.
+    remove_invalid : bool, default False
+        Delete a refused prepared file (and its provenance) before raising, so that a workflow
+        rebuilds it on its next run.
+    **settings
+        The fit's settings, `EncodingSettings` (``alphas`` is required).
+
+    Returns
+    -------
+    summaries : dict subject -> dict
+        What each ``scores.json`` holds (see `fit_encoding`); fit_seconds and
+        peak_memory_bytes are those of the whole shared fit, and ``shared_with`` lists the
+        other subjects it fitted.
+
+    Raises
+    ------
+    StaleResponsesError
+        A prepared file is refused (see `open_prepared`).
+    DataError
+        As `fit_encoding`: missing stories, TR-count mismatches between the features and the
+        responses' raw files, non-finite scores, ...
+    """
+    from ..responses import check_tr_count
+    from .folds import cv_folds
+    from .inputs import check_story_lists
+    from .prepared import open_prepared, removing_invalid
+
+    settings = EncodingSettings(**settings)
+    subjects = [str(s) for s in prepared_files]
+    if not subjects or set(subjects) != {str(s) for s in out_npz}:
+        raise DataError(
+            f"fit_encoding_subjects: subjects of prepared_files {subjects} and out_npz "
+            f"{sorted(out_npz)} must be the same, non-empty set."
+        )
+    train_stories, test_story = [str(s) for s in train_stories], str(test_story)
+    check_story_lists(train_stories, test_story, None, settings.cv)
+    stories = [*train_stories, test_story]
+    trims = settings.trims(train_stories, test_story)
+    features = _read_features(feature_file, stories)
+    X_train, _, lengths = build_design(
+        features, None, train_stories, delays=settings.delays, extra_trim=trims
+    )
+    X_test, _, _ = build_design(
+        features, None, [test_story], delays=settings.delays, extra_trim=trims
+    )
+    n_feature_trs = {story: features[story].shape[0] for story in stories}
+    del features
+    meta = meta or {}
+    with removing_invalid(remove_invalid), contextlib.ExitStack() as stack:
+        targets = []
+        for subject in subjects:
+            prepared = stack.enter_context(open_prepared(prepared_files[subject], trim_start=trims))
+            for story in stories:
+                check_tr_count(
+                    story,
+                    n_feature_trs[story],
+                    prepared.n_trs_raw(story),
+                    feature_file=feature_file,
+                    response_file=prepared.source(story),
+                )
+            targets.append(
+                _Target(
+                    prepared.columns(train_stories),
+                    prepared.read(test_story),
+                    Path(out_npz[subject]),
+                    dict(meta.get(subject, {})),
+                    subject=subject,
+                    responses={
+                        "prepared_responses": str(prepared.path),
+                        "prepared_record_hash": config_hash(prepared.record),
+                    },
+                )
+            )
+        folds = cv_folds(
+            lengths,
+            cv=settings.cv,
+            n_folds=settings.n_folds,
+            bootstrap=settings.bootstrap,
+            seed=settings.seed,
+        )
+        result = _fit(settings, X_train, folds, X_test, targets)
+    summaries = _write(
+        settings, result, X_train, X_test, targets, train_stories, test_story,
+        feature_file=feature_file, params=params,
+    )  # fmt: skip
+    return dict(zip(subjects, summaries, strict=True))
+
+
+def _read_features(feature_file: str | os.PathLike, stories: Sequence[str]):
+    from ..features.io import read_layer
+
+    return {story: read_layer(feature_file, story) for story in stories}
+
+
+def _fit(settings, X_train, folds, X_test, targets: Sequence[_Target]):
+    """One ridge fit of every target's voxels on one design; returns (result, n_folds)."""
+    from .inputs import alpha_grid
+    from .ridge import fit_ridge_cv
+    from .targets import StackedColumns
+
+    n_folds = len(folds)
+    alphas = alpha_grid(settings.alphas)
+    Y = targets[0].Y if len(targets) == 1 else StackedColumns([t.Y for t in targets])
+    Y_test = np.concatenate([t.Y_test for t in targets], axis=1)
     logger.info(
-        "fitting %d train TRs (%d stories) x %d features -> %d voxels; cv=%s (%d folds)",
+        "fitting %d train TRs x %d features -> %d voxels of %d subject(s); cv=%s (%d folds)",
         X_train.shape[0],
-        len(train_stories),
         X_train.shape[1],
-        Y_train.shape[1],
-        cv,
-        n_folds_used,
+        Y.shape[1],
+        len(targets),
+        settings.cv,
+        n_folds,
     )
     result = fit_ridge_cv(
         X_train,
-        Y_train,
+        Y,
         alphas=alphas,
         folds=folds,
         X_test=X_test,
         Y_test=Y_test,
-        backend=backend,
-        solver=solver,
-        solver_impl=solver_impl,
-        n_targets_batch=n_targets_batch,
-        score_dtype=score_dtype,
-        return_weights=save_weights,
-        return_test_pred=save_predictions,
-        return_oof_pred=save_predictions,
+        backend=settings.backend,
+        solver=settings.solver,
+        solver_impl=settings.solver_impl,
+        n_targets_batch=settings.n_targets_batch,
+        score_dtype=settings.score_dtype,
+        return_weights=settings.save_weights,
+        return_test_pred=settings.save_predictions,
+        return_oof_pred=settings.save_predictions,
     )
+    return result, n_folds
 
-    test_r = np.asarray(result.test_r, dtype=np.float32)
-    best_alpha = np.asarray(result.alphas, dtype=np.float32)
-    cv_score = np.asarray(result.cv_scores, dtype=np.float32)
+
+def _fit_and_write(settings, X_train, folds, X_test, targets, train_stories, test_story, **kw):
+    result = _fit(settings, X_train, folds, X_test, targets)
+    return _write(settings, result, X_train, X_test, targets, train_stories, test_story, **kw)
+
+
+def _write(
+    settings: EncodingSettings,
+    fitted,
+    X_train: np.ndarray,
+    X_test: np.ndarray,
+    targets: Sequence[_Target],
+    train_stories: list[str],
+    test_story: str,
+    *,
+    feature_file: str | os.PathLike,
+    params: Mapping[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """Each target's columns of the fit: checked, then its npz, summary and provenance."""
+    result, n_folds = fitted
+    subjects = [t.subject for t in targets]
+    summaries = []
+    start = 0
+    for target in targets:
+        cols = slice(start, start + target.Y.shape[1])
+        start = cols.stop
+        test_r = np.asarray(result.test_r[cols], dtype=np.float32)
+        best_alpha = np.asarray(result.alphas[cols], dtype=np.float32)
+        cv_score = np.asarray(result.cv_scores[cols], dtype=np.float32)
+        _check_finite_scores(target.out_npz, test_r, best_alpha, cv_score, test_story, feature_file)
+        arrays: dict[str, np.ndarray] = {
+            "test_r": test_r,
+            "alpha": best_alpha,
+            "cv_score": cv_score,
+            "alphas": np.asarray(settings.alphas, dtype=np.float64),
+        }
+        if settings.save_weights:
+            arrays["weights"] = np.asarray(result.weights[:, cols], dtype=np.float32)
+        if settings.save_predictions:
+            arrays["test_pred"] = np.asarray(result.test_pred[:, cols], dtype=np.float32)
+            arrays["test_true"] = target.Y_test
+            arrays["oof_pred"] = np.asarray(result.oof_pred[:, cols], dtype=np.float32)
+        with atomic_path(target.out_npz, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
+        summary: dict[str, Any] = {
+            **dict(target.meta),
+            "n_train_stories": len(train_stories),
+            "n_train_trs": int(X_train.shape[0]),
+            "n_test_trs": int(X_test.shape[0]),
+            "train_stories": train_stories,
+            "test_story": test_story,
+            "n_voxels": int(test_r.size),
+            "n_features": int(X_train.shape[1]),
+            "delays": [int(d) for d in settings.delays],
+            "cv": settings.cv,
+            "n_folds": int(n_folds),
+            "solver": str(result.solver),
+            "solver_impl": settings.solver_impl,
+            "backend": str(result.backend),
+            "score_dtype": str(result.score_dtype),
+            "fit_seconds": float(result.fit_seconds),
+            "peak_memory_bytes": int(result.peak_memory_bytes),
+            "shared_with": [s for s in subjects if s is not None and s != target.subject],
+            "mean_test_r": float(test_r.astype(np.float64).mean()),
+            "median_test_r": float(np.median(test_r)),
+            "median_alpha": float(np.median(best_alpha)),
+            "mean_cv_score": float(cv_score.astype(np.float64).mean()),
+        }
+        write_json(scores_json_path(target.out_npz), summary)
+        write_provenance(
+            target.out_npz,
+            params,
+            feature_file=str(feature_file),
+            test_story=test_story,
+            train_stories=train_stories,
+            settings=asdict(settings),
+            **dict(target.responses or {}),
+        )
+        logger.info(
+            "wrote %s: mean test r %.4f, median alpha %.3g, %s/%s, %.1f s",
+            target.out_npz,
+            summary["mean_test_r"],
+            summary["median_alpha"],
+            summary["solver"],
+            summary["backend"],
+            summary["fit_seconds"],
+        )
+        summaries.append(summary)
+    return summaries
+
+
+def _check_finite_scores(out_npz, test_r, best_alpha, cv_score, test_story, feature_file) -> None:
     for name, values in (("test r", test_r), ("alpha", best_alpha), ("CV score", cv_score)):
         bad = ~np.isfinite(values)
         if bad.any():
@@ -180,61 +474,3 @@ def fit_encoding(
                 "that is constant in a story or a NaN in the inputs causes this; mask such "
                 "voxels out of the response files."
             )
-
-    arrays: dict[str, np.ndarray] = {
-        "test_r": test_r,
-        "alpha": best_alpha,
-        "cv_score": cv_score,
-        "alphas": alphas,
-    }
-    if save_weights:
-        arrays["weights"] = np.asarray(result.weights, dtype=np.float32)
-    if save_predictions:
-        arrays["test_pred"] = np.asarray(result.test_pred, dtype=np.float32)
-        arrays["test_true"] = Y_test
-        arrays["oof_pred"] = np.asarray(result.oof_pred, dtype=np.float32)
-    out_npz = Path(out_npz)
-    with atomic_path(out_npz, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
-
-    summary: dict[str, Any] = {
-        **dict(meta or {}),
-        "n_train_stories": len(train_stories),
-        "n_train_trs": int(X_train.shape[0]),
-        "n_test_trs": int(X_test.shape[0]),
-        "train_stories": train_stories,
-        "test_story": test_story,
-        "n_voxels": int(test_r.size),
-        "n_features": int(X_train.shape[1]),
-        "delays": [int(d) for d in delays],
-        "cv": cv,
-        "n_folds": int(n_folds_used),
-        "solver": str(result.solver),
-        "solver_impl": solver_impl,
-        "backend": str(result.backend),
-        "score_dtype": str(result.score_dtype),
-        "fit_seconds": float(result.fit_seconds),
-        "peak_memory_bytes": int(result.peak_memory_bytes),
-        "mean_test_r": float(test_r.astype(np.float64).mean()),
-        "median_test_r": float(np.median(test_r)),
-        "median_alpha": float(np.median(best_alpha)),
-        "mean_cv_score": float(cv_score.astype(np.float64).mean()),
-    }
-    write_json(scores_json_path(out_npz), summary)
-    write_provenance(
-        out_npz,
-        params,
-        feature_file=str(feature_file),
-        test_story=test_story,
-        train_stories=train_stories,
-    )
-    logger.info(
-        "wrote %s: mean test r %.4f, median alpha %.3g, %s/%s, %.1f s",
-        out_npz,
-        summary["mean_test_r"],
-        summary["median_alpha"],
-        summary["solver"],
-        summary["backend"],
-        summary["fit_seconds"],
-    )
-    return summary

@@ -142,10 +142,11 @@ def alpha_grid(alphas: Sequence[float]) -> np.ndarray:
 def check_story_lists(
     train_stories: list[str],
     test_story: str,
-    response_files: Mapping[str, str | os.PathLike],
+    response_files: Mapping[str, str | os.PathLike] | None,
     cv: str,
 ) -> None:
-    """Fail clearly on an unusable training/test split or a missing response file.
+    """Fail clearly on an unusable training/test split or a missing response file
+    (``response_files`` None: the responses come prepared, one file for every story).
 
     Raises
     ------
@@ -170,6 +171,8 @@ def check_story_lists(
             "use at least 2 training stories or set encoding cv: bootstrap (contiguous "
             "held-out chunks within the story)."
         )
+    if response_files is None:  # prepared responses: `open_prepared` checks their stories
+        return
     missing = [s for s in [*train_stories, test_story] if s not in response_files]
     if missing:
         raise DataError(

@@ -9,6 +9,11 @@ voxel's best alpha, the optional out-of-fold predictions, and the refit (weights
 predictions, test r) at each voxel's own alpha. ``solver_impl="himalaya"`` runs himalaya's own
 estimators instead, as a cross-check. The folds come from `fmriscaling.encoding.folds`.
 
+The targets may be an array or a target source (`fmriscaling.encoding.targets`) that hands out
+column blocks: several subjects side by side, each read from its prepared-responses file batch
+by batch. A batch never straddles two of a source's segments (subjects), so every subject's
+voxels go through the batches a fit of that subject alone would give them.
+
 Scoring precision (``score_dtype``): with ``"float32"`` the whole alpha search is float32. With
 ``"bfloat16"`` (torch backends only) the alpha search runs on bfloat16 inputs with float32
 accumulation inside the GEMMs: the per-fold projections ``Z = Vᵀ Y_train`` (from bfloat16 copies
@@ -50,6 +55,7 @@ from .backend import (
 )
 from .eigen import _cv_scores_fold, _RidgeProblem
 from .folds import Fold, _check_folds
+from .targets import ArrayColumns
 
 logger = logging.getLogger(__name__)
 
@@ -198,8 +204,12 @@ def fit_ridge_cv(
     ----------
     X : array of shape (n_samples, n_features)
         Training features (z-scored; no intercept is fitted).
-    Y : array of shape (n_samples, n_voxels)
-        Training responses.
+    Y : array of shape (n_samples, n_voxels), or a target source
+        Training responses, or a `fmriscaling.encoding.targets.TargetSource` of that shape that
+        hands out column blocks (e.g. several subjects' prepared responses side by side, read
+        from disk batch by batch). A source's ``segments`` (one per subject) are never
+        straddled by a voxel batch, so each subject's voxels go through the same batches as in a
+        fit of that subject alone; per-voxel alphas make the subjects independent.
     alphas : array of shape (n_alphas,)
         Ridge parameters, himalaya λ convention (see `alphas_from_companion`).
     folds : list of (train_idx, val_idx), or None
@@ -248,7 +258,9 @@ def fit_ridge_cv(
         raise ValueError(f"score_dtype={score_dtype!r}: expected one of {SCORE_DTYPES}.")
 
     X = _as_host_float32("X", X)
-    Y = _as_host_float32("Y", Y)
+    # a target source (subjects side by side, prepared responses on disk) is read in batches;
+    # an array is checked and cast once
+    Y = Y if hasattr(Y, "read") else ArrayColumns(_as_host_float32("Y", Y))
     n_samples, n_features = X.shape
     n_voxels = Y.shape[1]
     if Y.shape[0] != n_samples:
@@ -296,7 +308,8 @@ def fit_ridge_cv(
             if score_dtype != "float32":
                 score_dtype = "float32"  # himalaya scores in float32
                 logger.info("solver_impl='himalaya' scores alphas in float32")
-            result = _fit_himalaya(bk, X, Y, alphas, folds, X_test, Y_test, solver, fixed_alpha)
+            Y_all = Y.read(slice(0, n_voxels))
+            result = _fit_himalaya(bk, X, Y_all, alphas, folds, X_test, Y_test, solver, fixed_alpha)
         else:
             result = _fit_fast(
                 bk,
@@ -396,16 +409,17 @@ def _fit_fast(
     else:
         batch = max(1, min(int(n_targets_batch), n_voxels))
     logger.info(
-        "%d folds, %d alphas, rank %d; %d voxels in batches of %d",
+        "%d folds, %d alphas, rank %d; %d voxels (%d target group(s)) in batches of %d",
         len(cv_folds),
         n_alphas,
         problem.rank,
         n_voxels,
+        len(Y.segments),
         batch,
     )
 
     def run_batch(cols: slice) -> None:
-        Y_b = bk.asarray(np.ascontiguousarray(Y[:, cols]))
+        Y_b = bk.asarray(Y.read(cols))
         XtY_b = bk.matmul(problem.X.T, Y_b) if solver == "primal" else None
         n_b = Y_b.shape[1]
         kept_Z = []
@@ -464,10 +478,14 @@ def _fit_fast(
                 y_test = bk.asarray(np.ascontiguousarray(Y_test[:, cols]))
                 test_r[cols] = bk.to_numpy(_pearson(bk, pred, y_test))
 
+    # a batch ends at the end of its segment (subject): each subject's voxels see the batches
+    # a fit of that subject alone would give them
+    segment_ends = np.cumsum(Y.segments)
     start = 0
     loop_start = time.perf_counter()
     while start < n_voxels:
-        cols = slice(start, min(start + batch, n_voxels))
+        segment_end = int(segment_ends[np.searchsorted(segment_ends, start, side="right")])
+        cols = slice(start, min(start + batch, segment_end))
         try:
             run_batch(cols)
         except Exception as error:
