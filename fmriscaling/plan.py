@@ -114,8 +114,13 @@ class CostModel:
 
     def _work(self, job: PlannedJob, device: cost.Device) -> tuple[float, float]:
         rule = job.rule
-        if rule in ("fit_encoding", "fit_encoding_subset"):
+        if rule.startswith(("fit_encoding", "fit_encoding_subset")):  # _2, _3: later groups
             return self._fit(job, device)
+        if rule == "prepare_responses":
+            return self._prepare(job, device)
+        if rule == "stack_member":  # a member is its layer's fit, plus OOF predictions on disk
+            seconds, _ = self._fit(job, device)
+            return seconds, self._member_bytes(job)
         if rule in ("extract_text_features", "extract_speech_features"):
             return self._extract(job, device)
         if rule == "noise_ceiling":
@@ -130,15 +135,52 @@ class CostModel:
             return read / device.read, SMALL_FILE_BYTES
         return 0.0, SMALL_FILE_BYTES if rule == "story_timing" else 0.0
 
+    def see(self, jobs: Sequence[PlannedJob]) -> None:
+        """Learn from the whole plan what a fit job's inputs do not say: the raw response files
+        (so the stories and voxels) behind each subject's prepared responses."""
+        self.raw_responses = {
+            job.wildcards["subject"]: [p for p in job.inputs if p.endswith(".hf5")]
+            for job in jobs
+            if job.rule == "prepare_responses"
+        }
+
+    def _prepare(self, job: PlannedJob, device: cost.Device) -> tuple[float, float]:
+        """Read every raw float64 response file of a subject, write them float32."""
+        subject = job.wildcards["subject"]
+        raw = [p for p in job.inputs if p.endswith(".hf5")]
+        v = self.facts.n_voxels(subject, raw)
+        rows = sum(self.facts.story_rows(_stem(p)) for p in raw)
+        read = sum(self.facts.file_bytes(p, 8.0 * self.facts.story_rows(_stem(p)) * v) for p in raw)
+        return read / device.read, 4.0 * rows * v
+
+    def _member_bytes(self, job: PlannedJob) -> float:
+        """A stack member's file: OOF predictions of the training TRs, test predictions."""
+        subject, test = job.wildcards["subject"], self.config["dataset"]["test_story"]
+        raw = getattr(self, "raw_responses", {}).get(subject, [])
+        rows = sum(self.facts.story_rows(_stem(r)) for r in raw if _stem(r) != test)
+        v = self.facts.n_voxels(subject, raw)
+        oof = 2.0 if self.config["stacking"]["oof_dtype"] == "float16" else 4.0
+        return oof * rows * v + 8.0 * self.facts.story_rows(test) * v
+
     def _fit(self, job: PlannedJob, device: cost.Device) -> tuple[float, float]:
+        """One fit job: one design and its decompositions, every subject of its group's voxels."""
         enc = self.config["encoding"]
         test = self.config["dataset"]["test_story"]
-        responses = [p for p in job.inputs if p.endswith(".hf5")]
-        stories = [_stem(p) for p in responses]
+        prepared = [p for p in job.inputs if p.endswith(".h5") and "/responses/" in p]
+        raw = {_stem(p): getattr(self, "raw_responses", {}).get(_stem(p), []) for p in prepared}
+        stories = sorted({_stem(r) for files in raw.values() for r in files})
         train = [s for s in stories if s != test]
+        if not train:
+            raise ValueError(
+                f"{job.rule}: no prepare_responses jobs in the plan tell its subjects' stories; "
+                "price the plan with CostModel.see(jobs) first (plan_table does)"
+            )
         n = sum(self.facts.story_rows(s) for s in train)
+        if "n" in job.wildcards:  # a data-size fit: n of the training stories
+            n = round(n * int(job.wildcards["n"]) / len(train))
         n_test = max(1, self.facts.story_rows(test) - enc["test_extra_trim"])
-        v = self.facts.n_voxels(job.wildcards["subject"], responses)
+        voxels = {subject: self.facts.n_voxels(subject, files) for subject, files in raw.items()}
+        v = sum(voxels.values())
         model = self.facts.model(job.wildcards["model"])
         p = len(enc["delays"]) * model.hidden_size
         n_folds = enc["n_folds"] if enc["cv"] == "stories" else enc["bootstrap"]["n_boots"]
@@ -146,12 +188,10 @@ class CostModel:
         flops = cost.ridge_flops(
             n, p, v, n_test, [(n - m, m)] * n_folds, enc["alphas"]["num"], enc["solver"]
         )
-        read = sum(
-            self.facts.file_bytes(r, 4.0 * self.facts.story_rows(_stem(r)) * v) for r in responses
-        )
+        read = 4.0 * (n + n_test) * v  # the prepared float32 responses
         read += 4.0 * (n + n_test) * model.hidden_size  # one layer's features
         seconds = flops.gemm / device.gemm + flops.eigh / device.eigh + read / device.read
-        disk = 4.0 * v * SCORE_ARRAYS + 2e3
+        disk = 4.0 * v * SCORE_ARRAYS + 2e3 * len(voxels)
         if enc["save_weights"]:
             disk += 4.0 * p * v
         if enc["save_predictions"]:
@@ -233,6 +273,7 @@ class RuleRow:
 def plan_table(jobs: Sequence[PlannedJob], model: CostModel) -> list[RuleRow]:
     """One row per rule, in the dry run's order, with its jobs priced by ``model``."""
     rows: dict[str, RuleRow] = {}
+    model.see(jobs)
     for job in jobs:
         priced = model(job)
         row = rows.setdefault(job.rule, RuleRow(job.rule, priced.where))

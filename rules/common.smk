@@ -223,6 +223,16 @@ def prepared_stories(subject):
     return train_stories(subject) + [TEST_STORY]
 
 
+def manifest_sizes(subject):
+    """Bytes of a subject's raw response files, story -> size, where the manifest knows them."""
+    if MANIFEST_INDEX is None:
+        return {}
+    return {
+        story: int(MANIFEST_INDEX.loc[relpath_for("responses", subject=subject, story=story), "size"])
+        for story in prepared_stories(subject)
+    }
+
+
 def prepared_inputs(wildcards):
     """Raw response files a subject's prepared responses are built from (stem -> story)."""
     return responses_of(wildcards.subject, prepared_stories(wildcards.subject))
@@ -549,12 +559,17 @@ def benchmark_records(wildcards=None):
         job = f"extract_{MODELS[model]['kind']}_features"
         where = benchmark(job, "features", dataset=DATASET, model=model)
         records.append(dict(rule=job, model=model, path=where))
+    # one fit job per (model, layer[, subset]) and group of subjects that share a training set
+    seen = set()
     for entry in TABLE_ENTRIES:
-        full = entry["n_train"] is None
-        job, name = ("fit_encoding", "fit") if full else ("fit_encoding_subset", "subset_fit")
-        labels = {k: entry[k] for k in ("subject", "model", "layer", "n_train", "seed")}
-        where = benchmark(job, name, dataset=DATASET, **labels, n=entry["n_train"])
-        records.append(dict(labels, rule=job, path=where))
+        kind = "fit" if entry["n_train"] is None else "subset_fit"
+        index = next(i for i, g in enumerate(FIT_GROUPS) if entry["subject"] in g)
+        job, group = fit_rule_name(kind, index), group_label(FIT_GROUPS[index])
+        labels = {k: entry[k] for k in ("model", "layer", "n_train", "seed")}
+        where = benchmark(job, kind, dataset=DATASET, subject=group, **labels, n=entry["n_train"])
+        if where not in seen:
+            seen.add(where)
+            records.append(dict(labels, subject=group, rule=job, path=where))
     return records
 
 

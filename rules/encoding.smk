@@ -41,8 +41,10 @@ rule prepare_responses:
         mem_mb=lambda wildcards, attempt: attempt * 4000,
         runtime=60,
     params:
+        subject="{subject}",
         stories=lambda wildcards: prepared_stories(wildcards.subject),
         extra_trim={TEST_STORY: config["encoding"]["test_extra_trim"]},
+        expected_sizes=lambda wildcards: manifest_sizes(wildcards.subject),
     script:
         "../workflow_scripts/prepare_responses.py"
 

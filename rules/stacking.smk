@@ -13,7 +13,7 @@ STACK_MEMBER_PARAMS = {
 rule stack_member:
     input:
         features=path("features"),
-        responses=encoding_responses,
+        responses=path("prepared"),
         fits=member_fits,
     output:
         path("stack_member"),

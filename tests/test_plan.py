@@ -119,25 +119,50 @@ def test_gpu_assumption_gives_the_estimate_written_for_a_full_size_fit():
 
 
 def test_known_flops_give_known_seconds(tmp_path):
-    """A fit job priced on a device of 1 TFLOP/s everywhere: overhead + flops / 1e12 + bytes / 1e12."""
+    """A shared fit job of two subjects priced on a device of 1 TFLOP/s everywhere: overhead +
+    flops / 1e12 + bytes / 1e12, with one design and every subject's voxels."""
     config = load_config([ROOT / "config/config.yaml"])
     facts = StudyFacts(config, tmp_path)  # no data: the demo's sizes from the config
     one = cost.Device("test", gemm=1e12, eigh=1e12, forward=1e12, read=1e12, measured=True)
     stories = [f"synthstory{i:02d}" for i in range(1, 13)] + ["wheretheressmoke"]
+    subjects = ("UTS01", "UTS02")
+    prepare = [
+        PlannedJob(
+            rule="prepare_responses",
+            wildcards={"dataset": "demo", "subject": s},
+            inputs=[f"results/data/demo/derivative/preprocessed_data/{s}/{t}.hf5" for t in stories],
+        )
+        for s in subjects
+    ]
     job = PlannedJob(
         rule="fit_encoding",
-        wildcards={"subject": "UTS01", "model": "tiny-opt-m", "layer": "2"},
-        inputs=[f"results/data/demo/derivative/preprocessed_data/UTS01/{s}.hf5" for s in stories],
+        wildcards={"dataset": "demo", "model": "tiny-opt-m", "layer": "2"},
+        inputs=["results/features/demo/tiny-opt-m"]
+        + [f"results/responses/demo/{s}.h5" for s in subjects],
     )
     rows = facts.story_rows("synthstory01")
     assert rows == 120 - 20  # mean of story_n_trs [100, 140], minus 20 trimmed
-    n, n_test, v, p = 12 * rows, 150 - 20 - 40, 300, 4 * 64
+    n, n_test, v, p = 12 * rows, 150 - 20 - 40, 2 * 300, 4 * 64
     flops = cost.ridge_flops(n, p, v, n_test, [(n - n // 5, n // 5)] * 5, 13)
-    read = 4.0 * v * (n + 150 - 20) + 4.0 * (n + n_test) * 64
-    priced = CostModel(facts, cpu=one)(job)
+    read = 4.0 * v * (n + n_test) + 4.0 * (n + n_test) * 64
+    model = CostModel(facts, cpu=one)
+    model.see(prepare)
+    priced = model(job)
     assert priced.where == "CPU"
     assert priced.seconds == pytest.approx(3.9 + flops.total / 1e12 + read / 1e12)
-    assert priced.disk_bytes == pytest.approx(4.0 * v * 3 + 2e3)
+    assert priced.disk_bytes == pytest.approx(4.0 * v * 3 + 2 * 2e3)
+    # a data-size fit of 4 of the 12 stories: a third of the training TRs
+    subset = PlannedJob(
+        rule="fit_encoding_subset",
+        wildcards={**job.wildcards, "n": "4", "seed": "0"},
+        inputs=job.inputs,
+    )
+    m = 4 * rows
+    sub = cost.ridge_flops(m, p, v, n_test, [(m - m // 5, m // 5)] * 5, 13)
+    read = 4.0 * v * (m + n_test) + 4.0 * (m + n_test) * 64
+    assert model(subset).seconds == pytest.approx(3.9 + sub.total / 1e12 + read / 1e12)
+    with pytest.raises(ValueError, match="no prepare_responses jobs"):
+        CostModel(facts, cpu=one)(job)
 
 
 def test_lm_windows_match_the_recorded_token_ratio():

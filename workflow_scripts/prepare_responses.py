@@ -17,7 +17,8 @@ def main(smk) -> None:
         smk.output[0],
         stories=list(smk.params.stories),
         extra_trim=dict(smk.params.extra_trim),
-        subject=smk.wildcards.subject,
+        subject=smk.params.subject,
+        expected_sizes=dict(smk.params.expected_sizes),
         params=dict(smk.params.items()),
     )
 

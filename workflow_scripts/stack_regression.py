@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from fmriscaling._utils import log_to_file
+from fmriscaling._utils import limit_threads, log_to_file
 from fmriscaling.encoding.stacking import stack_regression
 
 if TYPE_CHECKING:
@@ -11,9 +11,7 @@ if TYPE_CHECKING:
 
 def main(smk) -> None:
     log_to_file(smk.log[0])
-    import torch
-
-    torch.set_num_threads(max(1, int(smk.threads)))
+    limit_threads(smk.threads)
     p = smk.params
     stack_regression(
         member_files=list(smk.input.members),

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from .._utils import DataError, atomic_path, config_hash, write_json, write_provenance
-from .design import build_design
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +96,6 @@ class EncodingSettings:
     save_weights: bool = False
     save_predictions: bool = False
     seed: int = 0
-
-    def trims(self, train_stories: Sequence[str], test_story: str) -> dict[str, int]:
-        """TRs dropped at the start of every story of a fit (test story last)."""
-        train = dict(self.extra_trim_train or {})
-        return {
-            **{s: int(train.get(s, 0)) for s in train_stories},
-            test_story: int(self.extra_trim_test),
-        }
 
 
 @dataclass
@@ -263,10 +254,9 @@ def fit_encoding_subjects(
         As `fit_encoding`: missing stories, TR-count mismatches between the features and the
         responses' raw files, non-finite scores, ...
     """
-    from ..responses import check_tr_count
     from .folds import cv_folds
-    from .inputs import check_story_lists
-    from .prepared import open_prepared, removing_invalid
+    from .inputs import check_story_lists, feature_design, opened_prepared
+    from .prepared import removing_invalid
 
     settings = EncodingSettings(**settings)
     subjects = [str(s) for s in prepared_files]
@@ -277,30 +267,22 @@ def fit_encoding_subjects(
         )
     train_stories, test_story = [str(s) for s in train_stories], str(test_story)
     check_story_lists(train_stories, test_story, None, settings.cv)
-    stories = [*train_stories, test_story]
-    trims = settings.trims(train_stories, test_story)
-    features = _read_features(feature_file, stories)
-    X_train, _, lengths = build_design(
-        features, None, train_stories, delays=settings.delays, extra_trim=trims
+    features = feature_design(
+        feature_file,
+        train_stories,
+        test_story,
+        delays=settings.delays,
+        extra_trim_test=settings.extra_trim_test,
+        extra_trim_train=settings.extra_trim_train,
     )
-    X_test, _, _ = build_design(
-        features, None, [test_story], delays=settings.delays, extra_trim=trims
-    )
-    n_feature_trs = {story: features[story].shape[0] for story in stories}
-    del features
+    X_train, X_test = features.X_train, features.X_test
     meta = meta or {}
     with removing_invalid(remove_invalid), contextlib.ExitStack() as stack:
         targets = []
         for subject in subjects:
-            prepared = stack.enter_context(open_prepared(prepared_files[subject], trim_start=trims))
-            for story in stories:
-                check_tr_count(
-                    story,
-                    n_feature_trs[story],
-                    prepared.n_trs_raw(story),
-                    feature_file=feature_file,
-                    response_file=prepared.source(story),
-                )
+            prepared = stack.enter_context(
+                opened_prepared(prepared_files[subject], features, feature_file)
+            )
             targets.append(
                 _Target(
                     prepared.columns(train_stories),
@@ -315,7 +297,7 @@ def fit_encoding_subjects(
                 )
             )
         folds = cv_folds(
-            lengths,
+            features.story_lengths,
             cv=settings.cv,
             n_folds=settings.n_folds,
             bootstrap=settings.bootstrap,
@@ -327,12 +309,6 @@ def fit_encoding_subjects(
         feature_file=feature_file, params=params,
     )  # fmt: skip
     return dict(zip(subjects, summaries, strict=True))
-
-
-def _read_features(feature_file: str | os.PathLike, stories: Sequence[str]):
-    from ..features.io import read_layer
-
-    return {story: read_layer(feature_file, story) for story in stories}
 
 
 def _fit(settings, X_train, folds, X_test, targets: Sequence[_Target]):

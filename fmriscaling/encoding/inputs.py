@@ -7,9 +7,10 @@ that a stack member sees exactly the training and test data, folds and alphas of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,10 +22,13 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CV_KINDS",
+    "FeatureDesign",
     "FitDesign",
     "PreparedFit",
     "alpha_grid",
     "check_story_lists",
+    "feature_design",
+    "opened_prepared",
     "prepare_fit",
 ]
 
@@ -71,7 +75,7 @@ class PreparedFit:
 
 def prepare_fit(
     feature_file: str | os.PathLike,
-    response_files: Mapping[str, str | os.PathLike],
+    response_files: Mapping[str, str | os.PathLike] | str | os.PathLike,
     train_stories: Sequence[str],
     test_story: str,
     *,
@@ -87,8 +91,10 @@ def prepare_fit(
     """Check the story lists, read and build the designs, the CV folds and the alpha grid.
 
     Features come from ``feature_file`` (`fmriscaling.features.io.read_layer`), responses from one
-    file per story (`fmriscaling.responses.read_responses`); TR counts are checked per story,
-    then `build_design` trims, z-scores and delays within each story. The folds come from
+    file per story (`fmriscaling.responses.read_responses`) or from a subject's prepared-responses
+    file (a single path: `opened_prepared`, already trimmed and z-scored the same way); TR counts
+    are checked per story, then `build_design` trims, z-scores and delays within each story
+    (the features only, with prepared responses). The folds come from
     `fmriscaling.encoding.folds.cv_folds`. Parameters are those of
     `fmriscaling.encoding.fit.fit_encoding` of the same names.
 
@@ -106,29 +112,139 @@ def prepare_fit(
     from ..responses import check_tr_count, read_responses
     from .folds import cv_folds
 
-    check_story_lists(list(train_stories), test_story, response_files, cv)
-    features: dict[str, np.ndarray] = {}
-    responses: dict[str, np.ndarray] = {}
-    for story in [*train_stories, test_story]:
-        features[story] = read_layer(feature_file, story)
-        responses[story] = read_responses(response_files[story], story=story)
-        check_tr_count(
-            story,
-            features[story].shape[0],
-            responses[story].shape[0],
-            feature_file=feature_file,
-            response_file=response_files[story],
+    train_stories, test_story = [str(s) for s in train_stories], str(test_story)
+    if isinstance(response_files, str | os.PathLike):  # a prepared-responses file
+        check_story_lists(train_stories, test_story, None, cv)
+        features = feature_design(
+            feature_file,
+            train_stories,
+            test_story,
+            delays=delays,
+            extra_trim_test=extra_trim_test,
+            extra_trim_train=extra_trim_train,
         )
-    X_train, Y_train, lengths = build_design(
-        features, responses, train_stories, delays=delays, extra_trim=extra_trim_train
-    )
-    X_test, Y_test, _ = build_design(
-        features, responses, [test_story], delays=delays, extra_trim={test_story: extra_trim_test}
-    )
-    del features, responses
+        with opened_prepared(response_files, features, feature_file) as prepared:
+            Y_train = prepared.columns(train_stories).read(slice(None))
+            Y_test = prepared.read(test_story)
+        X_train, lengths, X_test = features.X_train, features.story_lengths, features.X_test
+    else:
+        check_story_lists(train_stories, test_story, response_files, cv)
+        layers: dict[str, np.ndarray] = {}
+        responses: dict[str, np.ndarray] = {}
+        for story in [*train_stories, test_story]:
+            layers[story] = read_layer(feature_file, story)
+            responses[story] = read_responses(response_files[story], story=story)
+            check_tr_count(
+                story,
+                layers[story].shape[0],
+                responses[story].shape[0],
+                feature_file=feature_file,
+                response_file=response_files[story],
+            )
+        trims = _trims(train_stories, test_story, extra_trim_test, extra_trim_train)
+        X_train, Y_train, lengths = build_design(
+            layers, responses, train_stories, delays=delays, extra_trim=trims
+        )
+        X_test, Y_test, _ = build_design(
+            layers, responses, [test_story], delays=delays, extra_trim=trims
+        )
+        del layers, responses
     folds = cv_folds(lengths, cv=cv, n_folds=n_folds, bootstrap=bootstrap, seed=seed)
     design = FitDesign(X_train, Y_train, list(lengths), X_test, Y_test)
     return PreparedFit(design, folds, alpha_grid(alphas))
+
+
+def _trims(
+    train_stories: Sequence[str],
+    test_story: str,
+    extra_trim_test: int,
+    extra_trim_train: Mapping[str, int] | None,
+) -> dict[str, int]:
+    """TRs dropped at the start of every story of a fit (test story last)."""
+    train = dict(extra_trim_train or {})
+    return {**{s: int(train.get(s, 0)) for s in train_stories}, test_story: int(extra_trim_test)}
+
+
+@dataclass
+class FeatureDesign:
+    """The delayed features of a fit, without responses (these come prepared).
+
+    Attributes
+    ----------
+    X_train : float32 array of shape (n_train_trs, n_features * n_delays)
+    story_lengths : list of int
+    X_test : float32 array of shape (n_test_trs, n_features * n_delays)
+    trims : dict story -> int
+        TRs dropped at the start of each story (what the prepared responses must have dropped).
+    n_trs : dict story -> int
+        TRs of each story's features before trimming (what the raw responses must have).
+    """
+
+    X_train: np.ndarray
+    story_lengths: list[int]
+    X_test: np.ndarray
+    trims: dict[str, int]
+    n_trs: dict[str, int]
+
+
+def feature_design(
+    feature_file: str | os.PathLike,
+    train_stories: Sequence[str],
+    test_story: str,
+    *,
+    delays: Sequence[int],
+    extra_trim_test: int,
+    extra_trim_train: Mapping[str, int] | None,
+) -> FeatureDesign:
+    """Read the layer's features of every story and build the training and test designs.
+
+    The design depends on the features and the stories only, so subjects that share a training
+    set share it (`fmriscaling.encoding.fit.fit_encoding_subjects`).
+    """
+    from ..features.io import read_layer
+
+    stories = [*train_stories, test_story]
+    layers = {story: read_layer(feature_file, story) for story in stories}
+    trims = _trims(train_stories, test_story, extra_trim_test, extra_trim_train)
+    X_train, _, lengths = build_design(layers, None, train_stories, delays=delays, extra_trim=trims)
+    X_test, _, _ = build_design(layers, None, [test_story], delays=delays, extra_trim=trims)
+    n_trs = {story: layers[story].shape[0] for story in stories}
+    return FeatureDesign(X_train, list(lengths), X_test, trims, n_trs)
+
+
+@contextlib.contextmanager
+def opened_prepared(
+    prepared_file: str | os.PathLike,
+    features: FeatureDesign,
+    feature_file: str | os.PathLike,
+) -> Iterator:
+    """A subject's prepared responses, checked current and trimmed as ``features`` asks, with
+    every story's raw TR count checked against its features (`check_tr_count`).
+
+    Yields
+    ------
+    fmriscaling.encoding.prepared.PreparedResponses
+
+    Raises
+    ------
+    fmriscaling.encoding.prepared.StaleResponsesError
+        The file is incomplete, damaged, stale or trimmed otherwise (see `open_prepared`).
+    DataError
+        A story's raw responses and features have different TR counts.
+    """
+    from ..responses import check_tr_count
+    from .prepared import open_prepared
+
+    with open_prepared(prepared_file, trim_start=features.trims) as prepared:
+        for story, n_trs in features.n_trs.items():
+            check_tr_count(
+                story,
+                n_trs,
+                prepared.n_trs_raw(story),
+                feature_file=feature_file,
+                response_file=prepared.source(story),
+            )
+        yield prepared
 
 
 def alpha_grid(alphas: Sequence[float]) -> np.ndarray:

@@ -102,7 +102,7 @@ def best_layer(fit_scores: Mapping[int, str | os.PathLike]) -> int:
     return best
 
 
-# fit_encoding's settings a member uses (their defaults are fit_encoding's)
+# the ridge fit's settings a member uses (their defaults are EncodingSettings')
 _MEMBER_SETTINGS = (
     "test_story",
     "delays",
@@ -131,21 +131,22 @@ _PREPARE_KEYS = (
 
 
 def _member_settings(encoding: Mapping[str, Any]) -> dict[str, Any]:
-    """``encoding`` with `fit_encoding`'s defaults filled in; unknown keys are an error."""
-    import inspect
+    """``encoding`` with the ridge fit's defaults (`EncodingSettings`) filled in; unknown keys
+    are an error."""
+    import dataclasses
 
-    from .fit import fit_encoding
+    from .fit import EncodingSettings
 
     unknown = sorted(set(encoding) - set(_MEMBER_SETTINGS))
     if unknown:
         raise TypeError(
             f"fit_stack_member got unknown fit settings {unknown}; expected some of "
-            f"{list(_MEMBER_SETTINGS)} (the ridge fit's, see fit_encoding)."
+            f"{list(_MEMBER_SETTINGS)} (the ridge fit's, see EncodingSettings)."
         )
-    signature = inspect.signature(fit_encoding).parameters
-    settings = {key: signature[key].default for key in _MEMBER_SETTINGS}
+    defaults = {f.name: f.default for f in dataclasses.fields(EncodingSettings)}
+    settings = {key: defaults.get(key, dataclasses.MISSING) for key in _MEMBER_SETTINGS}
     settings.update(encoding)
-    missing = [key for key, value in settings.items() if value is inspect.Parameter.empty]
+    missing = [key for key, value in settings.items() if value is dataclasses.MISSING]
     if missing:
         raise TypeError(f"fit_stack_member needs the fit settings {missing}.")
     return settings
@@ -156,7 +157,7 @@ def fit_stack_member(
     feature_dir: str | os.PathLike,
     layer: int | str,
     layer_fits: Mapping[int, str | os.PathLike],
-    response_files: Mapping[str, str | os.PathLike],
+    response_files: Mapping[str, str | os.PathLike] | str | os.PathLike,
     train_stories: Sequence[str],
     oof_dtype: str = "float16",
     out_h5: str | os.PathLike,
@@ -176,8 +177,9 @@ def fit_stack_member(
         ``scores.npz`` of the model's layer fits for this subject: every layer for ``"best"``;
         for a number, the fit of that layer if it exists (its alphas are compared with the
         member's: ``alpha_agreement``), else empty.
-    response_files : mapping story -> path-like
-        Response file of each story (training and test).
+    response_files : mapping story -> path-like, or path-like
+        Response file of each story (training and test), or the subject's prepared responses
+        (`fmriscaling.encoding.prepared`), as the workflow's fits read them.
     train_stories : sequence of str
     oof_dtype : {"float16", "float32"}, default "float16"
         Storage precision of the OOF predictions (see the module docstring).

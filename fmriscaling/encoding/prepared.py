@@ -111,6 +111,7 @@ def prepare_responses(
     stories: Sequence[str] | None = None,
     extra_trim: Mapping[str, int] | None = None,
     subject: str | None = None,
+    expected_sizes: Mapping[str, int] | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build a subject's prepared-responses file from its raw per-story response files.
@@ -133,6 +134,9 @@ def prepare_responses(
     extra_trim : mapping story -> int, optional
         TRs dropped at the start of a story (e.g. ``{"wheretheressmoke": 40}``); others keep
         every TR.
+    expected_sizes : mapping story -> int, optional
+        Bytes each raw file should have (the dataset manifest's): a shorter file is reported as
+        truncated, with both sizes and the command that fetches it again, before HDF5 reads it.
     subject : str, optional
         Stored in the record, for messages.
     params : mapping, optional
@@ -178,7 +182,9 @@ def prepare_responses(
         for story in stories:
             source = Path(response_files[story])
             before = _source_stat(source)
-            raw = read_responses(source, story=story)
+            raw = read_responses(
+                source, story=story, expected_size=(expected_sizes or {}).get(story)
+            )
             before["md5"] = _md5(source)
             if _source_stat(source) != {k: before[k] for k in ("path", "size", "mtime_ns")}:
                 raise DataError(f"{source} changed while it was read; prepare it again.")
