@@ -318,3 +318,13 @@ def load_voxel_labels(path: str | os.PathLike) -> VoxelLabels:
             roi_sources=[str(s) for s in f["roi_sources"]],
             membership=f["membership"].reshape(n_rois, -1),
         )
+
+
+def roi_voxel_sets(labels: VoxelLabels) -> list[tuple[str, str, np.ndarray]]:
+    """The subject's ROIs as (name, source, bool array of shape (n_voxels,)) voxel sets."""
+    return [
+        (str(name), str(source), np.asarray(inside, dtype=bool))
+        for name, source, inside in zip(
+            labels.roi_names, labels.roi_sources, labels.membership, strict=True
+        )
+    ]

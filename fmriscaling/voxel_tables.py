@@ -1,4 +1,4 @@
-"""Tidy per-voxel and per-ROI tables: the best model's r, CC_max, CC_norm, ROIs, stacking.
+"""Tidy per-voxel and per-ROI tables: the best model's r, CC_max, CC_norm, ROIs.
 
 Tables (one row per ...):
 
@@ -8,10 +8,8 @@ Tables (one row per ...):
 - `roi_voxel_table`: subject x ROI x voxel (membership, long);
 - `roi_summary`: subject x ROI: voxels, mean r, mean CC_max, mean CC_norm (plus a ``cortex``
   row over every voxel);
-- `stacking_voxel_table`: subject x stack x member x voxel: test r (member ``stacked`` for
-  the stacked prediction) and stacking weight;
-- `roi_stacking_gain`: subject x stack x ROI: mean r of the stack and of each member, the
-  member best on average in the ROI, and the gain of the stack over it.
+- `voxel_tables_files` also adds each stack's gain per ROI (`add_stacking_gain`, from the
+  stacking table, `fmriscaling.encoding.stacking.stacking_tables`).
 
 Voxel indices are the columns of the responses: the mask's voxels in pycortex's (z, y, x) C
 order.
@@ -35,10 +33,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "best_model_row",
-    "roi_stacking_gain",
     "roi_summary",
     "roi_voxel_table",
-    "stacking_voxel_table",
     "unfloored_cc_max",
     "voxel_table",
     "voxel_tables_files",
@@ -225,101 +221,6 @@ def roi_summary(voxels: pd.DataFrame, roi_voxels: pd.DataFrame) -> pd.DataFrame:
     ]
 
 
-def stacking_voxel_table(
-    subject: str,
-    stack: str,
-    *,
-    members: Sequence[str],
-    member_r: np.ndarray,
-    stacked_r: np.ndarray,
-    weights: np.ndarray,
-) -> pd.DataFrame:
-    """Per voxel, the test r of a stacked model and of each member, and the stacking weights.
-
-    Parameters
-    ----------
-    subject, stack : str
-    members : sequence of str
-        Names of the stacked feature spaces, in the order of the arrays.
-    member_r : array of shape (n_members, n_voxels)
-        Test r of each member alone.
-    stacked_r : array of shape (n_voxels,)
-        Test r of the stacked prediction.
-    weights : array of shape (n_members, n_voxels)
-        Stacking weights (non-negative, summing to one per voxel).
-
-    Returns
-    -------
-    DataFrame
-        subject, stack, member (``"stacked"`` for the stack), voxel, test_r, weight (NaN for
-        the stack).
-    """
-    member_r = np.asarray(member_r, dtype=np.float64)
-    weights = np.asarray(weights, dtype=np.float64)
-    stacked_r = np.asarray(stacked_r, dtype=np.float64)
-    n_members, n_voxels = len(members), stacked_r.size
-    for name, array in (("member_r", member_r), ("weights", weights)):
-        if array.shape != (n_members, n_voxels):
-            raise DataError(
-                f"{subject} {stack}: {name} has shape {array.shape}, expected "
-                f"({n_members}, {n_voxels}) for members {list(members)}"
-            )
-    names = [*members, "stacked"]
-    return pd.DataFrame(
-        {
-            "subject": subject,
-            "stack": stack,
-            "member": np.repeat(names, n_voxels),
-            "voxel": np.tile(np.arange(n_voxels), n_members + 1),
-            "test_r": np.concatenate([member_r.ravel(), stacked_r]),
-            "weight": np.concatenate([weights.ravel(), np.full(n_voxels, np.nan)]),
-        }
-    )
-
-
-def roi_stacking_gain(stacking_voxels: pd.DataFrame, roi_voxels: pd.DataFrame) -> pd.DataFrame:
-    """Per subject, stack and ROI: how much the stack beats its best member there.
-
-    The member compared with is the one with the highest mean test r in the ROI (chosen per
-    ROI, not per voxel, so voxel noise on the test story does not favour the members).
-
-    Parameters
-    ----------
-    stacking_voxels : DataFrame
-        From `stacking_voxel_table` (several subjects and stacks may be concatenated).
-    roi_voxels : DataFrame
-        From `roi_voxel_table`.
-
-    Returns
-    -------
-    DataFrame
-        subject, stack, roi, source, n_voxels, mean_r_stacked, best_member, mean_r_best_member,
-        stacking_gain (``mean_r_stacked - mean_r_best_member``), plus ``mean_weight:<member>``.
-    """
-    cortex = stacking_voxels.assign(roi=ALL_VOXELS, source="all")
-    members = roi_voxels.merge(stacking_voxels, on=["subject", "voxel"], how="inner")
-    both = pd.concat([cortex, members], ignore_index=True)
-    keys = ["subject", "stack", "roi", "source"]
-    means = both.groupby([*keys, "member"], sort=True)["test_r"].mean().unstack("member")
-    weights = both[both["member"] != "stacked"].groupby([*keys, "member"])["weight"].mean()
-    weights = weights.unstack("member").add_prefix("mean_weight:")
-    member_names = [c for c in means.columns if c != "stacked"]
-    if "stacked" not in means.columns or not member_names:
-        raise DataError("the stacking table needs rows of member 'stacked' and of its members")
-    best_member = means[member_names].idxmax(axis=1)
-    n_voxels = both[both["member"] == "stacked"].groupby(keys)["voxel"].nunique()
-    table = pd.DataFrame(
-        {
-            "n_voxels": n_voxels,
-            "mean_r_stacked": means["stacked"],
-            "best_member": best_member,
-            "mean_r_best_member": means[member_names].max(axis=1),
-        }
-    )
-    table["stacking_gain"] = table["mean_r_stacked"] - table["mean_r_best_member"]
-    return table.join(weights).reset_index()
-
-
 def unfloored_cc_max(ceiling) -> np.ndarray:
     """The noise ceiling without the floor the stored CC_max may carry.
 
@@ -355,6 +256,7 @@ def voxel_tables_files(
     roi_voxels: str | os.PathLike,
     rois: str | os.PathLike,
     floor: float | None = None,
+    stacking: str | os.PathLike | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """The voxel, ROI-membership and ROI tables of every subject, from the files on disk.
@@ -376,6 +278,9 @@ def voxel_tables_files(
         Outputs (.csv.gz, .csv.gz, .csv).
     floor : float, optional
         Floor on CC_max when normalising.
+    stacking : path-like, optional
+        The stacking table (``stacking.csv``): each stack's gain per ROI joins the ROI table
+        (`add_stacking_gain`).
     params : mapping, optional
         Recorded in the provenance sidecars of the outputs.
 
@@ -424,9 +329,51 @@ def voxel_tables_files(
         else pd.DataFrame(columns=["subject", "roi", "source", "voxel"])
     )
     summary = roi_summary(all_voxels, members)
+    if stacking is not None:
+        summary = add_stacking_gain(summary, pd.read_csv(stacking))
     write_table(all_voxels, voxels)
     write_table(members, roi_voxels)
     write_table(summary, rois)
     for out in (voxels, roi_voxels, rois):
         write_provenance(out, params, floor=floor)
     return summary
+
+
+def add_stacking_gain(rois: pd.DataFrame, stacking: pd.DataFrame) -> pd.DataFrame:
+    """The ROI table with one ``stacking_gain:<stack>`` column per stack.
+
+    The gain is the stack's mean test r in the ROI minus that of its member best on average
+    there (``gain_over_best_member`` of the stacking table, whose groups are the ROIs and the
+    whole cortex, ``all``).
+
+    Parameters
+    ----------
+    rois : DataFrame
+        From `roi_summary` (subject, roi, source, ...).
+    stacking : DataFrame
+        The stacking table (subject, stack, group, group_source, gain_over_best_member, ...).
+
+    Returns
+    -------
+    DataFrame
+        ``rois`` with the columns added (NaN for an ROI a stack has no row for).
+
+    Raises
+    ------
+    DataError
+        The stacking table lacks the columns, or has no row for some subject's whole cortex.
+    """
+    needed = {"subject", "stack", "group", "group_source", "gain_over_best_member"}
+    if not needed <= set(stacking):
+        raise DataError(f"the stacking table lacks {sorted(needed - set(stacking))}")
+    gains = stacking.assign(
+        roi=stacking["group"].where(stacking["group_source"] != "all", ALL_VOXELS),
+        source=stacking["group_source"],
+    ).pivot_table(
+        index=["subject", "roi", "source"], columns="stack", values="gain_over_best_member"
+    )
+    missing = sorted(set(rois["subject"]) - set(gains.index.get_level_values("subject")))
+    if missing:
+        raise DataError(f"the stacking table has no rows for subjects {missing}")
+    gains.columns = [f"stacking_gain:{stack}" for stack in gains.columns]
+    return rois.merge(gains.reset_index(), on=["subject", "roi", "source"], how="left")

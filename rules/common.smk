@@ -228,7 +228,9 @@ def manifest_sizes(subject):
     if MANIFEST_INDEX is None:
         return {}
     return {
-        story: int(MANIFEST_INDEX.loc[relpath_for("responses", subject=subject, story=story), "size"])
+        story: int(
+            MANIFEST_INDEX.loc[relpath_for("responses", subject=subject, story=story), "size"]
+        )
         for story in prepared_stories(subject)
     }
 
@@ -400,11 +402,20 @@ STACK_TABLE_NAMES = ["stacking", "stacking_members"] if STACKS else []
 
 
 def stacking_voxel_labels(wildcards=None):
-    """Where the stacking tables find per-subject voxel labels to summarise by: the demo's
-    ground truth (its voxel groups: auditory / semantic / unresponsive); nothing for a real dataset."""
-    if SOURCE != "synthetic":
-        return {}
-    return {"ground_truth": path("ground_truth", dataset=DATASET)}
+    """The voxel groups the stacking tables summarise besides all voxels: the subjects' ROI
+    labels (datasets with pycortex surfaces) and the demo's ground truth (its voxel groups:
+    auditory / semantic / unresponsive)."""
+    groups = {"rois": rois_of_subjects()} if HAS_CORTEX else {}
+    if SOURCE == "synthetic":
+        groups["ground_truth"] = path("ground_truth", dataset=DATASET)
+    return groups
+
+
+def stacking_weight_maps(wildcards):
+    """A subject's stack scores, drawn as weight maps beside the best model's maps."""
+    return [
+        fill(e["path"], dataset=DATASET) for e in STACK_ENTRIES if e["subject"] == wildcards.subject
+    ]
 
 
 # ---------------------------------------------------------------- targets
@@ -489,7 +500,7 @@ def final_targets(wildcards):
     figures = [fill(f, dataset=DATASET) for files in figure_outputs().values() for f in files]
     figures += [
         f
-        for name in ("noise_ceiling", "costs")
+        for name in ("noise_ceiling", "costs") + (("stacking_gain",) if STACKS else ())
         for f in formats_of("figure", dataset=DATASET, name=name)
     ]
     maps = (
@@ -797,7 +808,11 @@ _VISION_SIZES_PER_FAMILY = [
     for f in {MODELS[m]["family"] for m in VISION_RUN_MODELS}
 ]
 VISION_FIGURE_NAMES = (
-    (["model_size_scaling", "model_size_rois"] if max(_VISION_SIZES_PER_FAMILY, default=0) > 1 else [])
+    (
+        ["model_size_scaling", "model_size_rois"]
+        if max(_VISION_SIZES_PER_FAMILY, default=0) > 1
+        else []
+    )
     + ["roi_scores", "selection"]
     + (["data_scaling"] if VISION["subsampling"]["model"] else [])
 )

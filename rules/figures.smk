@@ -136,6 +136,7 @@ rule roi_tables:
         scores=[f for s in SUBJECTS for f in entry_files(full_fits_of(s), "npz")],
         ceilings=[path("noise_ceiling", subject=s) for s in SUBJECTS],
         rois=rois_of_subjects(),
+        stacking=[path("table", name="stacking")] if STACKS else [],
     output:
         voxels=path("table_gz", name="voxels"),
         roi_voxels=path("table_gz", name="roi_voxels"),
@@ -218,9 +219,35 @@ rule noise_ceiling_figure:
         "../workflow_scripts/noise_ceiling_figure.py"
 
 
+rule stacking_figure:
+    input:
+        path("table", name="stacking"),
+    output:
+        report(
+            formats_of("figure", name="stacking_gain"),
+            caption="report/stacking_gain.rst",
+            category="Stacked regression",
+        ),
+    log:
+        log("stacking_figure", "data"),
+    benchmark:
+        benchmark("stacking_figure", "data")
+    conda:
+        "../envs/figures.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        min_voxels=config["figures"]["roi_min_voxels"],
+    script:
+        "../workflow_scripts/stacking_figure.py"
+
+
 rule brain_map:
     input:
         voxels=path("table_gz", name="voxels"),
+        stacks=stacking_weight_maps,
         pycortex=pycortex_inputs,
         mask=path("transform", name="mask_thick"),
         reference=path("transform", name="reference"),

@@ -78,7 +78,12 @@ rule stacking_table:
         unpack(stacking_voxel_labels),
         scores=[e["path"] for e in STACK_ENTRIES],
     output:
-        **{name: path("table", name=name) for name in STACK_TABLE_NAMES},
+        **{
+            name: report(
+                path("table", name=name), caption="report/stacking.rst", category="Tables"
+            )
+            for name in STACK_TABLE_NAMES
+        },
     log:
         log("stacking_table", "data"),
     benchmark:

@@ -23,9 +23,8 @@ from fmriscaling.figures.stacking import plot_stacking_gain_by_roi
 from fmriscaling.measured_costs import benchmark_table
 from fmriscaling.scaling import fits_to_resample, scaling_fits
 from fmriscaling.voxel_tables import (
-    roi_stacking_gain,
+    add_stacking_gain,
     roi_summary,
-    stacking_voxel_table,
     voxel_table,
 )
 
@@ -79,31 +78,26 @@ def test_roi_summary_means_match_an_independent_computation(rng):
     assert list(rois["source"]) == ["all", "anatomical", "functional", "functional"]
 
 
-def test_stacking_gain_per_roi_against_the_member_best_in_the_roi():
-    n = 16
-    member_r = np.vstack([np.full(n, 0.2), np.r_[np.full(10, 0.1), np.full(6, 0.4)]])
-    stacked = np.r_[np.full(10, 0.25), np.full(6, 0.45)]
-    weights = np.vstack([np.full(n, 0.7), np.full(n, 0.3)])
-    table = stacking_voxel_table(
-        "S01", "whisper+llama", members=["llama", "whisper"], member_r=member_r,
-        stacked_r=stacked, weights=weights,
-    )  # fmt: skip
-    assert len(table) == 3 * n
-    gains = roi_stacking_gain(table, _roi_voxels()).set_index("roi")
-    assert gains.loc["precuneus", "best_member"] == "llama"
-    assert gains.loc["precuneus", "stacking_gain"] == pytest.approx(0.05)
-    assert gains.loc["AC", "best_member"] == "whisper"
-    assert gains.loc["AC", "stacking_gain"] == pytest.approx(0.05)
-    assert gains.loc["AC", "mean_weight:llama"] == pytest.approx(0.7)
-    with pytest.raises(DataError, match=r"member_r has shape \(1, 16\)"):
-        stacking_voxel_table(
-            "S01",
-            "s",
-            members=["a", "b"],
-            member_r=member_r[:1],
-            stacked_r=stacked,
-            weights=weights,
-        )
+def test_stacking_gain_joins_the_roi_table_per_stack(rng):
+    rois = roi_summary(_voxels(rng), _roi_voxels())
+    stacking = pd.DataFrame(
+        {
+            "subject": "S01",
+            "stack": ["st", "st", "st", "other"],
+            "group": ["all", "precuneus", "AC", "all"],
+            "group_source": ["all", "anatomical", "functional", "all"],
+            "gain_over_best_member": [0.01, 0.05, -0.02, 0.03],
+        }
+    )
+    joined = add_stacking_gain(rois, stacking).set_index("roi")
+    assert joined.loc["cortex", "stacking_gain:st"] == pytest.approx(0.01)
+    assert joined.loc["precuneus", "stacking_gain:st"] == pytest.approx(0.05)
+    assert joined.loc["AC", "stacking_gain:st"] == pytest.approx(-0.02)
+    assert joined.loc["cortex", "stacking_gain:other"] == pytest.approx(0.03)
+    assert np.isnan(joined.loc["AC", "stacking_gain:other"])
+    assert len(joined) == len(rois)
+    with pytest.raises(DataError, match=r"no rows for subjects \['S01'\]"):
+        add_stacking_gain(rois, stacking.assign(subject="S02"))
 
 
 def test_benchmark_table_reads_snakemake_benchmarks(tmp_path, caplog):
@@ -156,12 +150,17 @@ def _costs() -> pd.DataFrame:
 
 
 def _gains(rng) -> pd.DataFrame:
-    member_r = rng.uniform(0, 0.3, (2, 16))
-    table = stacking_voxel_table(
-        "S01", "st", members=["a", "b"], member_r=member_r,
-        stacked_r=member_r.max(axis=0) + 0.01, weights=np.full((2, 16), 0.5),
-    )  # fmt: skip
-    return roi_stacking_gain(table, _roi_voxels())
+    """A stacking table: the whole cortex and two ROIs, one stack."""
+    return pd.DataFrame(
+        {
+            "subject": "S01",
+            "stack": "st",
+            "group": ["all", "precuneus", "AC"],
+            "group_source": ["all", "anatomical", "functional"],
+            "n_voxels": [N_VOXELS, 10, 6],
+            "gain_over_best_member": rng.uniform(-0.02, 0.05, 3),
+        }
+    )
 
 
 FIGURES = {

@@ -464,6 +464,24 @@ def test_tables_have_all_voxels_and_each_group(tmp_path):
     assert list(plain["group"]) == ["all"]
     with pytest.raises(DataError, match=r"4 voxels but 3 voxel labels for S1"):
         stacking_tables(entries, {"S1": np.array(["x", "y", "x"])})
+    # overlapping voxel sets (ROIs): each summarised over its own voxels
+    sets = {
+        "S1": [
+            ("front", "anatomical", np.array([True, True, False, False])),
+            ("left", "functional", np.array([True, False, True, False])),
+        ]
+    }
+    by_roi, by_roi_members = stacking_tables(entries, voxel_sets=sets)
+    assert list(by_roi["group"]) == ["all", "front", "left"]
+    assert list(by_roi["group_source"]) == ["all", "anatomical", "functional"]
+    assert list(by_roi["n_voxels"]) == [4, 2, 2]
+    scores = _scores()
+    left = by_roi.set_index("group").loc["left"]
+    assert left["mean_r_stack"] == pytest.approx(scores["stack_r"][[0, 2]].mean())
+    front = by_roi_members[(by_roi_members["group"] == "front")].set_index("member")
+    assert front.loc["a/layer-1", "mean_weight"] == pytest.approx(scores["weights"][0, :2].mean())
+    with pytest.raises(DataError, match=r"4 voxels but 2 voxels of set 'x' for S1"):
+        stacking_tables(entries, voxel_sets={"S1": [("x", "anatomical", np.ones(2, bool))]})
 
 
 # ---------------------------------------------------------------------------------- config

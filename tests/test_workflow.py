@@ -74,6 +74,7 @@ FIGURES = (
     "layer_profiles",
     "noise_ceiling",
     "costs",
+    "stacking_gain",
 )
 
 
@@ -234,6 +235,7 @@ def test_changed_param_reruns_exactly_the_affected_jobs(demo, tmp_path):
         "stack_member",
         "stack_regression",
         "stacking_table",
+        "stacking_figure",
         "all",
     }
 
@@ -241,13 +243,20 @@ def test_changed_param_reruns_exactly_the_affected_jobs(demo, tmp_path):
 def test_demo_stack_weighs_speech_in_auditory_voxels_and_text_elsewhere(demo):
     """The demo's auditory voxels hear the sound: the stacks weigh tiny-whisper there."""
     tables = demo / "results" / "tables" / "demo"
-    stacking = pd.read_csv(tables / "stacking.csv").set_index(["subject", "stack", "group"])
-    assert set(stacking.index.get_level_values("group")) == {
-        "all",
-        "auditory",
-        "semantic",
-        "unresponsive",
-    }
+    table = pd.read_csv(tables / "stacking.csv")
+    stacking = table.set_index(["subject", "stack", "group"])
+    truth_groups = set(table.loc[table["group_source"] == "label", "group"])
+    assert truth_groups == {"auditory", "semantic", "unresponsive"}
+    # the subjects' ROIs are summarised too, and their gains join the ROI table
+    rois = pd.read_csv(tables / "rois.csv")
+    roi_groups = set(table.loc[table["group_source"].isin(["anatomical", "functional"]), "group"])
+    assert roi_groups and roi_groups <= set(rois["roi"])
+    assert {"stacking_gain:speech-text", "stacking_gain:pair"} <= set(rois.columns)
+    cortex = rois[rois["roi"] == "cortex"].set_index("subject")["stacking_gain:pair"]
+    whole = table[(table["stack"] == "pair") & (table["group"] == "all")]
+    np.testing.assert_allclose(
+        cortex.loc[whole["subject"]].to_numpy(), whole["gain_over_best_member"].to_numpy()
+    )
     for subject in ("UTS01", "UTS02"):
         for stack in ("speech-text", "pair"):
             auditory, semantic = (

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from fmriscaling._utils import log_to_file
+from fmriscaling.encoding.stacking import speech_weights
 from fmriscaling.figures.brain import draw_brain_maps
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ def main(smk) -> None:
         mask=smk.input.mask,
         reference=smk.input.reference,
         xfmname=smk.params.xfmname,
+        stacking_weights=speech_weights(smk.input.stacks),
         **smk.params.flatmap,
     )
 

@@ -23,6 +23,7 @@ def main(smk) -> None:
         roi_voxels=smk.output.roi_voxels,
         rois=smk.output.rois,
         floor=p.floor,
+        stacking=smk.input.stacking[0] if smk.input.stacking else None,
         params=dict(p.items()),
     )
 

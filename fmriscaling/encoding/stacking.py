@@ -47,6 +47,7 @@ __all__ = [
     "STACKING_MEMBER_COLUMNS",
     "read_voxel_labels",
     "residual_cross_products",
+    "speech_weights",
     "stack_predictions",
     "stack_regression",
     "stacking_tables",
@@ -58,6 +59,7 @@ STACKING_COLUMNS: tuple[str, ...] = (
     "subject",
     "stack",
     "group",
+    "group_source",
     "n_members",
     "n_voxels",
     "mean_r_stack",
@@ -65,6 +67,7 @@ STACKING_COLUMNS: tuple[str, ...] = (
     "best_member",
     "mean_r_best_member",
     "mean_gain",
+    "gain_over_best_member",
     "frac_improved",
     "weight_speech",
     "weight_text",
@@ -76,6 +79,7 @@ STACKING_MEMBER_COLUMNS: tuple[str, ...] = (
     "subject",
     "stack",
     "group",
+    "group_source",
     "member",
     "model",
     "kind",
@@ -483,6 +487,11 @@ def summarize_stack(
         "best_member": str(scores["members"][best]),
         "mean_r_best_member": float(mean_member_r[best]),
         "mean_gain": float(np.mean(scores["gain"][voxels], dtype=np.float64)),
+        # the stack against the member best on average in this set (chosen per set, not per
+        # voxel, so that test-story noise does not favour the members)
+        "gain_over_best_member": float(
+            np.mean(scores["stack_r"][voxels], dtype=np.float64) - mean_member_r[best]
+        ),
         "frac_improved": float(np.mean(scores["gain"][voxels] > 0)) if n else float("nan"),
         "weight_speech": kind_weight("speech"),
         "weight_text": kind_weight("text"),
@@ -505,21 +514,33 @@ def summarize_stack(
     return row, member_rows
 
 
+def _check_voxels(path: Path, subject: str, n_voxels: int, values: np.ndarray, what: str) -> None:
+    if values.shape != (n_voxels,):
+        raise DataError(
+            f"{path}: {n_voxels} voxels but {values.size} {what} for {subject}; both must "
+            "come from the same subject and mask."
+        )
+
+
 def stacking_tables(
     entries: Sequence[Mapping[str, Any]],
     voxel_labels: Mapping[str, np.ndarray] | None = None,
+    voxel_sets: Mapping[str, Sequence[tuple[str, str, np.ndarray]]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The tidy stacking tables: one row per subject x stack x voxel group (and x member).
 
-    Every stack is summarised over all its voxels (group ``"all"``) and, where ``voxel_labels``
-    has the subject, over the voxels of each label (`summarize_stack` once per voxel set).
+    Every stack is summarised over all its voxels (group ``"all"``), over the voxels of each
+    label of ``voxel_labels`` (one label per voxel), and over each voxel set of ``voxel_sets``
+    (sets may overlap, as ROIs do): `summarize_stack` once per set.
 
     Parameters
     ----------
     entries : sequence of mapping
         ``subject``, ``stack`` and ``path`` (the stack's ``scores.npz``) per stack.
     voxel_labels : mapping subject -> str array of shape (n_voxels,), optional
-        A label per voxel (the demo's ground-truth ``voxel_group``; ROIs later).
+        A label per voxel (the demo's ground-truth ``voxel_group``); ``group_source`` "label".
+    voxel_sets : mapping subject -> sequence of (name, source, bool array of shape (n_voxels,))
+        Named voxel sets, e.g. the subject's ROIs (source "anatomical" or "functional").
 
     Returns
     -------
@@ -536,17 +557,22 @@ def stacking_tables(
         with np.load(path, allow_pickle=False) as data:
             scores = {name: data[name] for name in data.files}
         n_voxels = scores["stack_r"].size
-        groups = [("all", np.ones(n_voxels, dtype=bool))]
+        groups = [("all", "all", np.ones(n_voxels, dtype=bool))]
         labels = (voxel_labels or {}).get(entry["subject"])
         if labels is not None:
-            if labels.shape != (n_voxels,):
-                raise DataError(
-                    f"{path}: {n_voxels} voxels but {labels.size} voxel labels for "
-                    f"{entry['subject']}; both must come from the same subject and mask."
-                )
-            groups += [(str(g), labels == g) for g in sorted(set(labels.tolist()))]
-        for group, voxels in groups:
-            keys = {"subject": entry["subject"], "stack": entry["stack"], "group": group}
+            _check_voxels(path, entry["subject"], n_voxels, labels, "voxel labels")
+            groups += [(str(g), "label", labels == g) for g in sorted(set(labels.tolist()))]
+        for name, source, inside in (voxel_sets or {}).get(entry["subject"], []):
+            inside = np.asarray(inside, dtype=bool)
+            _check_voxels(path, entry["subject"], n_voxels, inside, f"voxels of set {name!r}")
+            groups.append((str(name), str(source), inside))
+        for group, source, voxels in groups:
+            keys = {
+                "subject": entry["subject"],
+                "stack": entry["stack"],
+                "group": group,
+                "group_source": source,
+            }
             row, per_member = summarize_stack(scores, voxels)
             rows.append({**keys, **row})
             member_rows += [{**keys, **m} for m in per_member]
@@ -554,3 +580,24 @@ def stacking_tables(
     members = pd.DataFrame(member_rows, columns=list(STACKING_MEMBER_COLUMNS))
     logger.info("stacking tables: %d rows, %d member rows", len(stacking), len(members))
     return stacking, members
+
+
+def speech_weights(score_files: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
+    """Per stack, each voxel's total weight on its speech members (1 - that on text members).
+
+    Parameters
+    ----------
+    score_files : sequence of path-like
+        Stacks' ``scores.npz`` (`stack_regression`) of one subject.
+
+    Returns
+    -------
+    dict of str to array of shape (n_voxels,)
+        ``"<stack>: speech"`` -> weight, one entry per stack (for maps beside the best model's).
+    """
+    out = {}
+    for path in score_files:
+        with np.load(path, allow_pickle=False) as data:
+            speech = data["kinds"].astype(str) == "speech"
+            out[f"{Path(path).parent.name}: speech"] = data["weights"][speech].sum(axis=0)
+    return out
