@@ -40,21 +40,34 @@ from .study import PlannedJob, StudyFacts, load_config, parse_dry_run
 
 logger = logging.getLogger(__name__)
 
-#: CPU seconds per job besides the work the cost model counts, measured on the demo (2 cores,
-#: median cpu_time of results/benchmarks/<rule>/*.tsv): Python start-up and imports (torch,
-#: transformers, matplotlib, nilearn), tokenizer training, small files.
+#: CPU seconds per job besides the work the cost model counts, measured on the demo (2 cores, one
+#: thread a job; median cpu_time of results/benchmarks/<rule>/*.tsv): Python start-up and imports
+#: (torch, transformers, matplotlib, nilearn, pycortex), tokenizer training, small files.
 JOB_OVERHEAD_S: dict[str, float] = {
-    "generate_demo_dataset": 5.0,
-    "build_tiny_model": 6.5,
+    "generate_demo_dataset": 8.4,
+    "generate_demo_vision_dataset": 4.9,
+    "build_tiny_model": 4.0,
     "story_timing": 0.5,
-    "extract_text_features": 8.0,
-    "extract_speech_features": 8.0,
-    "fit_encoding": 3.9,
-    "fit_encoding_subset": 3.9,
+    "extract_text_features": 5.4,
+    "extract_speech_features": 14.7,
+    "extract_vision_features": 4.5,
+    "prepare_responses": 1.0,
+    "fit_encoding": 2.5,
+    "fit_encoding_subset": 2.4,
+    "stack_member": 2.8,
+    "stack_regression": 2.4,
+    "select_vision": 2.4,
+    "select_vision_sweep": 2.7,
     "noise_ceiling": 0.1,
+    "bootstrap_means": 0.4,
     "encoding_table": 0.3,
-    "scaling_figures": 2.5,
-    "brain_map": 3.9,
+    "roi_labels": 3.9,
+    "roi_tables": 0.4,
+    "scaling_figures": 4.0,
+    "noise_ceiling_figure": 2.4,
+    "stacking_figure": 2.3,
+    "vision_figures": 3.4,
+    "brain_map": 9.1,
 }
 #: extra seconds of a GPU job: CUDA context, cuBLAS/cuSOLVER handles (assumed)
 GPU_STARTUP_S = 10.0

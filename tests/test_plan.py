@@ -16,7 +16,7 @@ import pytest
 from fmriscaling import cost
 from fmriscaling.features.audio import conv_last_frame
 from fmriscaling.features.context import window_schedule
-from fmriscaling.plan import CostModel, format_plan, plan_table
+from fmriscaling.plan import JOB_OVERHEAD_S, CostModel, format_plan, plan_table
 from fmriscaling.study import PlannedJob, StudyFacts, load_config, parse_dry_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,7 +149,7 @@ def test_known_flops_give_known_seconds(tmp_path):
     model.see(prepare)
     priced = model(job)
     assert priced.where == "CPU"
-    assert priced.seconds == pytest.approx(3.9 + flops.total / 1e12 + read / 1e12)
+    assert priced.seconds == pytest.approx(JOB_OVERHEAD_S["fit_encoding"] + flops.total / 1e12 + read / 1e12)
     assert priced.disk_bytes == pytest.approx(4.0 * v * 3 + 2 * 2e3)
     # a data-size fit of 4 of the 12 stories: a third of the training TRs
     subset = PlannedJob(
@@ -160,7 +160,7 @@ def test_known_flops_give_known_seconds(tmp_path):
     m = 4 * rows
     sub = cost.ridge_flops(m, p, v, n_test, [(m - m // 5, m // 5)] * 5, 13)
     read = 4.0 * v * (m + n_test) + 4.0 * (m + n_test) * 64
-    assert model(subset).seconds == pytest.approx(3.9 + sub.total / 1e12 + read / 1e12)
+    assert model(subset).seconds == pytest.approx(JOB_OVERHEAD_S["fit_encoding_subset"] + sub.total / 1e12 + read / 1e12)
     with pytest.raises(ValueError, match="no prepare_responses jobs"):
         CostModel(facts, cpu=one)(job)
 
@@ -231,14 +231,16 @@ def test_real_study_plan_through_the_slurm_profile(tmp_path):
     counts: dict[str, int] = {}
     for job in jobs:
         counts[job.rule] = counts.get(job.rule, 0) + 1
-    assert counts["fit_encoding"] == 3 * 660  # 3 subjects x 22 models x their layers
+    # one fit job per (model, layer), shared by the 3 subjects: 22 models x their layers
+    assert counts["fit_encoding"] == 660
+    assert counts["prepare_responses"] == 3
     assert counts["extract_text_features"] + counts["extract_speech_features"] == 22
     assert all(j.gpu for j in jobs if j.rule.startswith(("fit_", "extract_")))
     config = load_config([ROOT / "config/config.yaml", ROOT / "config/lebel2023.yaml"])
     facts = StudyFacts(config, workdir)
     rows = plan_table(jobs, CostModel(facts))
     by_rule = {r.rule: r for r in rows}
-    assert sum(r.jobs for r in rows) == len(jobs) > 2600
+    assert sum(r.jobs for r in rows) == len(jobs) > 1000
     # downloads: the manifest's sizes of the selected files (UTS01-03, ~70 GB)
     assert 60e9 < by_rule["download_ds003020_file"].disk_bytes < 90e9
     gpu_hours = sum(r.seconds for r in rows if r.where == "GPU") / 3600
