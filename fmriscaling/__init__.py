@@ -1,9 +1,19 @@
 """fmriscaling: scaling laws of fMRI encoding models.
 
-The library is importable without Snakemake. Modules are layered, and imports only point down
-this list: ``_utils``/``config`` -> ``download``, ``textgrid``, ``stimuli``, ``responses``,
-``_pycortex``, ``rois``, ``demo`` -> ``interpolation``, ``models``, ``features`` -> ``encoding``
--> ``scaling``, ``voxel_tables``, ``costs`` -> ``plotting`` -> ``figures``.
+The library is importable without Snakemake. Its modules are layered, and every import (module
+level or inside a function) points to the same or an earlier layer of this list
+(`tests/test_packaging.py` checks it):
+
+1. ``_utils``, ``cost``
+2. ``config``, ``_hdf5``, ``_pycortex``, ``models``, ``interpolation``, ``textgrid``
+3. ``download``, ``responses``, ``stimuli``
+4. ``rois``, ``features``
+5. ``encoding``
+6. ``scaling``, ``voxel_tables``, ``measured_costs``
+7. ``figures``
+8. ``vision``
+9. ``demo`` (the embedded demo's generators and tiny models)
+10. ``study``, ``plan`` (what a configured study runs and costs)
 """
 
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmriscaling import DataError, plotting
+from fmriscaling import DataError, figures
 from fmriscaling.demo.synthetic import generate_dataset
 from fmriscaling.figures.brain import draw_brain_maps, plot_flatmap
 from fmriscaling.figures.ceiling import (
@@ -262,7 +262,7 @@ def _fits(encoding):
 def test_model_size_figure_with_fits_has_band_and_interval_legend(ax):
     encoding = _encoding()
     fits, lines = _fits(encoding)
-    plotting.plot_model_size_scaling(encoding, ax=ax, fits=fits, bootstrap=lines, model_kind="text")
+    figures.plot_model_size_scaling(encoding, ax=ax, fits=fits, bootstrap=lines, model_kind="text")
     (text,) = [t.get_text() for t in ax.get_legend().get_texts()]
     fit = fits[
         (fits["axis"] == "params") & (fits["metric"] == "mean_r") & (fits["family"] == "t")
@@ -279,7 +279,7 @@ def test_a_fits_table_missing_a_family_fails_naming_it(ax):
     encoding = _encoding()
     fits, _ = _fits(encoding)
     with pytest.raises(DataError, match="params fit\\(s\\) of mean_r for family s"):
-        plotting.plot_model_size_scaling(encoding, ax=ax, fits=fits[fits["family"] != "s"])
+        figures.plot_model_size_scaling(encoding, ax=ax, fits=fits[fits["family"] != "s"])
 
 
 def test_scaling_report_draws_a_panel_per_metric(tmp_path):
@@ -289,7 +289,7 @@ def test_scaling_report_draws_a_panel_per_metric(tmp_path):
         name: [tmp_path / f"{name}.png"]
         for name in ("model_size_scaling", "speech_model_size_scaling")
     }
-    written = plotting.scaling_report(
+    written = figures.scaling_report(
         encoding, outputs, metrics=("mean_r", "mean_cc_norm"), fits=fits, bootstrap=lines
     )
     assert set(written) == set(outputs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -151,3 +152,50 @@ def test_scripts_read_only_inputs_outputs_params_and_log(script):
     assert used <= SCRIPT_ATTRIBUTES, (
         f"{script.name} reads smk.{sorted(used - SCRIPT_ATTRIBUTES)}; pass it as a param"
     )
+
+
+def _imported_top_modules(path: Path) -> set[str]:
+    """The fmriscaling top-level modules that ``path`` imports (relative or absolute)."""
+    rel = path.relative_to(ROOT).with_suffix("")
+    package = list(rel.parts[:-1])  # a package's __init__ and its modules share it
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
+            else:
+                names = [node.module or ""]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found |= {n.split(".")[1] for n in names if n.startswith("fmriscaling.")}
+    return found
+
+
+def test_library_imports_point_down_the_documented_layers():
+    """fmriscaling/__init__.py's layer list is true: no module imports a later layer."""
+    import fmriscaling
+
+    layers = {}
+    for line in fmriscaling.__doc__.splitlines():
+        if m := re.match(r"(\d+)\. (.*)", line.strip()):
+            for name in re.findall(r"``(\w+)``", m.group(2)):
+                layers[name] = int(m.group(1))
+    modules = {p.stem if p.parent.name == "fmriscaling" else p.parent.name
+               for p in (ROOT / "fmriscaling").glob("*") if p.suffix == ".py" or p.is_dir()}  # fmt: skip
+    modules -= {"__init__", "__pycache__"}
+    assert modules == set(layers), "every module has a layer"
+    upward = []
+    for path in sorted((ROOT / "fmriscaling").rglob("*.py")):
+        rel = path.relative_to(ROOT / "fmriscaling")
+        own = rel.parts[0].removesuffix(".py")
+        if own == "__init__.py" or own == "__init__":
+            continue
+        for target in _imported_top_modules(path) - {own}:
+            if layers[target] > layers[own]:
+                upward.append(f"{rel} ({own}, layer {layers[own]}) imports {target} "
+                              f"(layer {layers[target]})")  # fmt: skip
+    assert upward == []

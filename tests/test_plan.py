@@ -149,7 +149,9 @@ def test_known_flops_give_known_seconds(tmp_path):
     model.see(prepare)
     priced = model(job)
     assert priced.where == "CPU"
-    assert priced.seconds == pytest.approx(JOB_OVERHEAD_S["fit_encoding"] + flops.total / 1e12 + read / 1e12)
+    assert priced.seconds == pytest.approx(
+        JOB_OVERHEAD_S["fit_encoding"] + flops.total / 1e12 + read / 1e12
+    )
     assert priced.disk_bytes == pytest.approx(4.0 * v * 3 + 2 * 2e3)
     # a data-size fit of 4 of the 12 stories: a third of the training TRs
     subset = PlannedJob(
@@ -160,7 +162,9 @@ def test_known_flops_give_known_seconds(tmp_path):
     m = 4 * rows
     sub = cost.ridge_flops(m, p, v, n_test, [(m - m // 5, m // 5)] * 5, 13)
     read = 4.0 * v * (m + n_test) + 4.0 * (m + n_test) * 64
-    assert model(subset).seconds == pytest.approx(JOB_OVERHEAD_S["fit_encoding_subset"] + sub.total / 1e12 + read / 1e12)
+    assert model(subset).seconds == pytest.approx(
+        JOB_OVERHEAD_S["fit_encoding_subset"] + sub.total / 1e12 + read / 1e12
+    )
     with pytest.raises(ValueError, match="no prepare_responses jobs"):
         CostModel(facts, cpu=one)(job)
 

@@ -1,4 +1,4 @@
-"""Tests of fmriscaling.plotting: numbers drawn against independent computations."""
+"""Tests of fmriscaling.figures (scaling figures, ceilings, maps, saving): numbers drawn against independent computations."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_rgb
 
-from fmriscaling import DataError, plotting
+from fmriscaling import DataError, figures
 from fmriscaling.encoding.tables import scaling_summary
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -130,7 +130,7 @@ def legend_texts(ax) -> list[str]:
 # model size
 # --------------------------------------------------------------------------------------------
 def test_model_size_slope_text_and_fit_line(table, ax):
-    out = plotting.plot_model_size_scaling(table, ax=ax)
+    out = figures.plot_model_size_scaling(table, ax=ax)
     assert out is ax
     texts = legend_texts(ax)
     assert "OPT: +0.020 r per 10x (r=1.00)" in texts
@@ -144,7 +144,7 @@ def test_model_size_slope_text_and_fit_line(table, ax):
 
 
 def test_model_size_uses_cv_best_layer_not_test_best(table, ax):
-    plotting.plot_model_size_scaling(table, ax=ax)
+    figures.plot_model_size_scaling(table, ax=ax)
     full = table[table["kind"] == "full"]
     opt = full[full["family"] == "OPT"]
 
@@ -163,19 +163,19 @@ def test_model_size_uses_cv_best_layer_not_test_best(table, ax):
 
 def test_model_size_ignores_a_repeated_table_index(table, ax):
     repeated = table.set_axis(np.zeros(len(table), dtype=int))
-    plotting.plot_model_size_scaling(repeated, ax=ax)
+    figures.plot_model_size_scaling(repeated, ax=ax)
     assert len(by_gid(ax, "subjects:OPT").get_offsets()) == 3 * 3  # subjects x OPT models
 
 
 def test_model_size_single_size_family_has_no_fit(table, ax):
     one = table[table["model"] != "llama-30b"]
-    plotting.plot_model_size_scaling(one, ax=ax)
+    figures.plot_model_size_scaling(one, ax=ax)
     assert "LLaMA" in legend_texts(ax)
     assert not [line for line in ax.lines if line.get_gid() == "fit:LLaMA"]
 
 
 def test_model_size_cc_norm_metric_label(table, ax):
-    plotting.plot_model_size_scaling(table, metric="mean_cc_norm", ax=ax)
+    figures.plot_model_size_scaling(table, metric="mean_cc_norm", ax=ax)
     # mean_cc_norm = mean_r / 0.8: the slope is 0.02 / 0.8
     assert "OPT: +0.025 CC_norm per 10x (r=1.00)" in legend_texts(ax)
 
@@ -184,7 +184,7 @@ def test_model_size_cc_norm_metric_label(table, ax):
 # data size
 # --------------------------------------------------------------------------------------------
 def test_data_scaling_means_and_error_bars_match_groupby(table, ax):
-    out = plotting.plot_data_scaling(table, ax=ax)
+    out = figures.plot_data_scaling(table, ax=ax)
     assert out is ax
     # the sweep's points plus the fit on all stories of the same (model, layer)
     swept = table[(table["model"] == "opt-125m") & (table["layer"] == 9)]
@@ -225,7 +225,7 @@ def test_data_scaling_pooled_fit_and_percent_annotation(ax):
                         kind="subsample",
                     )
                 )
-    plotting.plot_data_scaling(pd.DataFrame(rows), ax=ax)
+    figures.plot_data_scaling(pd.DataFrame(rows), ax=ax)
     # +0.02 per decade relative to the fitted 0.05 at one story = +40 %
     assert "opt-125m L9: +0.020 r per 10x stories (+40%, r=1.00)" in legend_texts(ax)
     line = by_gid(ax, "fit:opt-125m:9")
@@ -237,7 +237,7 @@ def test_data_scaling_pooled_fit_and_percent_annotation(ax):
 def test_data_scaling_agrees_with_scaling_summary_on_full_train_tables(table, ax):
     # encoding.tables writes a boolean full_train column instead of kind
     sub = table[table["kind"] == "subsample"].drop(columns="kind").assign(full_train=False)
-    plotting.plot_data_scaling(sub, ax=ax)
+    figures.plot_data_scaling(sub, ax=ax)
     summary = scaling_summary(sub).set_index("kind").loc["data"]
     expected = (
         f"opt-125m L9: {summary['slope_per_decade']:+.3f} r per 10x stories "
@@ -250,7 +250,7 @@ def test_data_scaling_agrees_with_scaling_summary_on_full_train_tables(table, ax
 # layer profiles
 # --------------------------------------------------------------------------------------------
 def test_layer_profiles_mark_cv_best_layer(table, ax):
-    out = plotting.plot_layer_profiles(table, ax=ax)
+    out = figures.plot_layer_profiles(table, ax=ax)
     assert out is ax
     full = table[table["kind"] == "full"]
     for model in MODELS:
@@ -266,7 +266,7 @@ def test_layer_profiles_mark_cv_best_layer(table, ax):
 
 
 def test_layer_profiles_darker_for_larger_models_within_family(table, ax):
-    plotting.plot_layer_profiles(table, ax=ax)
+    figures.plot_layer_profiles(table, ax=ax)
 
     def luminance(model):
         return np.dot(to_rgb(by_gid(ax, f"profile:{model}").get_color()), [0.299, 0.587, 0.114])
@@ -282,9 +282,9 @@ def test_layer_profiles_darker_for_larger_models_within_family(table, ax):
 # shared behaviour of the scaling plots
 # --------------------------------------------------------------------------------------------
 SCALING_PLOTS = [
-    plotting.plot_model_size_scaling,
-    plotting.plot_data_scaling,
-    plotting.plot_layer_profiles,
+    figures.plot_model_size_scaling,
+    figures.plot_data_scaling,
+    figures.plot_layer_profiles,
 ]
 
 
@@ -309,7 +309,7 @@ def test_scaling_plots_name_missing_columns(plot, table, ax):
 
 def test_scaling_plot_without_rows_of_its_kind_raises(table, ax):
     with pytest.raises(DataError, match="kind == 'subsample'"):
-        plotting.plot_data_scaling(table[table["kind"] == "full"], ax=ax)
+        figures.plot_data_scaling(table[table["kind"] == "full"], ax=ax)
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def test_scaling_plot_without_rows_of_its_kind_raises(table, ax):
 def test_noise_ceiling_hist_counts_valid_voxels(rng, ax):
     cc_max = rng.uniform(0, 1, 500)
     valid = rng.uniform(size=500) > 0.1
-    out = plotting.plot_noise_ceiling_hist(cc_max, valid, ax=ax, bins=20)
+    out = figures.plot_noise_ceiling_hist(cc_max, valid, ax=ax, bins=20)
     assert out is ax
     heights = [patch.get_height() for patch in ax.patches]
     expected, _ = np.histogram(cc_max[valid], bins=np.linspace(0, 1, 21))
@@ -330,7 +330,7 @@ def test_cc_norm_vs_ceiling_draws_valid_voxels_and_identity(rng, ax):
     cc_max = rng.uniform(0.2, 1, 300)
     r = cc_max * rng.uniform(0, 1, 300)
     valid = rng.uniform(size=300) > 0.2
-    out = plotting.plot_cc_norm_vs_ceiling(r, cc_max, valid, ax=ax)
+    out = figures.plot_cc_norm_vs_ceiling(r, cc_max, valid, ax=ax)
     assert out is ax
     np.testing.assert_allclose(by_gid(ax, "voxels").get_offsets(), np.c_[cc_max, r][valid])
     identity = by_gid(ax, "identity")
@@ -339,7 +339,7 @@ def test_cc_norm_vs_ceiling_draws_valid_voxels_and_identity(rng, ax):
 
 def test_voxel_plots_reject_mismatched_shapes(ax):
     with pytest.raises(ValueError, match=r"shape \(n_voxels,\)"):
-        plotting.plot_cc_norm_vs_ceiling(np.zeros(3), np.zeros(4), np.ones(3, bool), ax=ax)
+        figures.plot_cc_norm_vs_ceiling(np.zeros(3), np.zeros(4), np.ones(3, bool), ax=ax)
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,7 +361,7 @@ def test_unmask_c_order_matches_manual_fill(mask_img):
             for k in range(mask.shape[2]):
                 if mask[i, j, k]:
                     expected[i, j, k] = next(counter)
-    img = plotting.unmask_values(values, mask_img)
+    img = figures.unmask_values(values, mask_img)
     np.testing.assert_array_equal(img.get_fdata(), expected)
     np.testing.assert_array_equal(img.affine, mask_img.affine)
 
@@ -369,7 +369,7 @@ def test_unmask_c_order_matches_manual_fill(mask_img):
 def test_unmask_f_order_is_pycortex_convention(mask_img):
     mask = np.asanyarray(mask_img.dataobj) != 0
     values = np.arange(1, mask.sum() + 1, dtype=np.float32)
-    volume = plotting.unmask_values(values, mask_img, order="F").get_fdata()
+    volume = figures.unmask_values(values, mask_img, order="F").get_fdata()
     # pycortex indexes the transposed (z, y, x) mask in C order
     np.testing.assert_array_equal(volume.T[mask.T], values)
     assert np.all(volume[~mask] == 0)
@@ -377,7 +377,7 @@ def test_unmask_f_order_is_pycortex_convention(mask_img):
 
 def test_unmask_rejects_wrong_length(mask_img):
     with pytest.raises(ValueError, match="voxels"):
-        plotting.unmask_values(np.zeros(3), mask_img)
+        figures.unmask_values(np.zeros(3), mask_img)
 
 
 def test_brain_map_renders_png(mask_img, rng, tmp_path):
@@ -385,7 +385,7 @@ def test_brain_map_renders_png(mask_img, rng, tmp_path):
     reference = nib.Nifti1Image(rng.uniform(size=(10, 10, 8)).astype(np.float32), mask_img.affine)
     fig = plt.figure()
     try:
-        display = plotting.plot_brain_map(
+        display = figures.plot_brain_map(
             rng.normal(size=n_voxels), mask_img, reference, title="test r", vmax=2.0, figure=fig
         )
         assert display.frame_axes.figure is fig
@@ -401,7 +401,7 @@ def test_brain_map_renders_png(mask_img, rng, tmp_path):
 def test_save_figure_writes_every_format_atomically_and_closes(tmp_path):
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
-    paths = plotting.save_figure(fig, tmp_path / "sub" / "figure", formats=("png", "pdf", "svg"))
+    paths = figures.save_figure(fig, tmp_path / "sub" / "figure", formats=("png", "pdf", "svg"))
     assert paths == [tmp_path / "sub" / f"figure.{fmt}" for fmt in ("png", "pdf", "svg")]
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == [
         "figure.pdf",
@@ -416,7 +416,7 @@ def test_save_figure_writes_every_format_atomically_and_closes(tmp_path):
 def test_save_figure_bad_format_leaves_nothing_and_closes(tmp_path):
     fig, _ = plt.subplots()
     with pytest.raises(ValueError, match="unsupported figure format 'nope'"):
-        plotting.save_figure(fig, tmp_path / "figure", formats=("nope",))
+        figures.save_figure(fig, tmp_path / "figure", formats=("nope",))
     assert list(tmp_path.iterdir()) == []
     assert not plt.fignum_exists(fig.number)
 
@@ -424,7 +424,7 @@ def test_save_figure_bad_format_leaves_nothing_and_closes(tmp_path):
 def test_scaling_report_writes_three_figures(table, tmp_path):
     names = ("model_size_scaling", "data_scaling", "layer_profiles")
     outputs = {name: [tmp_path / "figures" / f"{name}.png"] for name in names}
-    written = plotting.scaling_report(table, outputs)
+    written = figures.scaling_report(table, outputs)
     assert set(written) == {"model_size_scaling", "data_scaling", "layer_profiles"}
     for name, paths in written.items():
         assert paths == [tmp_path / "figures" / f"{name}.png"]
@@ -434,8 +434,8 @@ def test_scaling_report_writes_three_figures(table, tmp_path):
 
 def test_scaling_report_skips_missing_subsample_with_warning(table, tmp_path, caplog):
     full_only = table[table["kind"] == "full"]
-    with caplog.at_level(logging.WARNING, logger="fmriscaling.plotting"):
-        written = plotting.scaling_report(
+    with caplog.at_level(logging.WARNING, logger="fmriscaling.figures.scaling"):
+        written = figures.scaling_report(
             full_only,
             {name: [tmp_path / f"{name}.png"] for name in ("model_size_scaling", "data_scaling")}
             | {"layer_profiles": [tmp_path / "layer_profiles.png"]},
@@ -450,7 +450,7 @@ def test_scaling_report_skips_missing_subsample_with_warning(table, tmp_path, ca
 
 def test_scaling_report_propagates_table_errors(table, tmp_path):
     with pytest.raises(DataError, match="mean_cv_score"):
-        plotting.scaling_report(
+        figures.scaling_report(
             table.drop(columns=["mean_cv_score"]),
             {
                 name: [tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"]

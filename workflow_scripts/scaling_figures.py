@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from fmriscaling._utils import log_to_file
-from fmriscaling.plotting import scaling_report
+from fmriscaling.figures import scaling_report
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake

@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -25,15 +25,23 @@ from matplotlib.figure import Figure
 
 from .._pycortex import has_surfaces, inkscape_available, pycortex_session
 from .._utils import DataError
-from ..plotting import _get_ax, plot_brain_map, saving
 from ..responses import load_mask
+from ._base import _get_ax, saving
 
 if TYPE_CHECKING:
+    import nibabel as nib
     from matplotlib.axes import Axes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAP_STYLES", "draw_brain_maps", "plot_flatmap", "resolve_rois"]
+__all__ = [
+    "MAP_STYLES",
+    "draw_brain_maps",
+    "plot_brain_map",
+    "plot_flatmap",
+    "resolve_rois",
+    "unmask_values",
+]
 
 #: Colour map and range of each map of the per-subject figure (None: from the data).
 MAP_STYLES: dict[str, dict[str, Any]] = {
@@ -262,3 +270,117 @@ def draw_brain_maps(
                 figure=fig, title=title, cmap=colours["cmap"], vmax=colours["vmax"],
             )  # fmt: skip
     return written
+
+
+# --------------------------------------------------------------------------------------------
+# brain maps
+# --------------------------------------------------------------------------------------------
+def unmask_values(values: Any, mask_img: Any, *, order: Literal["C", "F"] = "C") -> nib.Nifti1Image:
+    """Put one value per masked voxel back into the mask's volume.
+
+    Convention: ``values[i]`` belongs to the i-th nonzero voxel of the mask array as nibabel
+    loads it, shape (x, y, z), counted in ``order``. ``order="C"`` (last axis fastest) is
+    nilearn's and numpy's ``volume[mask]`` convention. pycortex, and with it the response files
+    of ds003020, index the *transposed* mask, shape (z, y, x), in C order (x fastest): for those
+    vectors pass ``order="F"``.
+
+    Parameters
+    ----------
+    values : array of shape (n_voxels,)
+        One value per nonzero mask voxel.
+    mask_img : nibabel image or path
+        3-D mask; nonzero voxels are in the mask.
+    order : {"C", "F"}
+        Order in which the voxels of ``values`` walk the mask array (see above).
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        float32 volume of the mask's shape and affine, 0 outside the mask.
+
+    Raises
+    ------
+    ValueError
+        When ``values`` does not hold one value per mask voxel or ``order`` is unknown.
+    """
+    from nilearn import image
+
+    if order not in ("C", "F"):
+        raise ValueError(f"order must be 'C' or 'F', got {order!r}")
+    mask_img = image.load_img(mask_img)
+    mask = np.asanyarray(mask_img.dataobj)
+    if mask.ndim != 3:
+        raise ValueError(f"the mask must be 3-D, got shape {mask.shape}")
+    mask = mask != 0
+    values = np.asarray(values, dtype=np.float32)
+    n_in_mask = int(mask.sum())
+    if values.shape != (n_in_mask,):
+        raise ValueError(
+            f"values has shape {values.shape} but the mask has {n_in_mask} voxels; "
+            f"expected shape ({n_in_mask},)"
+        )
+    flat = np.zeros(mask.size, dtype=np.float32)
+    flat[np.flatnonzero(mask.ravel(order=order))] = values
+    volume = flat.reshape(mask.shape, order=order)
+    return image.new_img_like(mask_img, volume, affine=mask_img.affine, copy_header=True)
+
+
+def plot_brain_map(
+    values: Any,
+    mask_img: Any,
+    reference_img: Any,
+    *,
+    title: str | None = None,
+    vmax: float | None = None,
+    order: Literal["C", "F"] = "C",
+    axes: Axes | None = None,
+    figure: Figure | None = None,
+    cut_coords: int | Sequence[float] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Axial slices of a per-voxel map over the subject's reference volume.
+
+    Parameters
+    ----------
+    values : array of shape (n_voxels,)
+        One value per mask voxel, in the order described in :func:`unmask_values`.
+    mask_img : nibabel image or path
+        The cortical mask the values were taken from.
+    reference_img : nibabel image or path
+        Anatomical/functional reference drawn underneath.
+    title : str, optional
+        Title of the display.
+    vmax : float, optional
+        Upper end of the colour scale (symmetric around 0 by nilearn's default).
+    order : {"C", "F"}
+        Voxel order of ``values``; ``"F"`` for pycortex / ds003020 response vectors.
+    axes : matplotlib.axes.Axes, optional
+        Axes to draw into.
+    figure : matplotlib.figure.Figure, optional
+        Figure to draw into.
+    cut_coords : int or sequence of float, optional
+        Number or positions of axial cuts; defaults to up to 7 cuts, fewer for small volumes.
+    **kwargs
+        Passed to :func:`nilearn.plotting.plot_stat_map` (``cmap``, ``threshold``...).
+
+    Returns
+    -------
+    nilearn.plotting.displays.ZSlicer
+        The display object; save with ``display.savefig`` or through its figure.
+    """
+    from nilearn import plotting
+
+    img = unmask_values(values, mask_img, order=order)
+    if cut_coords is None:
+        cut_coords = min(7, img.shape[2])
+    return plotting.plot_stat_map(
+        img,
+        bg_img=reference_img,
+        display_mode="z",
+        cut_coords=cut_coords,
+        title=title,
+        vmax=vmax,
+        axes=axes,
+        figure=figure,
+        **kwargs,
+    )

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,7 @@ from matplotlib.patches import Patch
 from matplotlib.transforms import ScaledTranslation
 
 from .._utils import DataError
-from ..plotting import _check_columns, _get_ax, plot_cc_norm_vs_ceiling, saving
+from ._base import _check_columns, _get_ax, saving
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -41,6 +41,8 @@ __all__ = [
     "draw_noise_ceiling_figure",
     "plot_cc_max_distribution",
     "plot_cc_norm_by_roi",
+    "plot_cc_norm_vs_ceiling",
+    "plot_noise_ceiling_hist",
     "plot_roi_values",
 ]
 
@@ -248,3 +250,94 @@ def draw_noise_ceiling_figure(
                 transform=axes["rois"].transAxes,
             )
     return written
+
+
+# --------------------------------------------------------------------------------------------
+# noise ceiling
+# --------------------------------------------------------------------------------------------
+def _check_voxel_vectors(**arrays: Any) -> dict[str, np.ndarray]:
+    out = {name: np.asarray(value) for name, value in arrays.items()}
+    shapes = {name: value.shape for name, value in out.items()}
+    if len(set(shapes.values())) != 1 or any(len(s) != 1 for s in shapes.values()):
+        raise ValueError(f"expected 1-D arrays of shape (n_voxels,) of equal length, got {shapes}")
+    return out
+
+
+def plot_noise_ceiling_hist(
+    cc_max: Any, valid: Any, ax: Axes | None = None, *, bins: int = 50
+) -> Axes:
+    """Histogram of the per-voxel noise ceiling CC_max over voxels that have one.
+
+    Parameters
+    ----------
+    cc_max : array of shape (n_voxels,)
+        Noise ceiling per voxel (undefined where ``valid`` is False).
+    valid : array of bool, shape (n_voxels,)
+        True where the signal power is positive and CC_max is defined.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw into; defaults to the current Axes.
+    bins : int
+        Number of bins between 0 and 1.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn into; the text in its title counts voxels without a ceiling.
+    """
+    arrays = _check_voxel_vectors(cc_max=cc_max, valid=valid)
+    valid = arrays["valid"].astype(bool)
+    values = arrays["cc_max"][valid].astype(float)
+    ax = _get_ax(ax)
+    ax.hist(values, bins=np.linspace(0.0, 1.0, bins + 1), color="0.4")
+    ax.set_xlabel("noise ceiling CC_max")
+    ax.set_ylabel("voxels")
+    ax.set_title(
+        f"{valid.sum()} voxels with a ceiling, {valid.size - valid.sum()} without",
+        fontsize="small",
+    )
+    return ax
+
+
+def plot_cc_norm_vs_ceiling(r: Any, cc_max: Any, valid: Any, ax: Axes | None = None) -> Axes:
+    """Per-voxel test correlation against the noise ceiling, with the y = x line.
+
+    Voxels on the line are predicted as well as their noise allows (CC_norm = 1); voxels far
+    below it leave explainable variance unexplained.
+
+    Parameters
+    ----------
+    r : array of shape (n_voxels,)
+        Test correlation (CC_abs) per voxel.
+    cc_max : array of shape (n_voxels,)
+        Noise ceiling per voxel.
+    valid : array of bool, shape (n_voxels,)
+        True where CC_max is defined; other voxels are not drawn.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw into; defaults to the current Axes.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn into; the voxel scatter has ``gid="voxels"``, the line ``"identity"``.
+    """
+    arrays = _check_voxel_vectors(r=r, cc_max=cc_max, valid=valid)
+    valid = arrays["valid"].astype(bool)
+    ax = _get_ax(ax)
+    # rasterized: a vector PDF of ~90k points is slow to open
+    ax.scatter(
+        arrays["cc_max"][valid],
+        arrays["r"][valid],
+        s=2,
+        alpha=0.3,
+        color="0.2",
+        linewidths=0,
+        rasterized=True,
+        gid="voxels",
+    )
+    ax.plot([0, 1], [0, 1], color="tab:red", linewidth=1.0, label="r = CC_max", gid="identity")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(min(0.0, float(np.nanmin(arrays["r"][valid], initial=0.0))), 1)
+    ax.set_xlabel("noise ceiling CC_max")
+    ax.set_ylabel("test correlation r")
+    ax.legend(fontsize="small", frameon=False, loc="upper left")
+    return ax

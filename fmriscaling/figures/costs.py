@@ -17,7 +17,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from .._utils import DataError
-from ..plotting import _check_columns, _get_ax, _log_count_axis, saving
+from ._base import _check_columns, _get_ax, _log_count_axis, saving
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

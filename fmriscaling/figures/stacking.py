@@ -18,8 +18,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .._utils import DataError
-from ..plotting import _get_ax, saving
 from ..voxel_tables import ALL_VOXELS
+from ._base import _get_ax, saving
 from .ceiling import plot_roi_values
 
 if TYPE_CHECKING:

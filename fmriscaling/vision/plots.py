@@ -3,7 +3,7 @@
 Every ``plot_*`` function draws into a given Axes (``ax=None`` uses the current one) and returns
 it; `vision_report` creates, saves and closes the figures. Lines are fitted with
 `fmriscaling.encoding.tables.fit_log_linear` and labelled with their slope per 10x, as in
-`fmriscaling.plotting`, whose model-size figure is reused for the whole-cortex curve.
+`fmriscaling.figures.scaling`, whose model-size figure is reused for the whole-cortex curve.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from .._utils import DataError
 from ..encoding.tables import fit_log_linear
-from ..plotting import METRIC_LABELS as _LANGUAGE_LABELS
-from ..plotting import _format_params, _get_ax, plot_model_size_scaling, save_figure_files
+from ..figures._base import METRIC_LABELS as _LANGUAGE_LABELS
+from ..figures._base import _format_params, _get_ax, save_figure_files
+from ..figures.scaling import plot_model_size_scaling
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -246,7 +247,7 @@ def vision_report(
     """Draw and save the vision figures from the tables, each to the files asked for.
 
     Figures (`VISION_FIGURES`): ``model_size_scaling`` (whole-cortex mean r vs parameters per
-    family, `fmriscaling.plotting.plot_model_size_scaling`), ``data_scaling`` (per stream ROI
+    family, `fmriscaling.figures.plot_model_size_scaling`), ``data_scaling`` (per stream ROI
     vs training images, for ``data_model``), ``model_size_rois`` (per stream ROI vs parameters,
     the family with the most sizes), ``roi_scores`` (noise-normalised score per ROI and model,
     r when there is no ceiling), ``selection`` (chosen (layer, k) per stream ROI, one panel per
