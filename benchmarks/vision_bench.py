@@ -25,7 +25,8 @@ import numpy as np
 
 from fmriscaling.demo.tiny_vision import TINY_VISION_PRESETS, build_tiny_vision_model
 from fmriscaling.vision.features import extract_vision_model
-from fmriscaling.vision.selection import image_folds, select_per_vertex
+from fmriscaling.vision.selection import select_per_vertex
+from fmriscaling.vision.splits import image_folds
 
 # (training images, test images, vertices, channels of each candidate layer, pooling sizes)
 SIZES = {

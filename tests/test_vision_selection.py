@@ -13,15 +13,12 @@ from _vision_fixtures import SUBJECT, build_dataset
 from fmriscaling import DataError
 from fmriscaling.encoding.ridge import fit_ridge_cv
 from fmriscaling.vision.selection import (
-    _standardize,
-    draw_images,
     fit_vision_ensemble,
     fit_vision_selection,
     fit_vision_sweep,
-    image_folds,
-    image_split,
     select_per_vertex,
 )
+from fmriscaling.vision.splits import draw_images, image_folds, image_split, standardize
 
 ALPHAS = np.logspace(0, 15, 30)
 
@@ -105,10 +102,10 @@ def test_selection_picks_the_true_candidate_and_keeps_its_refit(rng):
     # each vertex keeps the best CV score of all candidates ...
     np.testing.assert_allclose(sel.cv_scores[sel.best, np.arange(truth.size)], sel.cv_scores.max(0))
     # ... and its test predictions and r are those of its candidate's own refit
-    Yz_train, Yz_test = _standardize(Y_train, Y_test)
+    Yz_train, Yz_test = standardize(Y_train, Y_test)
     for c in range(len(candidates)):
         cols = np.flatnonzero(sel.best == c)
-        X_train, X_test = _standardize(*load(candidates[c]))
+        X_train, X_test = standardize(*load(candidates[c]))
         ref = fit_ridge_cv(
             X_train, Yz_train[:, cols], alphas=ALPHAS, folds=folds, X_test=X_test,
             Y_test=Yz_test[:, cols], backend="torch", return_test_pred=True,

@@ -12,9 +12,12 @@ training images and with the model's size.
 ``fmriscaling.vision.features``
     every layer of a vision model as a spatial map, adaptive max pooling to k x k, batched
     extraction written per layer with provenance (transformers; timm when importable).
+``fmriscaling.vision.splits``
+    the image split (train / held-out test), the sweep's seeded training subsets, K-fold folds
+    over images, z-scoring with the training images' statistics.
 ``fmriscaling.vision.selection``
-    the image split, K-fold folds over images, and the per-vertex choice of (layer, k) by
-    cross-validated ridge (`fmriscaling.encoding.ridge.fit_ridge_cv`).
+    the per-vertex choice of (layer, k) by cross-validated ridge
+    (`fmriscaling.encoding.ridge.fit_ridge_cv`), its refit and test, and the fit jobs.
 ``fmriscaling.vision.scores``
     the challenge's noise ceiling from ncsnr and repeat counts, the noise-normalised score,
     ROI summaries.

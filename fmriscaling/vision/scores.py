@@ -237,7 +237,7 @@ def compute_vision_noise_ceiling(
     test_fmri_files : mapping hemisphere -> path, optional
         When the test split is the test set (its images' repeats are unknown: the default).
     n_images, test_fraction
-        The split of `fmriscaling.vision.selection.image_split` (same test rows as the fits).
+        The split of `fmriscaling.vision.splits.image_split` (same test rows as the fits).
     default_repeats : int
     params : mapping, optional
 
@@ -246,7 +246,7 @@ def compute_vision_noise_ceiling(
     summary : dict
     """
     from .dataset import npy_shape, read_ncsnr, read_repeats
-    from .selection import image_split
+    from .splits import image_split
 
     shapes = {hemi: npy_shape(path) for hemi, path in fmri_files.items()}
     n_rows = next(iter(shapes.values()))[0]
