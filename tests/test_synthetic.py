@@ -18,12 +18,8 @@ from scipy.io import wavfile
 
 from fmriscaling import ConfigError
 from fmriscaling.demo.names import synthetic_story_names
-from fmriscaling.demo.synthetic import (
-    analytic_cc_max,
-    canonical_hrf,
-    expected_correlation,
-    generate_dataset,
-)
+from fmriscaling.demo.synthetic import generate_dataset
+from fmriscaling.demo.truth import analytic_cc_max, canonical_hrf, expected_correlation
 from fmriscaling.stimuli import response_rows, simulated_tr_times, word_table
 from fmriscaling.textgrid import read_textgrid
 

@@ -41,21 +41,20 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
-import nibabel as nib
 import numpy as np
-from scipy import ndimage, signal, stats
+from scipy import signal
 from scipy.io import wavfile
 
 from .._pycortex import SAMPLE_SUBJECT
 from .._utils import ConfigError, atomic_path, write_json
 from ..textgrid import write_textgrid
+from .anatomy import auditory_voxels, cortical_anatomy, save_nifti, smooth_on_mask, subject_anatomy
 from .names import TRAIN_STORY_PREFIX, synthetic_story_names
 from .stories import (
     ACOUSTIC_BANDS,
@@ -74,184 +73,15 @@ from .stories import (
     story_textgrid,
     story_tr_features,
 )
+from .truth import analytic_cc_max, canonical_hrf, expected_correlation
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "TRAIN_STORY_PREFIX",
-    "analytic_cc_max",
-    "canonical_hrf",
-    "expected_correlation",
     "generate_dataset",
     "synthetic_story_names",
 ]
-
-
-# --------------------------------------------------------------------------------------
-# public helpers
-# --------------------------------------------------------------------------------------
-
-
-def canonical_hrf(tr: float = 2.0, duration: float = 32.0) -> np.ndarray:
-    """SPM canonical double-gamma HRF sampled every ``tr`` seconds, normalised to unit sum.
-
-    Parameters
-    ----------
-    tr : float
-        Sampling interval in seconds.
-    duration : float
-        Length of the kernel in seconds.
-
-    Returns
-    -------
-    hrf : array of shape (n_taps,)
-        ``hrf[j]`` weighs the input ``j`` TRs earlier (``hrf[0]`` is at lag 0 s).
-    """
-    t = np.arange(0.0, duration, tr)
-    # peak gamma(6) minus undershoot gamma(16) / 6, unit time scale (SPM defaults)
-    h = stats.gamma.pdf(t, 6.0) - stats.gamma.pdf(t, 16.0) / 6.0
-    return h / h.sum()
-
-
-def analytic_cc_max(
-    signal_variance: np.ndarray, noise_sd: np.ndarray, n_repeats: int
-) -> np.ndarray:
-    """Population noise ceiling of a repeat mean: ``1 / sqrt(1 + sigma^2 / (N s^2))``.
-
-    With signal variance ``s^2`` and noise variance ``sigma^2``, METHODS' SP = s^2 and
-    TP = s^2 + sigma^2, so ``CC_max = 1/sqrt(1 + (TP/SP - 1)/N)``. Zero where there is no signal.
-
-    Parameters
-    ----------
-    signal_variance : array of shape (n_voxels,)
-    noise_sd : array of shape (n_voxels,)
-    n_repeats : int
-
-    Returns
-    -------
-    cc_max : array of shape (n_voxels,)
-    """
-    s2 = np.asarray(signal_variance, dtype=np.float64)
-    sigma2 = np.asarray(noise_sd, dtype=np.float64) ** 2
-    out = np.zeros(np.broadcast(s2, sigma2).shape)
-    ok = s2 > 0
-    out[ok] = 1.0 / np.sqrt(1.0 + sigma2[ok] / (n_repeats * s2[ok]))
-    return out
-
-
-def expected_correlation(
-    signal_variance: np.ndarray, noise_variance: np.ndarray, n_rows: int
-) -> np.ndarray:
-    """Expected Pearson r between a fixed signal and signal + white noise over ``n_rows`` samples.
-
-    Second-order expansion over the noise (the signal is fixed, the noise Gaussian): with
-    ``a = T s^2`` and ``b = (T - 1) v`` for signal variance ``s^2`` (``ddof=0``), noise variance
-    ``v`` and ``T`` rows::
-
-        E[r] ~ sqrt(a / (a + b)) + sqrt(a) v ((a - 2b) / 2 + 3 (T - 1) v / 4) / (a + b)^(5/2)
-
-    For the repeat mean, ``v = sigma^2 / N``; as ``T`` grows this tends to `analytic_cc_max`.
-
-    Parameters
-    ----------
-    signal_variance : array of shape (n_voxels,)
-    noise_variance : array of shape (n_voxels,)
-    n_rows : int
-
-    Returns
-    -------
-    r : array of shape (n_voxels,)
-        Zero where the signal variance is zero.
-    """
-    s2 = np.asarray(signal_variance, dtype=np.float64)
-    v = np.asarray(noise_variance, dtype=np.float64)
-    s2, v = np.broadcast_arrays(s2, v)
-    out = np.zeros(s2.shape)
-    ok = s2 > 0
-    a = n_rows * s2[ok]
-    vv = v[ok]
-    b = (n_rows - 1) * vv
-    out[ok] = (
-        np.sqrt(a / (a + b))
-        + np.sqrt(a) * vv * ((a - 2 * b) / 2 + 0.75 * (n_rows - 1) * vv) / (a + b) ** 2.5
-    )
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# subjects: anatomy, weights, noise
-# --------------------------------------------------------------------------------------
-
-
-def _volume_shape(n_voxels: int) -> tuple[int, int, int]:
-    """(nx, ny, nz) with at least 2.5 n_voxels voxels, starting from 10 x 10 x 8."""
-    k = 0
-    while True:
-        shape = (10 + 2 * k, 10 + 2 * k, 8 + k)
-        if np.prod(shape) >= 2.5 * n_voxels:
-            return shape
-        k += 1
-
-
-def _anatomy(subject: str, n_voxels: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mask and reference as (z, y, x) arrays (the pycortex orientation) and the affine."""
-    rng = seeded_rng(seed, "anatomy", subject)
-    nx, ny, nz = _volume_shape(n_voxels)
-    z, y, x = np.meshgrid(
-        (np.arange(nz) + 0.5) / nz - 0.5,
-        (np.arange(ny) + 0.5) / ny - 0.5,
-        (np.arange(nx) + 0.5) / nx - 0.5,
-        indexing="ij",
-    )
-    radius = np.sqrt((x / 0.45) ** 2 + (y / 0.45) ** 2 + (z / 0.5) ** 2)
-    wobble = ndimage.gaussian_filter(rng.standard_normal(radius.shape), 1.5)
-    score = radius + 0.3 * wobble / (wobble.std() + 1e-12)
-    mask = np.zeros(radius.size, dtype=bool)
-    mask[np.argsort(score.ravel(), kind="stable")[:n_voxels]] = True
-    mask = mask.reshape(radius.shape)
-    # anatomical-ish: bright head, darker core, a rim, smoothed, a little noise
-    head = np.clip(1.2 - radius, 0, None)
-    ref = ndimage.gaussian_filter(600 * head + 300 * (np.abs(radius - 0.7) < 0.15), 0.8)
-    ref = ref + 10 * rng.standard_normal(ref.shape)
-    ref = np.clip(ref, 0, None).astype(np.float32)
-    affine = np.diag([2.5, 2.5, 4.0, 1.0])
-    affine[:3, 3] = -0.5 * np.array([nx * 2.5, ny * 2.5, nz * 4.0])
-    return mask, ref, affine
-
-
-def _smooth_on_mask(rng: np.random.Generator, mask: np.ndarray, n: int, sigma: float) -> np.ndarray:
-    """``n`` spatially smooth random fields, read at the mask voxels: (n, n_voxels)."""
-    fields = rng.standard_normal((n, *mask.shape))
-    out = np.empty((n, int(mask.sum())))
-    for i in range(n):
-        out[i] = ndimage.gaussian_filter(fields[i], sigma)[mask]
-    return out
-
-
-def _auditory_voxels(mask: np.ndarray, has_signal: np.ndarray, fraction: float) -> np.ndarray:
-    """The ``fraction`` of signal voxels nearest the middle of the volume's +x face.
-
-    Returns a bool array of shape (n_voxels,).
-
-    A compact patch on one side, as auditory cortex lies on the lateral surface; no random draw.
-    """
-    zyx = np.argwhere(mask).astype(np.float64)
-    nz, ny, nx = mask.shape
-    distance = np.linalg.norm(zyx - np.array([(nz - 1) / 2, (ny - 1) / 2, nx - 1]), axis=1)
-    distance[~has_signal] = np.inf
-    n_auditory = round(fraction * int(has_signal.sum()))
-    auditory = np.zeros(len(zyx), dtype=bool)
-    auditory[np.argsort(distance, kind="stable")[:n_auditory]] = True
-    return auditory
-
-
-def _save_nifti(array_zyx: np.ndarray, affine: np.ndarray, path: Path, dtype) -> None:
-    # NIfTI stores (x, y, z); pycortex reads get_fdata().T, giving back (z, y, x)
-    img = nib.Nifti1Image(np.ascontiguousarray(array_zyx.T).astype(dtype), affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header.set_data_dtype(dtype)
-    with atomic_path(path, suffix=".nii.gz") as tmp:
-        nib.save(img, tmp)
 
 
 def _write_hf5(path: Path, **datasets: np.ndarray) -> None:
@@ -514,7 +344,7 @@ def generate_dataset(
 
     test_rows = story_response_rows(n_trs[test_story])
     lo, hi = noise_levels
-    cortices = _cortical_anatomy(root, subjects, n_voxels, seed, paths) if cortex else {}
+    cortices = cortical_anatomy(root, subjects, n_voxels, seed, paths) if cortex else {}
     for subject in subjects:
         if cortices:
             mask, ref, affine = (
@@ -523,23 +353,23 @@ def generate_dataset(
                 cortices[subject].affine,
             )
         else:
-            mask, ref, affine = _anatomy(subject, n_voxels, seed)
+            mask, ref, affine = subject_anatomy(subject, n_voxels, seed)
         xfm_dir = deriv / "pycortex-db" / subject / "transforms" / f"{subject}_auto"
-        _save_nifti(mask, affine, xfm_dir / "mask_thick.nii.gz", np.uint8)
-        _save_nifti(ref, affine, xfm_dir / "reference.nii.gz", np.float32)
+        save_nifti(mask, affine, xfm_dir / "mask_thick.nii.gz", np.uint8)
+        save_nifti(ref, affine, xfm_dir / "reference.nii.gz", np.float32)
         paths["masks"][subject] = str(xfm_dir / "mask_thick.nii.gz")
         paths["references"][subject] = str(xfm_dir / "reference.nii.gz")
 
         rng = seeded_rng(seed, "subject", subject)
-        weights = _smooth_on_mask(rng, mask, n_latent, sigma=1.0)  # (n_latent, n_voxels)
+        weights = smooth_on_mask(rng, mask, n_latent, sigma=1.0)  # (n_latent, n_voxels)
         has_signal = np.ones(n_voxels, dtype=bool)
         has_signal[rng.permutation(n_voxels)[: round(null_fraction * n_voxels)]] = False
         weights[:, ~has_signal] = 0.0
         # the auditory group hears the sound, not the words (its own stream: the draws above
         # and below, and so every other voxel, stay as they were without it)
-        auditory = _auditory_voxels(mask, has_signal, auditory_fraction)
+        auditory = auditory_voxels(mask, has_signal, auditory_fraction)
         weights[:, auditory] = 0.0
-        field = _smooth_on_mask(seeded_rng(seed, "auditory", subject), mask, ACOUSTIC_BANDS, 1.0)
+        field = smooth_on_mask(seeded_rng(seed, "auditory", subject), mask, ACOUSTIC_BANDS, 1.0)
         field /= field.std() + 1e-12
         # mostly positive band weights: loudness with some spectral tilt
         acoustic_weights = np.where(auditory, 1.0 + 0.5 * field, 0.0)
@@ -555,7 +385,7 @@ def generate_dataset(
         )
         signal_variance = np.where(has_signal, 1.0, 0.0)
         # target ceilings: a smooth map, ranked onto a uniform grid over [lo, hi]
-        field = _smooth_on_mask(rng, mask, 1, sigma=1.5)[0]
+        field = smooth_on_mask(rng, mask, 1, sigma=1.5)[0]
         ranks = np.argsort(np.argsort(field, kind="stable"), kind="stable")
         target = lo + (hi - lo) * (ranks + 0.5) / n_voxels
         noise_sd = np.sqrt(n_repeats * (1.0 / target**2 - 1.0))  # s^2 = 1 in the formula
@@ -641,24 +471,6 @@ def generate_dataset(
         seconds,
     )
     return {**summary, "seconds": seconds}
-
-
-def _cortical_anatomy(
-    root: Path, subjects: Sequence[str], n_voxels: int, seed: int, paths: dict[str, Any]
-) -> dict[str, Any]:
-    """Grids on pycortex's S1 and each subject's pycortex folder and annotations."""
-    from . import cortex as demo_cortex
-
-    cortices = demo_cortex.demo_cortices(subjects, n_voxels, seed)
-    parcellation = demo_cortex.synthetic_parcellation()
-    paths["pycortex"] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        curvature = demo_cortex.sample_curvature(Path(tmp) / "curvature.npz")
-        for subject in subjects:
-            paths["pycortex"][subject] = demo_cortex.write_demo_subject(
-                root, subject, cortices[subject], curvature=curvature, parcellation=parcellation
-            )
-    return cortices
 
 
 def _relative(obj: Any, root: Path) -> Any:
