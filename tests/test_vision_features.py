@@ -18,12 +18,11 @@ from fmriscaling.demo.tiny_vision import TINY_VISION_PRESETS, build_tiny_vision_
 from fmriscaling.vision.features import (
     adaptive_max_pool,
     extract_vision_model,
-    load_vision_model,
     pooled_name,
     read_pooled,
-    token_maps,
     written_pooling,
 )
+from fmriscaling.vision.models import load_vision_model, token_maps
 
 
 def _direct_max_pool(maps: np.ndarray, k: int) -> np.ndarray:

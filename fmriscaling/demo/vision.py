@@ -148,7 +148,8 @@ def _truth_features(
     import torch
     from PIL import Image
 
-    from ..vision.features import adaptive_max_pool, load_vision_model
+    from ..vision.features import adaptive_max_pool
+    from ..vision.models import load_vision_model
 
     model = load_vision_model(model_dir, device="cpu", dtype="float32")
     out: dict[str, list[np.ndarray]] = {name: [] for name in drivers}

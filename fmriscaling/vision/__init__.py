@@ -9,9 +9,12 @@ training images and with the model's size.
     the Algonauts 2023 challenge layout: file names, the check of a local copy (what is
     missing, how to get it, where to put it), fMRI, image lists, ROI masks and their label
     mappings (a restricted unpickler: never `allow_pickle=True`), ncsnr and repeat counts.
+``fmriscaling.vision.models``
+    vision models loaded as layer-wise spatial feature maps (transformers snapshots; timm
+    towers when timm is importable).
 ``fmriscaling.vision.features``
-    every layer of a vision model as a spatial map, adaptive max pooling to k x k, batched
-    extraction written per layer with provenance (transformers; timm when importable).
+    adaptive max pooling to k x k, batched extraction of every layer written per layer with
+    provenance, and reading it back.
 ``fmriscaling.vision.splits``
     the image split (train / held-out test), the sweep's seeded training subsets, K-fold folds
     over images, z-scoring with the training images' statistics.
