@@ -16,7 +16,7 @@ its last character, and a word's feature is read at its last token. This relies 
 tokenizer (no model-specific sentinels), and assumes tokens do not merge across a space (true
 of the byte-level BPE and SentencePiece tokenizers of GPT-2, OPT, Pythia and LLaMA).
 
-The module (~630 lines, half of them docstrings) holds the loader, the pass engine and the
+The module (~630 lines, 170 of them docstrings) holds the loader, the pass engine and the
 text model's hooks into the one extraction driver (`fmriscaling.features.extract`): all three
 share `LoadedLM` and the pass schedule, and the speech track has the same shape in
 `fmriscaling.features.speech`.
