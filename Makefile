@@ -39,6 +39,7 @@ lint: venv
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 	$(BIN)/snakemake --lint --configfile config/lebel2023.yaml
 	$(BIN)/snakemake --lint --configfile config/algonauts2023.yaml
+	$(BIN)/snakemake --lint --configfile config/cluster_check.yaml
 
 test: venv lint
 	$(BIN)/python -m pytest

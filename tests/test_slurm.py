@@ -255,14 +255,15 @@ def test_cluster_outputs_equal_a_local_run(slurm_run, local_run):
 
 
 def test_every_job_ran_in_a_slurm_allocation(slurm_run, cluster):
-    # 1 dataset + 1 tiny model, 7 timing tables in 1 group, 1 noise ceiling, 1 extraction,
-    # 3 fits, 1 group of table + figures: 9 sbatch calls for 16 jobs
-    assert len(slurm_run.ids) == len(set(slurm_run.ids)) == 9
+    # 1 dataset + 1 tiny model, 7 timing tables in 1 group, 1 extraction, 1 prepared
+    # responses, 1 noise ceiling, 1 ROI labels, 3 fits, 1 group of the 8 tables and figures:
+    # 11 sbatch calls for 24 jobs
+    assert len(slurm_run.ids) == len(set(slurm_run.ids)) == 11
     states = {job["id"]: job["state"] for job in cluster.squeue()}
     assert {states[i] for i in slurm_run.ids} == {"COMPLETED"}
     # each job's own log names the allocation it ran in, one of those sbatch gave out
     logs = sorted((slurm_run.workdir / "results/logs").rglob("*.log"))
-    assert len(logs) == 16
+    assert len(logs) == 24
     for log in logs:
         found = re.findall(r"SLURM job (\d+)", log.read_text())
         assert found and found[0] in slurm_run.ids, f"{log} names no submitted SLURM job"
@@ -276,6 +277,7 @@ def test_gpu_jobs_ask_for_a_gpu_and_their_threads_per_gpu(slurm_run, cluster):
         comment = re.search(r"Comment=(\S+)", show).group(1)
         if "fit_encoding" in comment or "extract_text_features" in comment:
             assert "gres/gpu:1" in show or "gres:gpu:1" in show, show
+            # the check's 2 threads a job (compute: in config/cluster_check.yaml)
             assert "CpusPerTres=gres:gpu:2" in show, show
         else:
             assert "gpu" not in show.replace("GresTypes", "")
