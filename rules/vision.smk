@@ -257,6 +257,8 @@ rule vision_table:
         models=VISION_RUN_MODELS,
         roi_classes=list(ROI_CLASSES),
         n_hemispheres=len(HEMISPHERES),
+        bootstrap=config["scaling"]["bootstrap"],
+        ci=config["scaling"]["ci"],
     script:
         "../workflow_scripts/vision_table.py"
 

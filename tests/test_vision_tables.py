@@ -1,5 +1,5 @@
 """Vision tables and figures: one row per fit / ROI / chosen candidate, scores from the files,
-scaling fits in the language track's columns, and every figure drawn."""
+scaling fits in the language track's columns with bootstrap intervals, and every figure drawn."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmriscaling.encoding.tables import scaling_summary
+from fmriscaling.scaling import FIT_COLUMNS as LANGUAGE_SCALING_COLUMNS
 from fmriscaling.vision.plots import VISION_FIGURES, vision_report
 from fmriscaling.vision.scores import write_vision_noise_ceiling
 from fmriscaling.vision.tables import (
     FIT_COLUMNS,
     SCALING_COLUMNS,
+    VertexReplicates,
     collect_vision_tables,
     vision_scaling,
 )
@@ -74,8 +75,9 @@ def fits(tmp_path, rng):
         entries.append(dict(subject=subject, model="ensemble", family="ensemble", n_params=None,
                             kind="ensemble", n_train=None, seed=-1, path=path))  # fmt: skip
     tables = collect_vision_tables(
-        entries, ceilings=ceilings, roi_masks={"subj01": masks, "subj02": masks}
-    )
+        entries, ceilings=ceilings, roi_masks={"subj01": masks, "subj02": masks},
+        bootstrap={"n_replicates": 200, "seed": 0},
+    )  # fmt: skip
     return tables, masks
 
 
@@ -100,22 +102,75 @@ def test_one_row_per_fit_with_scores_from_the_files(fits):
     assert set(zip(early_choice["layer"], early_choice["k"], strict=True)) == {(1, 4)}
 
 
-def test_scaling_fits_have_the_language_tracks_columns(fits):
+def test_scaling_fits_have_the_language_tracks_columns_and_intervals(fits):
     tables, _ = fits
-    scaling = vision_scaling(tables["encoding"])
-    assert list(scaling.columns) == list(SCALING_COLUMNS)
-    assert list(scaling.columns) == list(scaling_summary(pd.DataFrame()).columns)
-    params = scaling[scaling["kind"] == "params"].iloc[0]
+    scaling = vision_scaling(tables["encoding"], tables["replicates"])
+    assert list(scaling.columns) == list(SCALING_COLUMNS) == list(LANGUAGE_SCALING_COLUMNS)
+    assert set(scaling["kind"]) == {"vision"} and set(scaling["metric"]) == {
+        "mean_r",
+        "mean_noise_norm",
+    }
+    assert (scaling["n_subjects"] == 2).all() and (scaling["n_replicates"] == 200).all()
+    r = scaling[scaling["metric"] == "mean_r"].set_index("axis")
     means = tables["encoding"].query("kind == 'full'").groupby("model")["mean_r"].mean()
-    assert params["slope_per_decade"] == pytest.approx((means["m-l"] - means["m-s"]) / 2)
-    data = scaling[scaling["kind"] == "data"].iloc[0]
+    assert r.loc["params", "slope_per_decade"] == pytest.approx((means["m-l"] - means["m-s"]) / 2)
+    assert r.loc["params", "x_min"] == 1e6 and r.loc["params", "x_max"] == 1e8
+    data = r.loc["images"]
     assert data["model"] == "m-l" and data["n_points"] == 3  # 10, 30 and the full fit's 100
     assert pd.isna(data["layer"])
-    rois = vision_scaling(
-        tables["rois"], metrics=("mean_r", "mean_noise_norm"), by=("roi_group", "roi")
-    )
-    assert list(rois.columns) == [*SCALING_COLUMNS, "roi_group", "roi", "metric"]
+    # the subsample fits are constant over vertices and equal across subjects and seeds: their
+    # resamples all give the point's value, so only the full fit's jitter widens the interval
+    for axis in ("params", "images"):
+        assert r.loc[axis, "slope_lo"] <= r.loc[axis, "slope_per_decade"] <= r.loc[axis, "slope_hi"]
+    assert r.loc["images", "slope_hi"] - r.loc["images", "slope_lo"] < 0.01
+    rois = vision_scaling(tables["rois"], tables["replicates"], by=("roi_group", "roi"))
+    assert list(rois.columns) == [*SCALING_COLUMNS, "roi_group", "roi"]
     assert set(rois["roi"]) == {"all", "early", "ventral", "lateral", "faces"}
+    whole = rois[(rois["roi"] == "all") & (rois["metric"] == "mean_r")].set_index("axis")
+    # the "all" ROI holds every vertex: the cortex's point estimate, its own resamples
+    assert whole.loc["params", "slope_per_decade"] == pytest.approx(
+        r.loc["params", "slope_per_decade"]
+    )
+    assert whole.loc["params", "slope_lo"] <= whole.loc["params", "slope_per_decade"]
+
+
+def test_scaling_intervals_are_a_two_level_bootstrap():
+    """Against a direct computation: per subject, vertices resampled with replacement; per
+    replicate, subjects drawn with replacement; the line refitted to the drawn means."""
+    from fmriscaling.scaling.fits import subject_draws
+    from fmriscaling.scaling.resample import subject_stream
+
+    rng = np.random.default_rng(3)
+    subjects, sizes, n_vert, n_rep = ("s1", "s2", "s3"), (1e6, 1e7, 1e8), 40, 50
+    r = {(s, i): 0.1 * i + 0.05 * rng.standard_normal(n_vert) for s in subjects for i in range(3)}
+    rows, replicates = [], VertexReplicates(n_rep, seed=7)
+    for s in subjects:
+        test_r = np.stack([r[s, i] for i in range(3)])
+        keys = [(f"m{i}", 100, -1) for i in range(3)]
+        replicates.add_subject(s, keys, test_r, np.full_like(test_r, np.nan), {})
+        for i in range(3):
+            rows.append(dict(subject=s, model=f"m{i}", family="f", n_params=sizes[i], kind="full",
+                             full_train=True, n_train_images=100, seed=-1,
+                             mean_r=r[s, i].mean(), mean_noise_norm=np.nan))  # fmt: skip
+    fits = vision_scaling(pd.DataFrame(rows), replicates, metrics=("mean_r",), seed=5, ci=0.9)
+    (fit,) = fits.to_dict("records")  # no ceiling: the score's line is left out
+    # the direct computation
+    draws = subject_draws(n_rep, 3, seed=5)
+    means = np.empty((3, 3, n_rep))  # subject, model, replicate
+    for j, s in enumerate(subjects):
+        stream = subject_stream(7, f"{s}/cortex/cortex")
+        idx = stream.integers(0, n_vert, size=(n_rep, n_vert))
+        for i in range(3):
+            means[j, i] = r[s, i][idx].mean(axis=1)
+    slopes = [
+        np.polyfit(np.log10(sizes), means[draws[b], :, b].mean(axis=0), 1)[0] for b in range(n_rep)
+    ]
+    lo, hi = np.percentile(slopes, [5, 95])
+    assert fit["slope_lo"] == pytest.approx(lo) and fit["slope_hi"] == pytest.approx(hi)
+    point = np.polyfit(
+        np.log10(sizes), [np.mean([r[s, i].mean() for s in subjects]) for i in range(3)], 1
+    )
+    assert fit["slope_per_decade"] == pytest.approx(point[0])
 
 
 def test_every_figure_is_drawn(fits, tmp_path):

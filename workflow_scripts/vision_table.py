@@ -21,6 +21,8 @@ def main(smk) -> None:
         n_hemispheres=p.n_hemispheres,
         feature_dirs=dict(zip(p.models, smk.input.features, strict=True)),
         outputs={name: smk.output[name] for name in smk.output.keys()},
+        bootstrap=p.bootstrap,
+        ci=p.ci,
     )
 
 

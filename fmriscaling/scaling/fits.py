@@ -57,7 +57,7 @@ def _percent(slope: np.ndarray, intercept: np.ndarray, x_min: float) -> np.ndarr
         return np.where(base != 0, 100.0 * slope / base, np.nan)
 
 
-def _lines(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def lines_of_replicates(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares slope and intercept of each column of y (n_points, n) on log10(x)."""
     lx = np.log10(x)[:, None]
     lx_c = lx - lx.mean()
@@ -96,11 +96,28 @@ class _Replicates:
         return values
 
     def over_subjects(self, per_subject: np.ndarray) -> np.ndarray:
-        """(n_subjects, n_points, n_replicates) -> (n_points, n_replicates): per replicate, the
-        mean over that replicate's drawn subjects."""
-        idx = self.draws.T  # (n_subjects, n_replicates)
-        replicate = np.arange(idx.shape[1])[None, :]
-        return per_subject[idx, :, replicate].mean(axis=0).T  # (n_subj, n_rep, n_points) -> ...
+        """See `mean_over_drawn_subjects`."""
+        return mean_over_drawn_subjects(per_subject, self.draws)
+
+
+def subject_draws(
+    n_replicates: int, n_subjects: int, seed: int, resample: bool = True
+) -> np.ndarray:
+    """Indices of the subjects of each replicate, shape (n_replicates, n_subjects): drawn
+    with replacement from a stream seeded by ``seed`` (all of them in order if not
+    ``resample``). One draw is shared by every fit, so lines of one replicate compare."""
+    rng = np.random.default_rng([seed, zlib.crc32(b"subjects")])
+    if resample:
+        return rng.integers(0, n_subjects, size=(n_replicates, n_subjects))
+    return np.tile(np.arange(n_subjects), (n_replicates, 1))
+
+
+def mean_over_drawn_subjects(per_subject: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """(n_subjects, n_points, n_replicates) -> (n_points, n_replicates): per replicate, the
+    mean over that replicate's drawn subjects (`subject_draws`)."""
+    idx = draws.T  # (n_subjects, n_replicates)
+    replicate = np.arange(idx.shape[1])[None, :]
+    return per_subject[idx, :, replicate].mean(axis=0).T  # (n_subj, n_rep, n_points) -> ...
 
 
 def scaling_fits(
@@ -146,21 +163,17 @@ def scaling_fits(
     n_rep = int(means["replicate"].max()) + 1 if len(means) else 0
     if n_rep == 0:
         raise DataError("the bootstrap table is empty; rebuild it (rule bootstrap_means)")
-    rng = np.random.default_rng([seed, zlib.crc32(b"subjects")])
-    if resample_subjects:
-        draws = rng.integers(0, len(subjects), size=(n_rep, len(subjects)))
-    else:
-        draws = np.tile(np.arange(len(subjects)), (n_rep, 1))
+    draws = subject_draws(n_rep, len(subjects), seed, resample_subjects)
     reps = _Replicates(means, draws, subjects)
     kind_of = encoding.groupby("model")["model_kind"].first() if "model_kind" in encoding else None
     rows, lines = [], []
     common = dict(n_subjects=len(subjects), n_replicates=n_rep, ci=ci)
     for metric in METRICS:
         for fit, (slopes, intercepts) in _params_fits(encoding, reps, subjects, metric, kind_of):
-            rows.append(_with_interval(fit, slopes, intercepts, ci) | common)
+            rows.append(with_interval(fit, slopes, intercepts, ci) | common)
             lines.append(_replicate_lines(fit, slopes, intercepts))
         for fit, (slopes, intercepts) in _data_fits(encoding, reps, subjects, metric, kind_of):
-            rows.append(_with_interval(fit, slopes, intercepts, ci) | common)
+            rows.append(with_interval(fit, slopes, intercepts, ci) | common)
             lines.append(_replicate_lines(fit, slopes, intercepts))
     fits = pd.DataFrame(rows, columns=list(FIT_COLUMNS))
     replicates = (
@@ -197,8 +210,8 @@ def _params_fits(encoding, reps: _Replicates, subjects, metric, kind_of):
                 subjects.index(record["subject"]), models.index.get_loc(record["model"])
             ] = reps.get(record, metric, f"the size fit of family {family}")
         boot = reps.over_subjects(per_subject)  # (n_models, n_replicates)
-        fit = _point("params", metric, x, y, family=family, kind=_kind(kind_of, models.index))
-        yield fit, _lines(x, boot)
+        fit = fit_point("params", metric, x, y, family=family, kind=_kind(kind_of, models.index))
+        yield fit, lines_of_replicates(x, boot)
 
 
 def _data_fits(encoding, reps: _Replicates, subjects, metric, kind_of):
@@ -227,7 +240,7 @@ def _data_fits(encoding, reps: _Replicates, subjects, metric, kind_of):
         y = per_size[metric].mean().reindex(sizes).to_numpy(np.float64)
         for axis, column in _AXIS_X.items():
             x = per_size[column].mean().reindex(sizes).to_numpy(np.float64)
-            fit = _point(
+            fit = fit_point(
                 axis,
                 metric,
                 x,
@@ -237,7 +250,7 @@ def _data_fits(encoding, reps: _Replicates, subjects, metric, kind_of):
                 layer=layer,
                 kind=_kind(kind_of, [model]),
             )
-            yield fit, _lines(x, boot)
+            yield fit, lines_of_replicates(x, boot)
 
 
 def _kind(kind_of: pd.Series | None, models) -> str | None:
@@ -247,7 +260,7 @@ def _kind(kind_of: pd.Series | None, models) -> str | None:
     return kinds[0] if len(kinds) == 1 else "/".join(kinds)
 
 
-def _point(axis: str, metric: str, x: np.ndarray, y: np.ndarray, **labels: Any) -> dict[str, Any]:
+def fit_point(axis: str, metric: str, x: np.ndarray, y: np.ndarray, **labels: Any) -> dict[str, Any]:
     slope, intercept, r = fit_log_linear(x, y)
     return {
         "axis": axis,
@@ -266,7 +279,7 @@ def _point(axis: str, metric: str, x: np.ndarray, y: np.ndarray, **labels: Any) 
     }
 
 
-def _with_interval(fit: dict, slopes: np.ndarray, intercepts: np.ndarray, ci: float) -> dict:
+def with_interval(fit: dict, slopes: np.ndarray, intercepts: np.ndarray, ci: float) -> dict:
     tails = 100 * np.array([(1 - ci) / 2, (1 + ci) / 2])
     pct = _percent(slopes, intercepts, fit["x_min"])
     slope_lo, slope_hi = np.nanpercentile(slopes, tails)

@@ -118,7 +118,7 @@ def _check_encoding(encoding: pd.DataFrame) -> None:
         )
 
 
-def _subject_stream(seed: int, subject: str) -> np.random.Generator:
+def subject_stream(seed: int, subject: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(subject.encode())])
 
 
@@ -181,7 +181,7 @@ def bootstrap_means(
             )
         cc_max = np.broadcast_to(nc.cc_max, test_r.shape)
         cc_norm = normalized_correlation(test_r, cc_max, floor=floor)
-        rng = _subject_stream(seed, str(subject))
+        rng = subject_stream(seed, str(subject))
         mean_r, mean_cc = resampled_means(test_r, cc_norm, n_replicates, rng, chunk=chunk)
         frame = fits[list(KEY_COLUMNS)].reset_index(drop=True)
         long = frame.loc[frame.index.repeat(n_replicates)].reset_index(drop=True)

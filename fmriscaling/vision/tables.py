@@ -1,11 +1,18 @@
 """Tidy tables of the vision track: fits, ROI summaries, selected candidates, scaling fits.
 
 One row per fit (``encoding.csv``), per fit and ROI (``rois.csv``), per full fit, ROI and
-selected (layer, k) (``selection.csv``), and the log-linear scaling fits in the exact columns
-of the language track's ``scaling.csv`` (`fmriscaling.encoding.tables.scaling_summary`), so
-that a summary can stack both: ``kind="params"`` per family (mean test r over all vertices vs
-model parameters) and ``kind="data"`` per model (vs training images; ``layer`` is empty: each
-vertex has its own). ``scaling_rois.csv`` repeats the fits per ROI and metric.
+selected (layer, k) (``selection.csv``), and the log-linear scaling fits in the columns of the
+language track's ``scaling.csv`` (`fmriscaling.scaling.FIT_COLUMNS`), so that a summary can
+stack both: ``axis="params"`` per family (each model's full fit vs model parameters) and
+``axis="images"`` per model (vs training images; ``layer`` is empty: each vertex has its own),
+for mean test r and the mean noise-normalised score (``metric``), with ``kind="vision"``.
+``scaling_rois.csv`` repeats the fits per ROI.
+
+Intervals are the language track's two-level percentile bootstrap
+(`fmriscaling.scaling`): per subject, ``n_replicates`` resamples of the vertices (of each ROI)
+with replacement, drawn once from a stream seeded by (seed, subject[, ROI]) and shared by every
+fit of that subject; per replicate, subjects drawn with replacement (one draw for every fit),
+the replicate means averaged over the drawn subjects and the line refitted.
 """
 
 from __future__ import annotations
@@ -21,7 +28,17 @@ import numpy as np
 import pandas as pd
 
 from .._utils import DataError
-from ..encoding.tables import SCALING_COLUMNS, _fit_row
+from ..scaling.fits import (
+    FIT_COLUMNS as SCALING_COLUMNS,
+)
+from ..scaling.fits import (
+    fit_point,
+    lines_of_replicates,
+    mean_over_drawn_subjects,
+    subject_draws,
+    with_interval,
+)
+from ..scaling.resample import resampled_means, subject_stream
 from .scores import load_vision_noise_ceiling, noise_normalized_score, summarize
 
 logger = logging.getLogger(__name__)
@@ -29,6 +46,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "FIT_COLUMNS",
     "SCALING_COLUMNS",
+    "VertexReplicates",
     "collect_vision_tables",
     "vision_scaling",
     "write_vision_tables",
@@ -79,12 +97,64 @@ def _read_fit(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return arrays, json.loads(summary_path.read_text())
 
 
+#: what a scaling fit of the vision track is: one kind of model, told apart from text and speech
+MODEL_KIND = "vision"
+#: the whole-cortex "ROI" of the replicates (the encoding table's rows)
+CORTEX = ("cortex", "cortex")
+_METRICS = ("mean_r", "mean_noise_norm")
+
+
+class VertexReplicates:
+    """Means of each fit over shared vertex resamples, per subject and ROI (step 1 of the
+    bootstrap).
+
+    ``values[(subject, model, n_train_images, seed, roi_group, roi)]`` holds an array of shape
+    (2, n_replicates): mean test r and mean noise-normalised score (over the resampled
+    vertices that have a ceiling) of each replicate. `CORTEX` stands for all vertices.
+    """
+
+    def __init__(self, n_replicates: int, seed: int):
+        self.n_replicates = int(n_replicates)
+        self.seed = int(seed)
+        self.values: dict[tuple, np.ndarray] = {}
+
+    def add_subject(
+        self,
+        subject: str,
+        keys: Sequence[tuple],
+        test_r: np.ndarray,
+        score: np.ndarray,
+        masks: Mapping[tuple[str, str], np.ndarray],
+    ) -> None:
+        """Resample the vertices of one subject's fits (rows of ``test_r`` / ``score``, one per
+        key (model, n_train_images, seed)), over all vertices and within every ROI."""
+        for roi, mask in {CORTEX: None, **masks}.items():
+            r = test_r if mask is None else test_r[:, mask]
+            s = score if mask is None else score[:, mask]
+            if r.shape[1] == 0:
+                continue  # an empty ROI has no means; its scaling fits are skipped
+            stream = subject_stream(self.seed, "/".join((subject, *roi)))
+            mean_r, mean_s = resampled_means(r, s, self.n_replicates, stream)
+            for key, a, b in zip(keys, mean_r, mean_s, strict=True):
+                self.values[(subject, *key, *roi)] = np.stack([a, b])
+
+    def get(self, subject: str, model: str, n_train: int, seed: int, roi, metric: str):
+        key = (subject, model, int(n_train), int(seed), *roi)
+        if key not in self.values:
+            raise DataError(
+                f"no vertex resamples of {subject} {model} ({n_train} images, seed {seed}) in "
+                f"ROI {'/'.join(roi)}: the fit is missing from the vision table's inputs"
+            )
+        return self.values[key][_METRICS.index(metric)]
+
+
 def collect_vision_tables(
     entries: Sequence[Mapping[str, Any]],
     *,
     ceilings: Mapping[str, str | os.PathLike] | None,
     roi_masks: Mapping[str, Mapping[tuple[str, str], np.ndarray]],
-) -> dict[str, pd.DataFrame]:
+    bootstrap: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
     """Read every fit of the vision track into its tables.
 
     Parameters
@@ -98,6 +168,9 @@ def collect_vision_tables(
         noise-normalised scores (NaN columns).
     roi_masks : mapping subject -> {(group, roi): bool array}
         From `fmriscaling.vision.dataset.roi_masks`.
+    bootstrap : mapping, optional
+        ``n_replicates`` and ``seed`` of the vertex resamples of the scaling fits' intervals
+        (full and subsample fits); None: no resamples.
 
     Returns
     -------
@@ -105,9 +178,12 @@ def collect_vision_tables(
         ``"encoding"`` (`FIT_COLUMNS`), ``"rois"`` (the labels, ``roi_group``, ``roi``,
         ``n_vertices``, ``mean_r``, ``median_r``, ``mean_noise_norm``, ``median_noise_norm``,
         ``n_vertices_no_ceiling``) and ``"selection"`` (full fits: ``roi_group``, ``roi``,
-        ``layer``, ``k``, ``n_vertices``, ``fraction``).
+        ``layer``, ``k``, ``n_vertices``, ``fraction``); with ``bootstrap``, also
+        ``"replicates"`` (`VertexReplicates`).
     """
     fits, rois, selection = [], [], []
+    # per subject, the per-vertex scores of its full and subsample fits, for the bootstrap
+    per_vertex: dict[str, tuple[list, list, list]] = {}
     nc_cache: dict[str, np.ndarray | None] = {}
     for entry in entries:
         path = Path(entry["path"])
@@ -138,6 +214,11 @@ def collect_vision_tables(
             "n_train_images": int(summary["n_train_images"]),
             "seed": int(entry.get("seed", -1)),
         }
+        if bootstrap is not None and entry["kind"] in ("full", "subsample"):
+            keys, rs, scores = per_vertex.setdefault(subject, ([], [], []))
+            keys.append((labels["model"], labels["n_train_images"], labels["seed"]))
+            rs.append(test_r)
+            scores.append(score)
         whole_r, whole_s = summarize(test_r), summarize(score)
         cv = arrays.get("cv_score")
         fits.append(
@@ -202,88 +283,129 @@ def collect_vision_tables(
     encoding = pd.DataFrame.from_records(fits, columns=list(FIT_COLUMNS))
     sort = ["subject", "model", "n_train_images", "seed"]
     encoding = encoding.sort_values(sort, kind="stable").reset_index(drop=True)
-    return {
+    tables: dict[str, Any] = {
         "encoding": encoding,
         "rois": pd.DataFrame.from_records(rois),
         "selection": pd.DataFrame.from_records(selection),
     }
+    if bootstrap is not None:
+        replicates = VertexReplicates(bootstrap["n_replicates"], bootstrap["seed"])
+        for subject, (keys, rs, scores) in per_vertex.items():
+            shapes = {r.shape for r in rs}
+            if len(shapes) != 1:
+                raise DataError(f"{subject}: fits of different vertex counts {sorted(shapes)}")
+            replicates.add_subject(
+                subject, keys, np.stack(rs), np.stack(scores), roi_masks[subject]
+            )
+        tables["replicates"] = replicates
+    return tables
 
 
 def vision_scaling(
-    table: pd.DataFrame, *, metrics: Sequence[str] = ("mean_r",), by: Sequence[str] = ()
+    table: pd.DataFrame,
+    replicates: VertexReplicates,
+    *,
+    by: Sequence[str] = (),
+    metrics: Sequence[str] = _METRICS,
+    ci: float = 0.95,
+    seed: int = 0,
+    resample_subjects: bool = True,
 ) -> pd.DataFrame:
-    """Log-linear scaling fits of the vision track.
+    """Log-linear scaling fits of the vision track, with percentile bootstrap intervals.
 
-    - ``kind="params"``, per family with >= 2 model sizes: each model's full-training-set fit,
+    - ``axis="params"``, per family with >= 2 model sizes: each model's full-training-set fit,
       ``metric`` averaged over subjects, against ``log10(n_params)``.
-    - ``kind="data"``, per model with >= 2 training-set sizes: ``metric`` averaged over
-      subjects and seeds per number of training images (the full fit is the largest size),
-      against ``log10(n_train_images)``.
+    - ``axis="images"``, per model with >= 2 training-set sizes: ``metric`` averaged over seeds
+      per subject, then over subjects, per number of training images (the full fit is the
+      largest size), against ``log10(n_train_images)``.
+
+    A line needs every subject at every point with a finite value; one that lacks any (an ROI
+    without vertices, no noise ceiling for the score) is left out, with a log line saying so.
 
     Parameters
     ----------
     table : DataFrame
         ``encoding.csv`` (whole-cortex rows) or ``rois.csv`` (with ``by=("roi_group",
         "roi")``); ensembles are left out.
-    metrics : sequence of str
-        Columns to fit; with one metric and no ``by`` the result has exactly the columns of
-        the language track's ``scaling.csv`` (`SCALING_COLUMNS`).
+    replicates : VertexReplicates
+        The vertex resamples of the same fits (`collect_vision_tables` with ``bootstrap``).
     by : sequence of str
-        Extra grouping columns (one fit per group), kept as columns.
+        ``()`` for the whole cortex, or ``("roi_group", "roi")``: one fit per ROI, its labels
+        kept as columns.
+    metrics : sequence of str
+        ``"mean_r"`` and / or ``"mean_noise_norm"``.
+    ci : float
+        Coverage of the intervals.
+    seed : int
+        Seed of the subject draws (`fmriscaling.scaling.fits.subject_draws`).
+    resample_subjects : bool
+        Draw subjects with replacement in each replicate (else keep them all).
 
     Returns
     -------
     fits : DataFrame
-        `SCALING_COLUMNS`, then ``by`` and ``metric`` when asked for more than the default.
+        `SCALING_COLUMNS`, then the ``by`` columns.
     """
     by = list(by)
-    rows: list[dict[str, Any]] = []
+    if by not in ([], ["roi_group", "roi"]):
+        raise ValueError(f"by must be () or ('roi_group', 'roi'), got {by}")
     fits = table[table["kind"].isin(["full", "subsample"])] if len(table) else table
-    for metric in metrics:
-        groups = fits.groupby(by, sort=True) if by else [((), fits)]
-        for key, group in groups:
-            labels = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
-            full = group[group["full_train"].astype(bool)].dropna(subset=[metric])
-            per_model = (
-                full.groupby(["family", "model"], sort=True)
-                .agg(n_params=("n_params", "first"), value=(metric, "mean"))
-                .reset_index()
-                .dropna(subset=["n_params"])
-            )
-            for family, models in per_model.groupby("family", sort=True):
-                if models["n_params"].nunique() >= 2:
-                    rows.append(
-                        {
-                            **_fit_row(
-                                "params", models["n_params"], models["value"], family=family
-                            ),
-                            **labels,
-                            "metric": metric,
-                        }
+    subjects = sorted(str(v) for v in fits["subject"].unique()) if len(fits) else []
+    n_rep = replicates.n_replicates
+    draws = subject_draws(n_rep, len(subjects), seed, resample_subjects)
+    common = dict(n_subjects=len(subjects), n_replicates=n_rep, ci=ci)
+    rows: list[dict[str, Any]] = []
+
+    def line(axis, metric, points, roi, **labels):
+        """One fit over ``points`` (frames of one x value each, all subjects' rows)."""
+        what = f"{axis} fit of {metric} for {labels} in ROI {'/'.join(roi)}"
+        xs, point_y, per_subject = [], [], []
+        for x, rows_at in points:
+            by_subject = rows_at.groupby("subject")
+            if sorted(by_subject.groups) != subjects or not np.isfinite(rows_at[metric]).all():
+                logger.info("%s: left out (a subject or a finite value missing at %s)", what, x)
+                return
+            xs.append(float(x))
+            point_y.append(by_subject[metric].mean().mean())
+            per_subject.append(
+                [
+                    np.mean(
+                        [
+                            replicates.get(s, r.model, r.n_train_images, r.seed, roi, metric)
+                            for r in group.itertuples()
+                        ],
+                        axis=0,
                     )
-            per_size = (
-                group.dropna(subset=[metric])
-                .groupby(["family", "model", "n_train_images"], sort=True)[metric]
-                .mean()
-                .reset_index()
+                    for s, group in sorted(by_subject, key=lambda item: item[0])
+                ]
             )
-            for (family, model), sizes in per_size.groupby(["family", "model"], sort=True):
-                if sizes["n_train_images"].nunique() >= 2:
-                    rows.append(
-                        {
-                            **_fit_row(
-                                "data",
-                                sizes["n_train_images"],
-                                sizes[metric],
-                                family=family,
-                                model=model,
-                            ),
-                            **labels,
-                            "metric": metric,
-                        }
-                    )
-    extra = [*by, "metric"] if (by or len(metrics) > 1) else []
-    columns = [*SCALING_COLUMNS, *extra]
+        x, y = np.array(xs), np.array(point_y)
+        fit = fit_point(axis, metric, x, y, kind=MODEL_KIND, layer=None, **labels)
+        y_rep = mean_over_drawn_subjects(np.array(per_subject).transpose(1, 0, 2), draws)
+        slopes, intercepts = lines_of_replicates(x, y_rep)
+        rows.append(
+            with_interval(fit, slopes, intercepts, ci)
+            | common
+            | (dict(roi_group=roi[0], roi=roi[1]) if by else {})
+        )
+
+    groups = fits.groupby(by, sort=True) if by else [(CORTEX, fits)]
+    for roi, group in groups:
+        roi = tuple(roi)
+        for metric in metrics:
+            full = group[group["full_train"].astype(bool)]
+            for family, members in full.groupby("family", sort=True):
+                sizes = members.groupby("model")["n_params"].first().dropna().sort_values()
+                if sizes.nunique() < 2:
+                    continue
+                points = [(sizes[m], members[members["model"] == m]) for m in sizes.index]
+                line("params", metric, points, roi, family=family)
+            for (family, model), members in group.groupby(["family", "model"], sort=True):
+                if members["n_train_images"].nunique() < 2:
+                    continue
+                points = list(members.groupby("n_train_images", sort=True))
+                line("images", metric, points, roi, family=family, model=model)
+    columns = [*SCALING_COLUMNS, *by]
     return pd.DataFrame.from_records(rows, columns=columns)[columns]
 
 
@@ -297,7 +419,9 @@ def write_vision_tables(
     n_hemispheres: int,
     feature_dirs: Mapping[str, str | os.PathLike],
     outputs: Mapping[str, str | os.PathLike],
-) -> dict[str, pd.DataFrame]:
+    bootstrap: Mapping[str, Any] | None = None,
+    ci: float = 0.95,
+) -> dict[str, Any]:
     """Build every vision table and write each as CSV + markdown.
 
     Parameters
@@ -315,6 +439,11 @@ def write_vision_tables(
         Feature folders of the vision models.
     outputs : mapping table name -> path
         ``encoding``, ``rois``, ``selection``, ``scaling``, ``scaling_rois`` CSV paths.
+    bootstrap : mapping, optional
+        ``n_replicates``, ``seed``, ``resample_subjects`` of the intervals (the config's
+        ``scaling.bootstrap``, shared with the language track); default 1000, 0, true.
+    ci : float
+        Coverage of the intervals.
 
     Returns
     -------
@@ -342,10 +471,12 @@ def write_vision_tables(
         if entry.get("n_params") is None and entry["model"] in feature_dirs:
             entry["n_params"] = recorded_n_params(feature_dirs[entry["model"]])
         filled.append(entry)
-    tables = collect_vision_tables(filled, ceilings=ceilings, roi_masks=masks)
-    tables["scaling"] = vision_scaling(tables["encoding"])
+    boot = {"n_replicates": 1000, "seed": 0, "resample_subjects": True, **(bootstrap or {})}
+    tables = collect_vision_tables(filled, ceilings=ceilings, roi_masks=masks, bootstrap=boot)
+    options = dict(ci=ci, seed=boot["seed"], resample_subjects=boot["resample_subjects"])
+    tables["scaling"] = vision_scaling(tables["encoding"], tables["replicates"], **options)
     tables["scaling_rois"] = vision_scaling(
-        tables["rois"], metrics=("mean_r", "mean_noise_norm"), by=("roi_group", "roi")
+        tables["rois"], tables["replicates"], by=("roi_group", "roi"), **options
     )
     for name, path in outputs.items():
         write_table(tables[name], path)
