@@ -141,7 +141,9 @@ def roi_voxel_table(labels: VoxelLabels) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        subject, roi, source, voxel.
+        subject, roi, source, voxel (nullable integers): an ROI without any voxel of this
+        subject's grid (a small functional ROI on a coarse grid) has one row with an empty
+        voxel, so that the ROI table still lists it, with zero voxels.
     """
     parts = [
         pd.DataFrame(
@@ -149,7 +151,7 @@ def roi_voxel_table(labels: VoxelLabels) -> pd.DataFrame:
                 "subject": labels.subject,
                 "roi": roi,
                 "source": source,
-                "voxel": np.flatnonzero(inside),
+                "voxel": pd.array(np.flatnonzero(inside) if inside.any() else [pd.NA], "Int64"),
             }
         )
         for roi, source, inside in zip(
@@ -179,7 +181,11 @@ def roi_summary(voxels: pd.DataFrame, roi_voxels: pd.DataFrame) -> pd.DataFrame:
         means.
     """
     cortex = voxels.assign(roi=ALL_VOXELS, source="all")
-    members = roi_voxels.merge(voxels, on=["subject", "voxel"], how="left", validate="m:1")
+    # an empty voxel marks an ROI without voxels (`roi_voxel_table`): it matches no voxel
+    roi_voxels = roi_voxels.astype({"voxel": "Int64"})
+    members = roi_voxels.merge(
+        voxels.astype({"voxel": "Int64"}), on=["subject", "voxel"], how="left", validate="m:1"
+    )
     both = pd.concat([cortex, members], ignore_index=True)
     ceiling = both["has_ceiling"].astype(bool)
     both["cc_max_valid"] = both["cc_max"].where(ceiling)

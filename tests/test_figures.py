@@ -25,6 +25,7 @@ from fmriscaling.scaling import fits_to_resample, scaling_fits
 from fmriscaling.voxel_tables import (
     add_stacking_gain,
     roi_summary,
+    roi_voxel_table,
     voxel_table,
 )
 
@@ -76,6 +77,25 @@ def test_roi_summary_means_match_an_independent_computation(rng):
     cortex = rois[rois["roi"] == "cortex"].iloc[0]
     assert cortex["n_voxels"] == N_VOXELS and cortex["source"] == "all"
     assert list(rois["source"]) == ["all", "anatomical", "functional", "functional"]
+
+
+def test_an_roi_without_voxels_stays_in_the_roi_table_with_zero_voxels(rng):
+    """A functional ROI that misses a coarse grid is listed, with no voxels and no means."""
+    from fmriscaling.rois import VoxelLabels
+
+    n = N_VOXELS
+    inside = np.zeros((2, n), dtype=bool)
+    inside[0, :5] = True  # the second ROI has no voxel of this grid
+    labels = VoxelLabels(
+        subject="S01", vertex=np.arange(n), distance_mm=np.zeros(n),
+        hemisphere=np.array(["lh"] * n), atlas_labels={}, roi_names=["AC", "OFA"],
+        roi_sources=["functional", "functional"], membership=inside,
+    )  # fmt: skip
+    members = roi_voxel_table(labels)
+    assert members["voxel"].isna().sum() == 1 and (members["roi"] == "AC").sum() == 5
+    rois = roi_summary(_voxels(rng), members).set_index("roi")
+    assert rois.loc["OFA", "n_voxels"] == 0 and np.isnan(rois.loc["OFA", "mean_r"])
+    assert rois.loc["AC", "n_voxels"] == 5
 
 
 def test_stacking_gain_joins_the_roi_table_per_stack(rng):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import h5py
 import numpy as np
@@ -449,6 +450,16 @@ def test_summary_of_a_voxel_set():
     assert row["weight_text"] == pytest.approx(1.3 / 3)
     assert [m["mean_weight"] for m in members] == pytest.approx([1.7 / 3, 1.3 / 3])
     assert members[1]["layer_choice"] == "best" and members[1]["layer"] == 3
+
+
+def test_summary_of_an_empty_voxel_set_names_no_best_member():
+    """An ROI that misses the subject's grid: zero voxels, no means, no best member."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice" in the job logs
+        row, members = summarize_stack(_scores(), np.zeros(4, dtype=bool))
+    assert row["n_voxels"] == 0 and row["best_member"] is None
+    assert np.isnan(row["mean_r_stack"]) and np.isnan(row["gain_over_best_member"])
+    assert np.isnan(row["weight_speech"]) and all(np.isnan(m["mean_r"]) for m in members)
 
 
 def test_tables_have_all_voxels_and_each_group(tmp_path):

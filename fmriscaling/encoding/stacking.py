@@ -445,6 +445,11 @@ def read_voxel_labels(path: str | os.PathLike, key: str) -> np.ndarray:
         return data[key].astype(str)
 
 
+def _mean(values: np.ndarray) -> float:
+    """Mean in float64; NaN for no values (an empty voxel set), without numpy's warning."""
+    return float(np.mean(values, dtype=np.float64)) if values.size else float("nan")
+
+
 def summarize_stack(
     scores: Mapping[str, np.ndarray], voxels: np.ndarray
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -482,16 +487,14 @@ def summarize_stack(
     row = {
         "n_members": len(weights),
         "n_voxels": n,
-        "mean_r_stack": float(np.mean(scores["stack_r"][voxels], dtype=np.float64)),
+        "mean_r_stack": _mean(scores["stack_r"][voxels]),
         "mean_cc_norm_stack": mean_cc,
-        "best_member": str(scores["members"][best]),
+        "best_member": str(scores["members"][best]) if n else None,  # none in an empty set
         "mean_r_best_member": float(mean_member_r[best]),
-        "mean_gain": float(np.mean(scores["gain"][voxels], dtype=np.float64)),
+        "mean_gain": _mean(scores["gain"][voxels]),
         # the stack against the member best on average in this set (chosen per set, not per
         # voxel, so that test-story noise does not favour the members)
-        "gain_over_best_member": float(
-            np.mean(scores["stack_r"][voxels], dtype=np.float64) - mean_member_r[best]
-        ),
+        "gain_over_best_member": _mean(scores["stack_r"][voxels]) - float(mean_member_r[best]),
         "frac_improved": float(np.mean(scores["gain"][voxels] > 0)) if n else float("nan"),
         "weight_speech": kind_weight("speech"),
         "weight_text": kind_weight("text"),

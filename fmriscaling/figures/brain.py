@@ -185,7 +185,9 @@ def _map_values(voxels: pd.DataFrame, weights: Mapping[str, np.ndarray] | None):
         for name in ("test_r", "cc_norm", "cc_max")
     ]
     for member, values in (weights or {}).items():
-        style = dict(MAP_STYLES["weight"], label=f"stacking weight of {member}")
+        stack, _, kind = member.partition(": ")
+        label = f"stack {stack}: weight on {kind}" if kind else f"stacking weight of {member}"
+        style = dict(MAP_STYLES["weight"], label=label)
         panels.append((f"weight:{member}", np.asarray(values, dtype=float), style))
     return panels
 
@@ -222,7 +224,8 @@ def draw_brain_maps(
         The cortical mask of the voxels and the transform's reference volume.
     xfmname : str
     stacking_weights : mapping of str to array of shape (n_voxels,), optional
-        Member -> its stacking weight per voxel, one more panel each.
+        ``"<stack>: <kind>"`` (`fmriscaling.encoding.stacking.speech_weights`) -> the stack's
+        weight on that kind of member per voxel, one more panel each.
     with_rois, height, pixelwise
         See `plot_flatmap`.
 
@@ -254,8 +257,11 @@ def draw_brain_maps(
     # one pycortex session for every panel: its flatmap cache is computed once
     session = pycortex_session(db_dir, [subject]) if flat else contextlib.nullcontext()
     with saving(fig, paths) as written, session:
-        for i, (_, values, style) in enumerate(panels):
-            title = f"{subject} {style['label']}: {model} layer {layer} (best by CV)"
+        for i, (name, values, style) in enumerate(panels):
+            if name.startswith("weight:"):  # a stack's map, not the best model's
+                title = f"{subject} {style['label']}"
+            else:
+                title = f"{subject} {style['label']}: {model} layer {layer} (best by CV)"
             colours = {k: style[k] for k in ("cmap", "vmin", "vmax")}
             if flat:
                 ax = fig.add_subplot(nrows, ncols, i + 1)

@@ -35,7 +35,10 @@ SOURCE_LABELS = {
     "all": "every cortical voxel",
     "anatomical": "anatomical ROI (FreeSurfer labels)",
     "functional": "functional ROI (overlays.svg)",
+    "label": "the demo's true voxel group",
 }
+#: Short names of the sources, added to an ROI's tick label where two sources share its name.
+SOURCE_SHORT = {"all": "all", "anatomical": "anat.", "functional": "func.", "label": "truth"}
 
 __all__ = [
     "draw_noise_ceiling_figure",
@@ -135,14 +138,23 @@ def plot_roi_values(
     ordered = pd.concat([everything, regions], ignore_index=True)
     positions = np.arange(len(ordered))
     colorblind = sns.color_palette("colorblind")
-    palette = {"all": "0.6", "anatomical": colorblind[0], "functional": colorblind[2]}
+    palette = {
+        "all": "0.6", "anatomical": colorblind[0], "functional": colorblind[2],
+        "label": colorblind[1],
+    }  # fmt: skip
     colors = [palette.get(s, colorblind[3]) for s in ordered["source"]]
     ax.barh(positions, ordered["mean"], color=colors, alpha=0.8, gid="bars")
     points = rois.merge(ordered[["roi", "source"]].reset_index(), on=["roi", "source"])
     ax.scatter(points[value], points["index"], s=12, color="black", zorder=3, gid="subjects")
     ax.set_yticks(positions)
+    shared = ordered["roi"].duplicated(keep=False)  # e.g. the demo's "auditory" group and ROI
     ax.set_yticklabels(
-        [f"{r} (n={n:.0f})" for r, n in zip(ordered["roi"], ordered["n_voxels"], strict=True)]
+        [
+            f"{r} ({SOURCE_SHORT.get(src, src)}, n={n:.0f})" if dup else f"{r} (n={n:.0f})"
+            for r, src, n, dup in zip(
+                ordered["roi"], ordered["source"], ordered["n_voxels"], shared, strict=True
+            )
+        ]
     )
     ax.tick_params(axis="y", labelsize="small")
     ax.invert_yaxis()
@@ -161,9 +173,10 @@ def plot_roi_values(
     ax.set_xlabel(xlabel or value)
     # in one row under the x label (0.45 inch below the Axes): the bars keep the whole width
     below = ax.transAxes + ScaledTranslation(0, -0.45, ax.figure.dpi_scale_trans)
+    # two columns at most: a wider legend would squeeze the Axes under constrained layout
     ax.legend(
         handles=handles, fontsize="small", frameon=False, loc="upper center",
-        bbox_to_anchor=(0.5, 0), bbox_transform=below, ncol=len(handles),
+        bbox_to_anchor=(0.5, 0), bbox_transform=below, ncol=min(2, len(handles)),
     )  # fmt: skip
     return ax
 
