@@ -260,7 +260,9 @@ def _kind(kind_of: pd.Series | None, models) -> str | None:
     return kinds[0] if len(kinds) == 1 else "/".join(kinds)
 
 
-def fit_point(axis: str, metric: str, x: np.ndarray, y: np.ndarray, **labels: Any) -> dict[str, Any]:
+def fit_point(
+    axis: str, metric: str, x: np.ndarray, y: np.ndarray, **labels: Any
+) -> dict[str, Any]:
     slope, intercept, r = fit_log_linear(x, y)
     return {
         "axis": axis,
