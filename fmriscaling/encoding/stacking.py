@@ -11,13 +11,16 @@ through this: for each block it reads every member's OOF predictions of those vo
 a whole member), forms ``R`` on the backend from ``mean_t ŷ_i ŷ_j`` and the members' stored
 ``target_cross``/``target_power`` (see `fmriscaling.encoding.oof`), solves every voxel's weights
 at once (`fmriscaling.encoding.simplex.solve_simplex_qp_on`, on the GPU backend when there
-is one, else on numpy: `solver_backend`), and scores the stacked test prediction. Memory: one block of all members, sized from free memory (``block_voxels="auto"``).
+is one, else on numpy: `solver_backend`), and scores the stacked test prediction. Memory: one
+block of all members, sized from free memory (``block_voxels="auto"``).
 
 Per voxel it reports the weights, the test r of the stack and of each member, the stack's gain
 over the member that cross-validation picks for that voxel (the lowest OOF error ``R_kk``; chosen
 on training data, like the stack), and the stack's CC_norm with the subject's noise ceiling.
 `stacking_tables` summarises voxel sets (all voxels, and each label of a voxel labelling such as
-the demo's ground-truth groups) into the tidy ``stacking.csv`` / ``stacking_members.csv``.
+the demo's ground-truth groups, and the subjects' ROIs) into the tidy ``stacking.csv`` /
+``stacking_members.csv``. The module (~600 lines) holds the streamed job and the summaries of
+its one output format, which change together.
 """
 
 from __future__ import annotations
