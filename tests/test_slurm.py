@@ -210,7 +210,7 @@ def _differences(a: Path, b: Path) -> list[str]:
         elif path.suffix == ".npz":
             x, y = np.load(path), np.load(other)
             if x.files != y.files or any(
-                not np.array_equal(x[k], y[k], equal_nan=True) for k in x.files
+                not np.array_equal(x[k], y[k], equal_nan=x[k].dtype.kind in "fc") for k in x.files
             ):
                 problems.append(f"{rel}: arrays differ")
         elif path.suffix in (".h5", ".hf5"):
@@ -358,7 +358,9 @@ def _log_of(scores: str) -> str:
 def _differences_of(a: Path, b: Path, rel: Path) -> list[str]:
     if rel.suffix == ".npz":
         x, y = np.load(a / rel), np.load(b / rel)
-        return [k for k in x.files if not np.array_equal(x[k], y[k], equal_nan=True)]
+        return [
+            k for k in x.files if not np.array_equal(x[k], y[k], equal_nan=x[k].dtype.kind in "fc")
+        ]
     x, y = (json.loads((d / rel).read_text()) for d in (a, b))
     return [k for k in x if k not in ("fit_seconds", "peak_memory_bytes") and x[k] != y[k]]
 
