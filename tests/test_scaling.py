@@ -231,3 +231,6 @@ def test_data_fits_against_stories_and_trs_and_headline_with_the_paper():
     assert params["best_layer"] == 2  # by CV
     assert head.iloc[1]["paper_pct_per_decade"] == 122.0
     assert pd.isna(head.iloc[2]["paper_pct_per_decade"])  # the paper has no TR number
+    # no fit at all (one model, no sweep): no rows, but the header, so the CSV reads back
+    empty = headline_table(fits.iloc[:0], encoding)
+    assert empty.empty and list(empty.columns) == list(head.columns)

@@ -48,6 +48,13 @@ FIT_COLUMNS = (
     "n_replicates",
     "ci",
 )
+#: Columns of the headline table, in order.
+HEADLINE_COLUMNS = (
+    "axis", "kind", "family", "model", "layer", "n_points", "slope_per_decade", "slope_lo",
+    "slope_hi", "pct_per_decade", "pct_lo", "pct_hi", "r", "best_model", "best_layer",
+    "best_relative_depth", "best_mean_r", "best_mean_cc_norm", "paper_name",
+    "paper_pct_per_decade", "paper_fit_r",
+)  # fmt: skip
 _AXIS_X = {"stories": "n_train_stories", "trs": "n_train_trs"}
 
 
@@ -377,7 +384,8 @@ def headline_table(
                 "paper_fit_r": ref.get("fit_r"),
             }
         )
-    return pd.DataFrame(rows)
+    # with no fit (one model, no data-size sweep) the table still has its header
+    return pd.DataFrame(rows, columns=list(HEADLINE_COLUMNS))
 
 
 def scaling_table_files(
