@@ -193,6 +193,11 @@ def _benchmark(workdir: Path, rule: str, output: str) -> pd.Series:
     return pd.read_csv(workdir / "results/benchmarks" / rule / f"{key}.tsv", sep="\t").iloc[-1]
 
 
+def _same_array(x: np.ndarray, y: np.ndarray) -> bool:
+    """Equal shapes and values, NaN equal to NaN where the dtype can hold one (not strings)."""
+    return np.array_equal(x, y, equal_nan=x.dtype.kind in "fc")
+
+
 def _differences(a: Path, b: Path) -> list[str]:
     """Every result of workdir ``a`` that workdir ``b`` lacks or holds with other values:
     arrays exactly (NaN equal to NaN), tables cell for cell and fit summaries without the
@@ -212,9 +217,7 @@ def _differences(a: Path, b: Path) -> list[str]:
             problems.append(f"{rel}: missing")
         elif path.suffix == ".npz":
             x, y = np.load(path), np.load(other)
-            if x.files != y.files or any(
-                not np.array_equal(x[k], y[k], equal_nan=x[k].dtype.kind in "fc") for k in x.files
-            ):
+            if x.files != y.files or any(not _same_array(x[k], y[k]) for k in x.files):
                 problems.append(f"{rel}: arrays differ")
         elif path.suffix in (".h5", ".hf5"):
             with h5py.File(path, "r") as x, h5py.File(other, "r") as y:
@@ -361,9 +364,7 @@ def _log_of(scores: str) -> str:
 def _differences_of(a: Path, b: Path, rel: Path) -> list[str]:
     if rel.suffix == ".npz":
         x, y = np.load(a / rel), np.load(b / rel)
-        return [
-            k for k in x.files if not np.array_equal(x[k], y[k], equal_nan=x[k].dtype.kind in "fc")
-        ]
+        return [k for k in x.files if not _same_array(x[k], y[k])]
     x, y = (json.loads((d / rel).read_text()) for d in (a, b))
     return [k for k in x if k not in ("fit_seconds", "peak_memory_bytes") and x[k] != y[k]]
 
