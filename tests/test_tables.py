@@ -13,10 +13,10 @@ from fmriscaling.encoding.tables import (
     ENCODING_COLUMNS,
     best_layers,
     collect_encoding_scores,
-    fit_log_linear,
     scaling_summary,
     write_table,
 )
+from fmriscaling.stats import fit_log_linear
 
 N_VOXELS = 8
 

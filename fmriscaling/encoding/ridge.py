@@ -162,7 +162,7 @@ def _as_host_float32(name: str, array: Any, ndim_2: bool = True) -> np.ndarray:
     return array
 
 
-def _pearson(backend, pred, y):
+def pearson_columns(backend, pred, y):
     """Pearson r per column of (n, b) arrays; 0 where either column is constant."""
     pred_c = pred - pred.mean(0)[None]
     y_c = y - y.mean(0)[None]
@@ -476,7 +476,7 @@ def _fit_fast(
             test_pred[:, cols] = bk.to_numpy(pred)
             if Y_test is not None:
                 y_test = bk.asarray(np.ascontiguousarray(Y_test[:, cols]))
-                test_r[cols] = bk.to_numpy(_pearson(bk, pred, y_test))
+                test_r[cols] = bk.to_numpy(pearson_columns(bk, pred, y_test))
 
     # a batch ends at the end of its segment (subject): each subject's voxels see the batches
     # a fit of that subject alone would give them
@@ -551,7 +551,7 @@ def _fit_himalaya(bk, X, Y, alphas, folds, X_test, Y_test, solver, fixed_alpha) 
     if X_test is not None:
         test_pred = X_test @ weights
         if Y_test is not None:
-            test_r = bk.to_numpy(_pearson(bk, bk.asarray(test_pred), bk.asarray(Y_test)))
+            test_r = bk.to_numpy(pearson_columns(bk, bk.asarray(test_pred), bk.asarray(Y_test)))
     return {
         "alphas": best,
         "cv_scores": cv_scores,

@@ -40,7 +40,7 @@ from .._utils import DataError, atomic_path, write_provenance
 from .backend import _free_memory_bytes, _PeakMemory, using_backend
 from .noise_ceiling import load_noise_ceiling, normalized_correlation, summarize_normalized
 from .oof import MemberPredictions
-from .ridge import _pearson
+from .ridge import pearson_columns
 from .simplex import solve_simplex_qp_on, solver_backend
 
 logger = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson r per column (0 where a column is constant), as the ridge fit scores."""
     import himalaya.backend.numpy as numpy_backend  # the module only: the global stays as it is
 
-    return _pearson(numpy_backend, a, b)
+    return pearson_columns(numpy_backend, a, b)
 
 
 def stack_regression(
@@ -317,10 +317,10 @@ def stack_regression(
                 y_test = bk.asarray(test[0][1])
                 preds = bk.asarray(np.stack([t[0] for t in test]))  # (k, n_test, b)
                 for i in range(k):
-                    out["member_r"][i, cols] = bk.to_numpy(_pearson(bk, preds[i], y_test))
+                    out["member_r"][i, cols] = bk.to_numpy(pearson_columns(bk, preds[i], y_test))
                 mix = solved.weights.T * (gain.T if calibrate else 1.0)  # (k, b)
                 stacked = (preds * bk.asarray(mix.astype(np.float32))[:, None, :]).sum(0)
-                out["stack_r"][cols] = bk.to_numpy(_pearson(bk, stacked, y_test))
+                out["stack_r"][cols] = bk.to_numpy(pearson_columns(bk, stacked, y_test))
                 out["weights"][:, cols] = solved.weights.T
                 out["oof_mse"][:, cols] = np.diagonal(R, axis1=1, axis2=2).T
                 out["stack_oof_mse"][cols] = solved.objective

@@ -13,13 +13,22 @@
 ``fmriscaling.figures.costs``
     extraction and fit time and peak memory against model size.
 ``fmriscaling.figures._base``
-    what they share: metric labels, family colours, axis formatters, atomic saving.
+    what they share: metric labels, family colours, axis formatters (`format_params`), the
+    Axes to draw into (`get_ax`), atomic saving; public for the vision track's figures too.
 
 Every ``plot_*`` function draws into ``ax`` (the current Axes when None) and returns it; only
 `save_figure`, `scaling_report` and the ``draw_*`` functions create, save and close figures.
 """
 
-from ._base import METRIC_LABELS, METRIC_UNITS, save_figure, save_figure_files, saving
+from ._base import (
+    METRIC_LABELS,
+    METRIC_UNITS,
+    format_params,
+    get_ax,
+    save_figure,
+    save_figure_files,
+    saving,
+)
 from .brain import plot_brain_map, unmask_values
 from .ceiling import plot_cc_norm_vs_ceiling, plot_noise_ceiling_hist
 from .scaling import (
@@ -32,6 +41,8 @@ from .scaling import (
 __all__ = [
     "METRIC_LABELS",
     "METRIC_UNITS",
+    "format_params",
+    "get_ax",
     "plot_brain_map",
     "plot_cc_norm_vs_ceiling",
     "plot_data_scaling",

@@ -48,7 +48,7 @@ _FIGURE_SIZE = (6.4, 4.8)
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _get_ax(ax: Axes | None) -> Axes:
+def get_ax(ax: Axes | None) -> Axes:
     return plt.gca() if ax is None else ax
 
 
@@ -101,7 +101,7 @@ def _family_colors(families: Sequence[str]) -> dict[str, tuple[float, float, flo
     return {name: tuple(palette[i % len(palette)]) for i, name in enumerate(names)}
 
 
-def _format_params(value: float, _pos: int | None = None) -> str:
+def format_params(value: float, _pos: int | None = None) -> str:
     """Tick label of a parameter count: 125M, 1.3B, 30B."""
     for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:
@@ -112,7 +112,7 @@ def _format_params(value: float, _pos: int | None = None) -> str:
 def _format_minor(value: float, _pos: int | None = None) -> str:
     """Minor tick label: only at 2, 3 and 5 times a power of ten, so labels never collide."""
     leading = value / 10 ** np.floor(np.log10(value))
-    return _format_params(value) if np.round(leading) in (2, 3, 5) else ""
+    return format_params(value) if np.round(leading) in (2, 3, 5) else ""
 
 
 def _of_model_kind(table: pd.DataFrame, model_kind: str | None, where: str) -> pd.DataFrame:
@@ -189,7 +189,7 @@ def _draw_band(
 def _log_count_axis(ax: Axes) -> None:
     """A log x axis of counts (parameters, TRs) with labels like 125M, 1.3B, 500, 2k."""
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(_format_params))
+    ax.xaxis.set_major_formatter(FuncFormatter(format_params))
     # minor ticks labelled only when the values span less than two decades (else too crowded)
     low, high = ax.get_xlim()
     narrow = np.log10(high / low) < 2

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from .._pycortex import has_surfaces, inkscape_available, pycortex_session
 from .._utils import DataError
 from ..responses import load_mask
-from ._base import _get_ax, saving
+from ._base import get_ax, saving
 
 if TYPE_CHECKING:
     import nibabel as nib
@@ -141,7 +141,7 @@ def plot_flatmap(
     volume = np.full(mask_zyx.shape, np.nan)
     volume[mask_zyx] = values
     curvature = (Path(db_dir) / subject / "surface-info" / "curvature.npz").is_file()
-    ax = _get_ax(ax)
+    ax = get_ax(ax)
     rois = resolve_rois(with_rois)
     reuse = rois and roi_layer is not None and "image" in roi_layer
     with pycortex_session(db_dir, [subject]) as cortex:

@@ -23,7 +23,7 @@ from matplotlib.patches import Patch
 from matplotlib.transforms import ScaledTranslation
 
 from .._utils import DataError
-from ._base import _check_columns, _get_ax, saving
+from ._base import _check_columns, get_ax, saving
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -69,7 +69,7 @@ def plot_cc_max_distribution(
         The title counts the voxels without a ceiling (SP <= 0), never averaged in.
     """
     _check_columns(voxels, ["subject", "cc_max", "has_ceiling"], "plot_cc_max_distribution")
-    ax = _get_ax(ax)
+    ax = get_ax(ax)
     valid = voxels[voxels["has_ceiling"].astype(bool)]
     sns.histplot(
         data=valid, x="cc_max", hue="subject", bins=np.linspace(0, 1, bins + 1),
@@ -124,7 +124,7 @@ def plot_roi_values(
         When no ROI has ``min_voxels`` voxels.
     """
     _check_columns(rois, ["subject", "roi", "source", "n_voxels", value], "plot_roi_values")
-    ax = _get_ax(ax)
+    ax = get_ax(ax)
     per_roi = (
         rois.groupby(["roi", "source"], sort=False)
         .agg(mean=(value, "mean"), n_voxels=("n_voxels", "mean"))
@@ -300,7 +300,7 @@ def plot_noise_ceiling_hist(
     arrays = _check_voxel_vectors(cc_max=cc_max, valid=valid)
     valid = arrays["valid"].astype(bool)
     values = arrays["cc_max"][valid].astype(float)
-    ax = _get_ax(ax)
+    ax = get_ax(ax)
     ax.hist(values, bins=np.linspace(0.0, 1.0, bins + 1), color="0.4")
     ax.set_xlabel("noise ceiling CC_max")
     ax.set_ylabel("voxels")
@@ -335,7 +335,7 @@ def plot_cc_norm_vs_ceiling(r: Any, cc_max: Any, valid: Any, ax: Axes | None = N
     """
     arrays = _check_voxel_vectors(r=r, cc_max=cc_max, valid=valid)
     valid = arrays["valid"].astype(bool)
-    ax = _get_ax(ax)
+    ax = get_ax(ax)
     # rasterized: a vector PDF of ~90k points is slow to open
     ax.scatter(
         arrays["cc_max"][valid],

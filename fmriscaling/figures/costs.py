@@ -17,7 +17,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from .._utils import DataError
-from ._base import _check_columns, _get_ax, _log_count_axis, saving
+from ._base import _check_columns, _log_count_axis, get_ax, saving
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -52,7 +52,7 @@ def plot_costs(costs: pd.DataFrame, y: str = "seconds", ax: Axes | None = None) 
     rows = costs.dropna(subset=["n_params", y])
     if rows.empty:
         raise DataError(f"plot_costs: no job has both n_params and {y}")
-    ax = _get_ax(ax)
+    ax = get_ax(ax)
     rules = sorted(rows["rule"].unique())
     colors = dict(zip(rules, sns.color_palette("colorblind", len(rules)), strict=True))
     for rule in rules:

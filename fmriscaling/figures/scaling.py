@@ -29,7 +29,9 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from ..encoding.tables import best_layers, fit_log_linear
+from ..encoding.tables import best_layers
+from ..outputs import SCALING_FIGURES
+from ..stats import fit_log_linear
 from ._base import (
     _FIGURE_SIZE,
     _SEQUENTIAL_CMAPS,
@@ -38,14 +40,14 @@ from ._base import (
     _fit_kinds,
     _fit_label,
     _fit_of,
-    _format_params,
-    _get_ax,
     _log_count_axis,
     _metric_label,
     _metric_unit,
     _of_model_kind,
     _params_per_model,
     _rows_of_kind,
+    format_params,
+    get_ax,
     saving,
 )
 
@@ -106,7 +108,7 @@ def plot_model_size_scaling(
         ["subject", "model", "family", "n_params", "layer", "mean_cv_score", metric],
         where,
     )
-    ax = _get_ax(ax)
+    ax = get_ax(ax)
     best = best_layers(full, by=("subject", "model"))
     n_params = _params_per_model(full)
     family_of = full.groupby("model")["family"].first()
@@ -228,7 +230,7 @@ def plot_data_scaling(
         full = _rows_of_kind(table, "full", columns, where)
         swept = sub[["model", "layer"]].drop_duplicates()
         sub = pd.concat([sub, full.merge(swept, on=["model", "layer"])], ignore_index=True)
-    ax = _get_ax(ax)
+    ax = get_ax(ax)
     stats = (
         sub.groupby(["model", "layer", "subject", "n_train_stories"], sort=True)
         .agg(mean=(metric, "mean"), std=(metric, "std"), x=(x, "mean"))
@@ -341,7 +343,7 @@ def plot_layer_profiles(
         ["model", "family", "n_params", "layer", "relative_depth", "mean_cv_score", metric],
         where,
     )
-    ax = _get_ax(ax)
+    ax = get_ax(ax)
     n_params = _params_per_model(full)
     family_of = full.groupby("model")["family"].first()
     profiles = (
@@ -367,7 +369,7 @@ def plot_layer_profiles(
                 profile["value"],
                 color=color,
                 linewidth=1.5,
-                label=f"{model} ({_format_params(models[model])})",
+                label=f"{model} ({format_params(models[model])})",
                 gid=f"profile:{model}",
             )
             scored = profile.dropna(subset=["cv"])
@@ -444,9 +446,10 @@ def scaling_report(
                          + ([(plot_data_scaling, dict(x="n_train_trs", **bands))] if trs else [])),
         "layer_profiles": ("full", None, [(plot_layer_profiles, {})]),
     }  # fmt: skip
+    assert set(figures) == set(SCALING_FIGURES)  # the names' one home: fmriscaling.outputs
     unknown = sorted(set(outputs) - set(figures))
     if unknown:
-        raise ValueError(f"scaling_report: unknown figures {unknown}; known: {sorted(figures)}")
+        raise ValueError(f"scaling_report: unknown figures {unknown}; known: {SCALING_FIGURES}")
     metrics = [metric] if metrics is None else list(metrics)
     has_kind = "model_kind" in table.columns
     written: dict[str, list[Path]] = {}

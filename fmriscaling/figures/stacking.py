@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from .._utils import DataError
 from ..voxel_tables import ALL_VOXELS
-from ._base import _get_ax, saving
+from ._base import get_ax, saving
 from .ceiling import plot_roi_values
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def plot_stacking_gain_by_roi(
     ax = plot_roi_values(
         rows,
         "gain_over_best_member",
-        _get_ax(ax),
+        get_ax(ax),
         min_voxels=min_voxels,
         reference=0.0,
         xlabel=f"stacking gain in mean test r ({stack} minus its best member in the ROI)",

@@ -22,10 +22,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from .._utils import DataError
-from ..encoding.tables import fit_log_linear
-from ..figures._base import METRIC_LABELS as _LANGUAGE_LABELS
-from ..figures._base import _format_params, _get_ax, save_figure_files
+from ..figures import METRIC_LABELS as _LANGUAGE_LABELS
+from ..figures import format_params, get_ax, save_figure_files
 from ..figures.scaling import plot_model_size_scaling
+from ..outputs import VISION_FIGURES
+from ..stats import fit_log_linear
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -40,13 +41,6 @@ __all__ = [
     "vision_report",
 ]
 
-VISION_FIGURES = (
-    "model_size_scaling",
-    "data_scaling",
-    "model_size_rois",
-    "roi_scores",
-    "selection",
-)
 METRIC_LABELS = {
     **_LANGUAGE_LABELS,
     "median_r": "median test correlation r",
@@ -98,7 +92,7 @@ def plot_roi_scaling(
     Axes
         Lines carry ``gid="fit:<roi>"``, points ``gid="data:<roi>"``.
     """
-    ax = _get_ax(ax)
+    ax = get_ax(ax)
     rows = rois[rois["roi_group"].isin(groups)].dropna(subset=[metric])
     if rows.empty:
         raise DataError(f"plot_roi_scaling: no rows with {metric} for ROI groups {list(groups)}")
@@ -136,7 +130,7 @@ def plot_roi_scaling(
     ax.set_xscale("log")
     # tick the sizes that were fitted (model sizes as 125M, 1.3B; image counts as numbers)
     ax.set_xticks(np.unique(rows[x].to_numpy(dtype=float)))
-    label = _format_params if x == "n_params" else (lambda value, _pos: f"{value:g}")
+    label = format_params if x == "n_params" else (lambda value, _pos: f"{value:g}")
     ax.xaxis.set_major_formatter(FuncFormatter(label))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(_X_LABELS.get(x, x))
@@ -163,7 +157,7 @@ def plot_roi_scores(
     Axes
         Bars of model ``m`` carry ``gid="bars:<m>"``.
     """
-    ax = _get_ax(ax)
+    ax = get_ax(ax)
     rows = rois[rois["full_train"].astype(bool) & rois["roi_group"].isin(["stream", "category"])]
     rows = rows[rows["n_vertices"] > 0].dropna(subset=[metric])
     if rows.empty:
@@ -206,7 +200,7 @@ def plot_selection(selection: pd.DataFrame, *, model: str, ax: Axes | None = Non
         The image carries ``gid="selection:<model>"``; cells hold the fraction of the ROI's
         vertices (mean over subjects).
     """
-    ax = _get_ax(ax)
+    ax = get_ax(ax)
     rows = selection[selection["model"] == model]
     if rows.empty:
         raise DataError(f"plot_selection: no selection rows for model {model!r}")

@@ -476,7 +476,7 @@ def fit_vision_ensemble(
     -------
     summary : dict
     """
-    from ..encoding.ridge import _pearson
+    from ..encoding.ridge import pearson_columns
 
     if len(score_files) < 2:
         raise DataError(f"an ensemble needs at least 2 models, got {list(score_files)}")
@@ -501,7 +501,7 @@ def fit_vision_ensemble(
         [read_fmri(p, subject=subject, hemi=h)[test_rows] for h, p in fmri_files.items()], axis=1
     )
     mean_pred = np.mean(preds, axis=0)
-    test_r = _pearson(np, mean_pred, Y_test.astype(np.float64)).astype(np.float32)
+    test_r = pearson_columns(np, mean_pred, Y_test.astype(np.float64)).astype(np.float32)
     with atomic_path(out_npz, suffix=".npz") as tmp:
         np.savez(
             tmp,

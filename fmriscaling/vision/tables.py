@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .._utils import DataError
+from ..outputs import VISION_TABLES
 from ..scaling.fits import (
     FIT_COLUMNS as SCALING_COLUMNS,
 )
@@ -478,6 +479,9 @@ def write_vision_tables(
     tables["scaling_rois"] = vision_scaling(
         tables["rois"], tables["replicates"], by=("roi_group", "roi"), **options
     )
+    unknown = sorted(set(outputs) - set(VISION_TABLES))
+    if unknown:
+        raise ValueError(f"write_vision_tables: unknown tables {unknown}; known: {VISION_TABLES}")
     for name, path in outputs.items():
         write_table(tables[name], path)
     return tables
