@@ -49,14 +49,15 @@ demo-diff: venv
 	@test -n "$(REF)" || { echo "usage: make demo-diff REF=<commit>"; exit 2; }
 	$(BIN)/python tests/demo_diff.py --ref $(REF)
 
-# jobs per rule, GPU-hours and disk of a study before you submit it (the dry run of every job):
+# jobs per rule, GPU-hours and disk of a study before you submit it (every job the Study
+# plans, priced; no data needed: what is not on disk yet is assumed, and the plan says what):
 #   make plan CONFIG=config/lebel2023.yaml
+#   make plan CONFIG=config/algonauts2023.yaml
 #   make plan MEASURED=results/benchmarks       # the demo, against the times a run measured
 CONFIG ?= config/config.yaml
 plan: venv
-	@set -o pipefail; $(BIN)/snakemake -n --forceall --configfile $(CONFIG) 2>&1 \
-	  | $(BIN)/python -m fmriscaling.plan --configfile config/config.yaml $(CONFIG) \
-	      $(if $(MEASURED),--benchmarks $(MEASURED))
+	$(BIN)/python -m fmriscaling.plan --configfile config/config.yaml $(CONFIG) \
+	    $(if $(MEASURED),--benchmarks $(MEASURED))
 
 # one-time step for `snakemake --profile slurm`: Snakemake looks for a profile by name in the
 # working directory and in its user config directory; link config/profiles/slurm there

@@ -277,7 +277,7 @@ def main(argv=None):
             "delays": list(DELAYS),
             "alphas": np.logspace(2, 8, args.alphas).tolist(),
             "n_folds": args.n_folds,
-            "extra_trim_test": TEST_TRIM,
+            "test_extra_trim": TEST_TRIM,
             "backend": args.backend,
             "score_dtype": args.score_dtype,
         }

@@ -4,7 +4,7 @@ The library is importable without Snakemake. Its modules are layered, and every 
 level or inside a function) points to the same or an earlier layer of this list
 (`tests/test_packaging.py` checks it):
 
-1. ``_utils``, ``cost``
+1. ``_utils``, ``cost``, ``stats``, ``outputs`` (the names of the final tables and figures)
 2. ``config``, ``_hdf5``, ``_pycortex``, ``models``, ``interpolation``, ``textgrid``
 3. ``download``, ``responses``, ``stimuli``
 4. ``rois``, ``features``
@@ -13,7 +13,8 @@ level or inside a function) points to the same or an earlier layer of this list
 7. ``figures``
 8. ``vision``
 9. ``demo`` (the embedded demo's generators and tiny models)
-10. ``study``, ``plan`` (what a configured study runs and costs)
+10. ``workflow`` (the workflow's own logic: a configured study's paths, jobs and targets)
+11. ``plan`` (what a study costs)
 """
 
 __version__ = "0.1.0"

@@ -1,24 +1,28 @@
 """Plan before you spend: jobs per rule, device-hours and disk of a study, before submitting it.
 
     make plan CONFIG=config/lebel2023.yaml
-    snakemake -n --forceall --configfile config/lebel2023.yaml 2>&1 \\
-        | python -m fmriscaling.plan --configfile config/config.yaml config/lebel2023.yaml
+    python -m fmriscaling.plan --configfile config/config.yaml config/lebel2023.yaml
 
-The job list is Snakemake's own dry run (`fmriscaling.study.parse_dry_run`: every job with its rule, wildcards,
-inputs and resources), so the plan counts exactly the jobs a run would submit. Each job is
-priced by the cost model of `fmriscaling.cost`:
+The job list is the study's own (`fmriscaling.workflow.Study.jobs`: every job of the default
+target with its rule, wildcards, inputs and the facts its price needs), the same list of jobs
+Snakemake builds from the rules (``tests/test_study.py`` holds the two together). It reads no
+data, so a study is planned before its download. Each job is priced by the cost model of
+`fmriscaling.cost`:
 
 - its rule's fixed overhead (`JOB_OVERHEAD_S`: start-up, imports, small I/O, measured on the
   demo), plus
 - flops / device rate: ridge GEMMs and eigendecompositions (`cost.ridge_flops` at the fit's
-  TRs, features and voxels), LM forward passes over the dynamic-context windows
-  (`features.lm.window_schedule`), speech windows (`features.speech.window_bounds`), plus
+  TRs, features and voxels; for the vision selection, every (layer, pooling) candidate at its
+  images and vertices), LM forward passes over the dynamic-context windows
+  (`features.context.window_schedule`), speech windows (`features.audio.window_bounds`),
+  vision forward passes per image, plus
 - bytes read / read rate (responses, features, model weights).
 
-GPU jobs (``gpu=1`` in the dry run's resources) are priced on `cost.GPU_ASSUMED` (an
-assumption: no GPU has been measured), the others on `cost.CPU_REFERENCE` (measured), download
-jobs at `DOWNLOAD_RATE` on the login node. Sizes come from the data when it is there
-(respdict.json, response files, word tables, model snapshots) and from documented assumptions
+Every rule of ``rules/*.smk`` has a price (`CostModel.pricers`, and `UNPRICED_RULES` that do
+no work; a test fails for a rule without one). GPU jobs (``compute.gpu``) are priced on `cost.GPU_ASSUMED` (an assumption: no GPU has
+been measured), the others on `cost.CPU_REFERENCE` (measured), download jobs at
+`DOWNLOAD_RATE` on the login node. Sizes come from the data when it is there (respdict.json,
+response files, word tables, model snapshots, the vision data) and from documented assumptions
 when it is not; the output lists every assumption it used.
 """
 
@@ -29,14 +33,15 @@ import logging
 import math
 import sys
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import cost
-from .study import PlannedJob, StudyFacts, load_config, parse_dry_run
+from .workflow import Job, Study, StudyFacts, load_config
+from .workflow.facts import TOKENS_PER_WORD
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +61,15 @@ JOB_OVERHEAD_S: dict[str, float] = {
     "fit_encoding_subset": 2.4,
     "stack_member": 2.8,
     "stack_regression": 2.4,
+    "stacking_table": 1.5,
     "select_vision": 2.4,
     "select_vision_sweep": 2.7,
     "noise_ceiling": 0.1,
+    "vision_noise_ceiling": 1.0,
+    "vision_ensemble": 1.5,
+    "vision_table": 2.0,
     "bootstrap_means": 0.4,
+    "scaling_table": 1.0,
     "encoding_table": 0.3,
     "roi_labels": 3.9,
     "roi_tables": 0.4,
@@ -68,18 +78,25 @@ JOB_OVERHEAD_S: dict[str, float] = {
     "stacking_figure": 2.3,
     "vision_figures": 3.4,
     "brain_map": 9.1,
+    "cost_table": 0.5,
+    "cost_figure": 2.0,
 }
 #: extra seconds of a GPU job: CUDA context, cuBLAS/cuSOLVER handles (assumed)
 GPU_STARTUP_S = 10.0
 #: bytes/s of a download from OpenNeuro's bucket or the Hub (assumed)
 DOWNLOAD_RATE = 50e6
-#: sub-word tokens per word of a byte-level BPE on narrative English (assumed)
-TOKENS_PER_WORD = 1.3
 #: per-voxel float32 arrays in scores.npz: test r, best alpha, CV score
 SCORE_ARRAYS = 3
 #: bytes of a table or figure (they are small)
 SMALL_FILE_BYTES = 1e6
+#: tokens (patches) per image of a vision model's forward pass: 224 px in 14-16 px patches (assumed)
+TOKENS_PER_IMAGE = 256
+#: spatial positions of a layer's map before pooling, for the vision features' width (assumed)
+VISION_SPATIAL = 16 * 16
 
+
+#: rules priced apart: downloads (by their bytes) and the targets that run nothing
+UNPRICED_RULES = frozenset({"all", "download_dataset", "download_ds003020_file", "download_model"})
 
 # ----------------------------------------------------------------------------------- costs
 
@@ -91,110 +108,137 @@ class JobCost:
     where: str  # "GPU", "CPU" or "login"
 
 
-def _stem(path: str) -> str:
-    return path.rsplit("/", 1)[-1].split(".")[0]
-
-
 class CostModel:
-    """Seconds and bytes of each planned job (see the module docstring)."""
+    """Seconds and bytes of each job of a study (see the module docstring)."""
 
     def __init__(
         self,
+        study: Study,
         facts: StudyFacts,
         cpu: cost.Device = cost.CPU_REFERENCE,
         gpu: cost.Device = cost.GPU_ASSUMED,
     ) -> None:
+        self.study = study
         self.facts = facts
-        self.config = facts.config
+        self.config = study.config
         self.cpu, self.gpu = cpu, gpu
+        # rule -> (seconds of work, bytes written) on a device; fit groups after the first
+        # (fit_encoding_2, ...) are priced as the first
+        self.pricers: dict[str, Callable[[Job, cost.Device], tuple[float, float]]] = {
+            "generate_demo_dataset": lambda job, device: (0.0, self._demo_bytes()),
+            "generate_demo_vision_dataset": self._small,
+            "build_tiny_model": self._small,
+            "story_timing": self._small,
+            "extract_text_features": self._extract,
+            "extract_speech_features": self._extract,
+            "extract_vision_features": self._extract_vision,
+            "prepare_responses": self._prepare,
+            "noise_ceiling": self._noise_ceiling,
+            "fit_encoding": self._fit,
+            "fit_encoding_subset": self._fit,
+            "stack_member": self._member,
+            "stack_regression": self._stack,
+            "stacking_table": self._small,
+            "select_vision": self._select_vision,
+            "select_vision_sweep": self._select_vision,
+            "vision_noise_ceiling": self._vision_small,
+            "vision_ensemble": self._vision_small,
+            "vision_table": self._reads_scores,
+            "vision_figures": self._small,
+            "encoding_table": self._reads_scores,
+            "bootstrap_means": self._reads_scores,
+            "scaling_table": self._small,
+            "roi_labels": self._small,
+            "roi_tables": self._reads_scores,
+            "scaling_figures": self._small,
+            "noise_ceiling_figure": self._small,
+            "stacking_figure": self._small,
+            "brain_map": self._small,
+            "cost_table": self._small,
+            "cost_figure": self._small,
+        }
 
-    def __call__(self, job: PlannedJob) -> JobCost:
-        if job.rule in ("all", "download_dataset"):
+    def rule_of(self, job: Job) -> str:
+        """The priced rule of a job (later fit groups share the first group's price)."""
+        base = job.rule.rsplit("_", 1)[0] if job.rule[-1].isdigit() else job.rule
+        return base if base in self.pricers else job.rule
+
+    def __call__(self, job: Job) -> JobCost:
+        if job.rule in ("all", "download_dataset"):  # targets: no work of their own
             return JobCost(0.0, 0.0, "login")
         if job.rule == "download_ds003020_file":
-            size = self.facts.manifest_bytes(job.wildcards.get("path", ""))
+            size = float(job.params["bytes"])
             return JobCost(size / DOWNLOAD_RATE, size, "login")
         if job.rule == "download_model":
-            model = self.facts.model(job.wildcards["model"])
+            model = self.facts.model(job.params["model"])
             size = model.n_params * cost.SNAPSHOT_BYTES_PER_PARAM
             return JobCost(size / DOWNLOAD_RATE, size, "login")
+        rule = self.rule_of(job)
+        if rule not in self.pricers:
+            raise KeyError(f"no price for rule {job.rule!r}: add it to CostModel.pricers")
         device = self.gpu if job.gpu else self.cpu
-        seconds = JOB_OVERHEAD_S.get(job.rule, 1.0) + (GPU_STARTUP_S if job.gpu else 0.0)
-        work, disk = self._work(job, device)
+        seconds = JOB_OVERHEAD_S.get(rule, 1.0) + (GPU_STARTUP_S if job.gpu else 0.0)
+        work, disk = self.pricers[rule](job, device)
         return JobCost(
             seconds + work, disk, "GPU" if job.gpu else ("login" if job.local else "CPU")
         )
 
-    def _work(self, job: PlannedJob, device: cost.Device) -> tuple[float, float]:
-        rule = job.rule
-        if rule.startswith(("fit_encoding", "fit_encoding_subset")):  # _2, _3: later groups
-            return self._fit(job, device)
-        if rule == "prepare_responses":
-            return self._prepare(job, device)
-        if rule == "stack_member":  # a member is its layer's fit, plus OOF predictions on disk
-            seconds, _ = self._fit(job, device)
-            return seconds, self._member_bytes(job)
-        if rule in ("extract_text_features", "extract_speech_features"):
-            return self._extract(job, device)
-        if rule == "noise_ceiling":
-            read = sum(self.facts.file_bytes(p, 0) for p in job.inputs)
-            return read / device.read, 4.0 * 4 * self.facts.n_voxels(
-                job.wildcards.get("subject", ""), job.inputs
-            )
-        if rule == "generate_demo_dataset":
-            return 0.0, self._demo_bytes()
-        if rule in ("encoding_table", "scaling_figures", "brain_map"):
-            read = sum(self.facts.file_bytes(p, 0) for p in job.inputs if p.endswith(".npz"))
-            return read / device.read, SMALL_FILE_BYTES
-        return 0.0, SMALL_FILE_BYTES if rule == "story_timing" else 0.0
+    # ---- small jobs
 
-    def see(self, jobs: Sequence[PlannedJob]) -> None:
-        """Learn from the whole plan what a fit job's inputs do not say: the raw response files
-        (so the stories and voxels) behind each subject's prepared responses."""
-        self.raw_responses = {
-            job.wildcards["subject"]: [p for p in job.inputs if p.endswith(".hf5")]
-            for job in jobs
-            if job.rule == "prepare_responses"
-        }
+    def _small(self, job: Job, device: cost.Device) -> tuple[float, float]:
+        return 0.0, SMALL_FILE_BYTES * len(job.outputs)
 
-    def _prepare(self, job: PlannedJob, device: cost.Device) -> tuple[float, float]:
+    def _reads_scores(self, job: Job, device: cost.Device) -> tuple[float, float]:
+        read = sum(self.facts.file_bytes(p, 0) for p in job.inputs if p.endswith(".npz"))
+        return read / device.read, SMALL_FILE_BYTES * len(job.outputs)
+
+    # ---- language track
+
+    def _raw(self, subject: str) -> list[str]:
+        return self.study.responses_of(subject, self.study.prepared_stories(subject))
+
+    def _voxels(self, subject: str) -> int:
+        return self.facts.n_voxels(subject, self._raw(subject))
+
+    def _noise_ceiling(self, job: Job, device: cost.Device) -> tuple[float, float]:
+        read = sum(self.facts.file_bytes(p, 0) for p in job.inputs)
+        return read / device.read, 4.0 * 4 * self._voxels(job.params["subject"])
+
+    def _prepare(self, job: Job, device: cost.Device) -> tuple[float, float]:
         """Read every raw float64 response file of a subject, write them float32."""
-        subject = job.wildcards["subject"]
-        raw = [p for p in job.inputs if p.endswith(".hf5")]
-        v = self.facts.n_voxels(subject, raw)
-        rows = sum(self.facts.story_rows(_stem(p)) for p in raw)
-        read = sum(self.facts.file_bytes(p, 8.0 * self.facts.story_rows(_stem(p)) * v) for p in raw)
+        subject, stories = job.params["subject"], job.params["stories"]
+        v = self._voxels(subject)
+        rows = sum(self.facts.story_rows(s) for s in stories)
+        read = sum(
+            self.facts.file_bytes(p, 8.0 * self.facts.story_rows(s) * v)
+            for p, s in zip(job.inputs, stories, strict=True)
+        )
         return read / device.read, 4.0 * rows * v
 
-    def _member_bytes(self, job: PlannedJob) -> float:
-        """A stack member's file: OOF predictions of the training TRs, test predictions."""
-        subject, test = job.wildcards["subject"], self.config["dataset"]["test_story"]
-        raw = getattr(self, "raw_responses", {}).get(subject, [])
-        rows = sum(self.facts.story_rows(_stem(r)) for r in raw if _stem(r) != test)
-        v = self.facts.n_voxels(subject, raw)
+    def _member(self, job: Job, device: cost.Device) -> tuple[float, float]:
+        """A member is its layer's fit, plus OOF predictions of the training TRs on disk."""
+        seconds, _ = self._fit(job, device)
+        subject = job.params["subjects"][0]
+        rows = sum(self.facts.story_rows(s) for s in job.params["train_stories"])
+        v = self._voxels(subject)
         oof = 2.0 if self.config["stacking"]["oof_dtype"] == "float16" else 4.0
-        return oof * rows * v + 8.0 * self.facts.story_rows(test) * v
+        test = self.facts.story_rows(self.study.test_story)
+        return seconds, oof * rows * v + 8.0 * test * v
 
-    def _fit(self, job: PlannedJob, device: cost.Device) -> tuple[float, float]:
+    def _stack(self, job: Job, device: cost.Device) -> tuple[float, float]:
+        """Read every member's OOF predictions, solve a small QP per voxel."""
+        read = sum(self.facts.file_bytes(p, 0) for p in job.inputs)
+        return read / device.read, 4.0 * SCORE_ARRAYS * self._voxels(job.params["subject"])
+
+    def _fit(self, job: Job, device: cost.Device) -> tuple[float, float]:
         """One fit job: one design and its decompositions, every subject of its group's voxels."""
         enc = self.config["encoding"]
-        test = self.config["dataset"]["test_story"]
-        prepared = [p for p in job.inputs if p.endswith(".h5") and "/responses/" in p]
-        raw = {_stem(p): getattr(self, "raw_responses", {}).get(_stem(p), []) for p in prepared}
-        stories = sorted({_stem(r) for files in raw.values() for r in files})
-        train = [s for s in stories if s != test]
-        if not train:
-            raise ValueError(
-                f"{job.rule}: no prepare_responses jobs in the plan tell its subjects' stories; "
-                "price the plan with CostModel.see(jobs) first (plan_table does)"
-            )
+        train = job.params["train_stories"]
         n = sum(self.facts.story_rows(s) for s in train)
-        if "n" in job.wildcards:  # a data-size fit: n of the training stories
-            n = round(n * int(job.wildcards["n"]) / len(train))
-        n_test = max(1, self.facts.story_rows(test) - enc["test_extra_trim"])
-        voxels = {subject: self.facts.n_voxels(subject, files) for subject, files in raw.items()}
+        n_test = max(1, self.facts.story_rows(self.study.test_story) - enc["test_extra_trim"])
+        voxels = {s: self._voxels(s) for s in job.params["subjects"]}
         v = sum(voxels.values())
-        model = self.facts.model(job.wildcards["model"])
+        model = self.facts.model(job.params["model"])
         p = len(enc["delays"]) * model.hidden_size
         n_folds = enc["n_folds"] if enc["cv"] == "stories" else enc["bootstrap"]["n_boots"]
         m = n // 5 if enc["cv"] == "bootstrap" else n // n_folds  # bootstrap holds out a fifth
@@ -211,12 +255,12 @@ class CostModel:
             disk += 4.0 * v * (2 * n_test + n)
         return seconds, disk
 
-    def _extract(self, job: PlannedJob, device: cost.Device) -> tuple[float, float]:
+    def _extract(self, job: Job, device: cost.Device) -> tuple[float, float]:
         from .features.audio import window_bounds
         from .features.context import window_schedule
 
-        model = self.facts.model(job.wildcards["model"])
-        stories = sorted({_stem(p) for p in job.inputs if p.endswith((".tsv", ".wav"))})
+        model = self.facts.model(job.params["model"])
+        stories = job.params["stories"]
         feats = self.config["features"]
         flops = 0.0
         for story in stories:
@@ -268,6 +312,47 @@ class CostModel:
             + 2 * 16000 * audio
         )
 
+    # ---- vision track
+
+    def _pooled_widths(self, model: str) -> list[int]:
+        """Features of each (layer, k) candidate: k x k positions of the layer's channels."""
+        facts = self.facts.model(model)
+        pooling = self.config["vision"]["pooling"]
+        return [k * k * facts.hidden_size for _ in range(facts.n_layers) for k in pooling]
+
+    def _extract_vision(self, job: Job, device: cost.Device) -> tuple[float, float]:
+        """A forward pass per image (`TOKENS_PER_IMAGE` tokens), every layer pooled and saved."""
+        model = self.facts.model(job.params["model"])
+        n_images = job.params["n_images"]
+        flops = cost.lm_flops(model.n_params, n_images * TOKENS_PER_IMAGE)
+        weights = model.n_params * cost.SNAPSHOT_BYTES_PER_PARAM
+        read = n_images * 3 * 224 * 224  # decoded images
+        disk = 4.0 * n_images * sum(self._pooled_widths(job.params["model"]))
+        return flops / device.forward + (weights + read) / device.read, disk
+
+    def _select_vision(self, job: Job, device: cost.Device) -> tuple[float, float]:
+        """Every (layer, k) candidate: a cross-validated ridge on the training images, scored
+        on every vertex; then the refit of each vertex's choice (one per training-set size)."""
+        sel, split = self.config["vision"]["selection"], self.config["vision"]["split"]
+        v = job.params["n_vertices"]
+        widths = self._pooled_widths(job.params["model"])
+        seconds = 0.0
+        for n in job.params["sizes"]:
+            n_test = max(1, round(n * split["test_fraction"]))
+            m = n // sel["n_folds"]
+            for p in widths:
+                flops = cost.ridge_flops(
+                    n, p, v, n_test, [(n - m, m)] * sel["n_folds"], sel["alphas"]["num"], "auto"
+                )
+                seconds += flops.gemm / device.gemm + flops.eigh / device.eigh
+            seconds += 4.0 * n * sum(widths) / device.read  # every candidate's features
+        disk = 2 * len(job.params["sizes"]) * 4.0 * v * (SCORE_ARRAYS + 2)
+        return seconds, disk
+
+    def _vision_small(self, job: Job, device: cost.Device) -> tuple[float, float]:
+        read = sum(self.facts.file_bytes(p, 0) for p in job.inputs)
+        return read / device.read, 4.0 * SCORE_ARRAYS * job.params["n_vertices"]
+
 
 # ------------------------------------------------------------------------------------ table
 
@@ -283,10 +368,9 @@ class RuleRow:
     requested_minutes: float = 0.0  # the runtime resource of the longest job
 
 
-def plan_table(jobs: Sequence[PlannedJob], model: CostModel) -> list[RuleRow]:
-    """One row per rule, in the dry run's order, with its jobs priced by ``model``."""
+def plan_table(jobs: Sequence[Job], model: CostModel) -> list[RuleRow]:
+    """One row per rule, in the jobs' order, with its jobs priced by ``model``."""
     rows: dict[str, RuleRow] = {}
-    model.see(jobs)
     for job in jobs:
         priced = model(job)
         row = rows.setdefault(job.rule, RuleRow(job.rule, priced.where))
@@ -295,15 +379,8 @@ def plan_table(jobs: Sequence[PlannedJob], model: CostModel) -> list[RuleRow]:
         row.disk_bytes += priced.disk_bytes
         if priced.seconds >= row.max_job_seconds:
             row.max_job_seconds = priced.seconds
-            row.requested_minutes = _minutes(job.resources.get("runtime"))
+            row.requested_minutes = float("nan") if job.runtime is None else job.runtime
     return list(rows.values())
-
-
-def _minutes(value: str | None) -> float:
-    try:
-        return float(value) if value is not None else float("nan")
-    except ValueError:
-        return float("nan")
 
 
 def _duration(seconds: float) -> str:
@@ -318,7 +395,7 @@ def _gb(nbytes: float) -> str:
     return f"{nbytes / 1e9:,.3f}" if nbytes < 1e9 else f"{nbytes / 1e9:,.1f}"
 
 
-def format_plan(rows: Sequence[RuleRow], facts: StudyFacts, title: str) -> str:
+def format_plan(rows: Sequence[RuleRow], assumptions: Sequence[str], title: str) -> str:
     """The plan as text: per-rule table, totals, devices and assumptions."""
     lines = [title, ""]
     head = f"{'rule':26s} {'jobs':>6s} {'where':>5s} {'time':>11s} {'longest job':>12s} {'asks':>8s} {'disk GB':>9s}"
@@ -353,10 +430,10 @@ def format_plan(rows: Sequence[RuleRow], facts: StudyFacts, title: str) -> str:
             f"! longest estimated job above its runtime request: {', '.join(flagged)} "
             "(raise compute.*_runtime, or expect retries)"
         )
-    if facts.assumptions:
+    if assumptions:
         lines.append("")
         lines.append("assumed (no file to measure yet):")
-        lines += [f"  - {a}" for a in facts.assumptions]
+        lines += [f"  - {a}" for a in assumptions]
     return "\n".join(lines)
 
 
@@ -409,32 +486,44 @@ def format_comparison(
     return "\n".join(lines)
 
 
+def plan_study(
+    configfiles: Sequence[str | Path], root: str | Path = "."
+) -> tuple[list[RuleRow], list[str], Study]:
+    """Price every job of the study of ``configfiles`` (merged in order) under ``root``:
+    rows per rule, the assumptions used, and the study."""
+    study = Study(load_config(configfiles), root, check_data=False)
+    facts = StudyFacts(study.config, root)
+    rows = plan_table(study.jobs(), CostModel(study, facts))
+    return rows, [*facts.assumptions, *study.assumptions], study
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fmriscaling.plan",
-        description="Jobs, device-hours and disk of a study, from a Snakemake dry run.",
+        description="Jobs, device-hours and disk of a study, before it runs.",
     )
     parser.add_argument(
         "--configfile", nargs="+", required=True, help="config/config.yaml, then the overlays"
-    )
-    parser.add_argument(
-        "--dry-run", default="-", help="output of `snakemake -n` (stdout and stderr); - = stdin"
     )
     parser.add_argument("--root", default=".", help="the workflow's directory (results/ under it)")
     parser.add_argument(
         "--benchmarks", help="a run's results/benchmarks: compare the estimate with its times"
     )
     args = parser.parse_args(argv)
-    text = sys.stdin.read() if args.dry_run == "-" else Path(args.dry_run).read_text()
-    config = load_config(args.configfile)
-    jobs = parse_dry_run(text)
-    facts = StudyFacts(config, args.root)
-    rows = plan_table(jobs, CostModel(facts))
-    title = (
-        f"Plan of {' + '.join(args.configfile)}: dataset {config['dataset']['name']}, "
-        f"{len(config['dataset']['subjects'])} subject(s), {len(config['run_models'])} model(s)"
-    )
-    print(format_plan(rows, facts, title))
+    rows, assumptions, study = plan_study(args.configfile, args.root)
+    tracks = []
+    if study.run_models:
+        tracks.append(
+            f"dataset {study.dataset}, {len(study.subjects)} subject(s), "
+            f"{len(study.run_models)} model(s)"
+        )
+    if study.vision_enabled:
+        tracks.append(
+            f"vision dataset {study.vision_dataset}, {len(study.vision_subjects)} subject(s), "
+            f"{len(study.vision_run_models)} model(s)"
+        )
+    title = f"Plan of {' + '.join(map(str, args.configfile))}: {'; '.join(tracks)}"
+    print(format_plan(rows, assumptions, title))
     if args.benchmarks:
         print(
             format_comparison(

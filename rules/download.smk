@@ -10,7 +10,7 @@ rule download_ds003020_file:
     benchmark:
         benchmark("download", "dataset_file")
     wildcard_constraints:
-        dataset=OPENNEURO_DATASET,
+        dataset=STUDY.dataset_constraint("openneuro"),
         path=r"(derivative|stimuli)/.+",
     retries: 2
     localrule: True
@@ -44,7 +44,7 @@ rule download_model:
     benchmark:
         benchmark("download_model", "model")
     wildcard_constraints:
-        model=_alternatives(HUB_MODELS),
+        model=alternatives(STUDY.hub_models),
     retries: 2
     localrule: True
     conda:
@@ -54,8 +54,8 @@ rule download_model:
         mem_mb=2000,
         runtime=600,
     params:
-        repo_id=lambda wildcards: MODELS[wildcards.model]["source"]["hub"],
-        revision=lambda wildcards: MODELS[wildcards.model]["source"]["revision"],
-        gated=lambda wildcards: MODELS[wildcards.model]["source"].get("gated", False),
+        repo_id=model_source("hub"),
+        revision=model_source("revision"),
+        gated=model_source("gated"),
     script:
         "../workflow_scripts/download_model.py"

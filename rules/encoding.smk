@@ -2,27 +2,7 @@
 # then FIR delays + ridge per (model, layer) on all training stories and on random subsets of them
 # (data-size scaling). Subjects that share a training set share one fit job: one design, one
 # Gram and one eigendecomposition per fold for all of them, and each subject's outputs at its
-# own path (asking for one subject's scores runs the group's job). See FIT_GROUPS in common.smk.
-
-ENCODING_PARAMS = dict(
-    test_story=TEST_STORY,
-    delays=config["encoding"]["delays"],
-    alphas=alphas(),
-    cv=config["encoding"]["cv"],
-    n_folds=config["encoding"]["n_folds"],
-    extra_trim_test=config["encoding"]["test_extra_trim"],
-    backend=config["encoding"]["backend"],
-    solver=config["encoding"]["solver"],
-    solver_impl=config["encoding"]["solver_impl"],
-    score_dtype=config["encoding"]["score_dtype"],
-    save_weights=config["encoding"]["save_weights"],
-    save_predictions=config["encoding"]["save_predictions"],
-)
-if config["encoding"]["cv"] == "bootstrap":
-    # only bootstrap CV draws chunks: a story-CV fit does not rerun when these change
-    ENCODING_PARAMS.update(
-        bootstrap=config["encoding"]["bootstrap"], seed=config["encoding"]["seed"]
-    )
+# own path (asking for one subject's scores runs the group's job). See Study.fit_groups.
 
 
 rule prepare_responses:
@@ -42,29 +22,30 @@ rule prepare_responses:
         runtime=60,
     params:
         subject="{subject}",
-        stories=lambda wildcards: prepared_stories(wildcards.subject),
-        extra_trim={TEST_STORY: config["encoding"]["test_extra_trim"]},
-        expected_sizes=lambda wildcards: manifest_sizes(wildcards.subject),
+        stories=prepared_stories,
+        test_story=TEST_STORY,
+        test_extra_trim=config["encoding"]["test_extra_trim"],
+        expected_sizes=manifest_sizes,
     script:
         "../workflow_scripts/prepare_responses.py"
 
 
-for index, group in enumerate(FIT_GROUPS):
-    for kind in FIT_RULES:
+for index, group in enumerate(STUDY.fit_groups):
+    for kind in ("fit", "subset_fit"):
 
         rule:
             name:
-                fit_rule_name(kind, index)
+                STUDY.fit_rule_name(kind, index)
             input:
                 features=path("features"),
                 responses=[path("prepared", subject=s) for s in group],
             output:
-                scores=group_outputs(kind, group, "npz"),
-                summary=group_outputs(kind, group, "json"),
+                scores=STUDY.group_outputs(kind, group, "npz"),
+                summary=STUDY.group_outputs(kind, group, "json"),
             log:
-                log(fit_rule_name(kind, index), kind, subject=group_label(group)),
+                log(STUDY.fit_rule_name(kind, index), kind, subject=STUDY.group_label(group)),
             benchmark:
-                benchmark(fit_rule_name(kind, index), kind, subject=group_label(group))
+                benchmark(STUDY.fit_rule_name(kind, index), kind, subject=STUDY.group_label(group))
             conda:
                 "../envs/encoding.yaml"
             threads: config["compute"]["ridge_threads"]
@@ -75,7 +56,7 @@ for index, group in enumerate(FIT_GROUPS):
             params:
                 layer=lambda wildcards: int(wildcards.layer),
                 subjects=group,
-                train_stories=group_train_stories(kind, group),
-                encoding=ENCODING_PARAMS,
+                train_stories=(STUDY.fit_stories(group) if kind == "fit" else subset_stories(group)),
+                encoding=STUDY.encoding_params(),
             script:
                 "../workflow_scripts/fit_encoding.py"

@@ -5,8 +5,8 @@
 rule extract_text_features:
     input:
         model=model_dir_input,
-        words=timing_tables("words"),
-        trs=timing_tables("trs"),
+        words=STUDY.timing_tables("words"),
+        trs=STUDY.timing_tables("trs"),
     output:
         directory(path("features")),
     log:
@@ -14,7 +14,7 @@ rule extract_text_features:
     benchmark:
         benchmark("extract_text_features", "features")
     wildcard_constraints:
-        model=_alternatives(TEXT_MODELS),
+        model=alternatives(STUDY.text_models),
     conda:
         "../envs/features.yaml"
     threads: config["compute"]["extract_threads"]
@@ -25,8 +25,8 @@ rule extract_text_features:
     params:
         kind="text",
         model_name="{model}",
-        stories=ALL_STORIES,
-        expected_n_layers=lambda wildcards: MODELS[wildcards.model]["n_layers"],
+        stories=STUDY.all_stories,
+        expected_n_layers=n_layers_of,
         context=config["features"]["text"],
         device=config["features"]["device"],
         dtype=config["features"]["dtype"],
@@ -38,8 +38,8 @@ rule extract_text_features:
 rule extract_speech_features:
     input:
         model=model_dir_input,
-        audio=[path("audio", story=s) for s in ALL_STORIES],
-        trs=timing_tables("trs"),
+        audio=[path("audio", story=s) for s in STUDY.all_stories],
+        trs=STUDY.timing_tables("trs"),
     output:
         directory(path("features")),
     log:
@@ -47,7 +47,7 @@ rule extract_speech_features:
     benchmark:
         benchmark("extract_speech_features", "features")
     wildcard_constraints:
-        model=_alternatives(SPEECH_MODELS),
+        model=alternatives(STUDY.speech_models),
     conda:
         "../envs/features.yaml"
     threads: config["compute"]["extract_threads"]
@@ -58,8 +58,8 @@ rule extract_speech_features:
     params:
         kind="speech",
         model_name="{model}",
-        stories=ALL_STORIES,
-        expected_n_layers=lambda wildcards: MODELS[wildcards.model]["n_layers"],
+        stories=STUDY.all_stories,
+        expected_n_layers=n_layers_of,
         window=config["features"]["speech"],
         device=config["features"]["device"],
         dtype=config["features"]["dtype"],

@@ -5,8 +5,8 @@
 
 rule encoding_table:
     input:
-        scores=entry_files(TABLE_ENTRIES, "npz"),
-        summaries=entry_files(TABLE_ENTRIES, "json"),
+        scores=STUDY.entry_files(STUDY.table_entries, "npz"),
+        summaries=STUDY.entry_files(STUDY.table_entries, "json"),
         ceilings=[path("noise_ceiling", subject=s) for s in SUBJECTS],
         features=[path("features", model=m) for m in RUN_MODELS],
     output:
@@ -31,7 +31,7 @@ rule encoding_table:
         mem_mb=4000,
         runtime=30,
     params:
-        entries=entry_labels(TABLE_ENTRIES),
+        entries=STUDY.entry_labels(STUDY.table_entries),
         subjects=SUBJECTS,
         models=RUN_MODELS,
         floor=config["noise_ceiling"]["floor"],
@@ -42,7 +42,7 @@ rule encoding_table:
 rule bootstrap_means:
     input:
         encoding=path("table", name="encoding"),
-        scores=entry_files(TABLE_ENTRIES, "npz"),
+        scores=STUDY.entry_files(STUDY.table_entries, "npz"),
         ceilings=[path("noise_ceiling", subject=s) for s in SUBJECTS],
     output:
         path("table_gz", name="bootstrap_means"),
@@ -57,7 +57,7 @@ rule bootstrap_means:
         mem_mb=8000,
         runtime=60,
     params:
-        entries=entry_labels(TABLE_ENTRIES),
+        entries=STUDY.entry_labels(STUDY.table_entries),
         subjects=SUBJECTS,
         floor=config["noise_ceiling"]["floor"],
         n_replicates=config["scaling"]["bootstrap"]["n_replicates"],
@@ -123,7 +123,7 @@ rule roi_labels:
         subject="{subject}",
         db_dir=pycortex_db_of,
         xfmname="{subject}_auto",
-        atlases=ATLASES,
+        atlases=STUDY.atlases,
         groups=config["rois"]["groups"],
         functional=config["rois"]["functional"],
     script:
@@ -133,10 +133,10 @@ rule roi_labels:
 rule roi_tables:
     input:
         best_layers=path("table", name="best_layers"),
-        scores=[f for s in SUBJECTS for f in entry_files(full_fits_of(s), "npz")],
+        scores=[f for s in SUBJECTS for f in STUDY.entry_files(STUDY.full_fits_of(s), "npz")],
         ceilings=[path("noise_ceiling", subject=s) for s in SUBJECTS],
-        rois=rois_of_subjects(),
-        stacking=[path("table", name="stacking")] if STACKS else [],
+        rois=STUDY.rois_of_subjects(),
+        stacking=[path("table", name="stacking")] if STUDY.stacks else [],
     output:
         voxels=path("table_gz", name="voxels"),
         roi_voxels=path("table_gz", name="roi_voxels"),
@@ -156,7 +156,7 @@ rule roi_tables:
         mem_mb=8000,
         runtime=20,
     params:
-        fits=entry_labels([e for s in SUBJECTS for e in full_fits_of(s)]),
+        fits=STUDY.entry_labels([e for s in SUBJECTS for e in STUDY.full_fits_of(s)]),
         subjects=SUBJECTS,
         floor=config["noise_ceiling"]["floor"],
     script:
@@ -175,7 +175,7 @@ rule scaling_figures:
                 caption=f"report/{name}.rst",
                 category="Scaling",
             )
-            for name, files in figure_outputs().items()
+            for name, files in STUDY.figure_outputs().items()
         },
     log:
         log("scaling_figures", "data"),
@@ -188,7 +188,7 @@ rule scaling_figures:
         mem_mb=2000,
         runtime=10,
     params:
-        names=FIGURE_NAMES,
+        names=STUDY.figure_names,
     script:
         "../workflow_scripts/scaling_figures.py"
 
@@ -281,7 +281,7 @@ rule cost_table:
     input:
         # the jobs whose benchmarks are read: the table is built after all of them
         encoding=path("table", name="encoding"),
-        scores=entry_files(TABLE_ENTRIES, "npz"),
+        scores=STUDY.entry_files(STUDY.table_entries, "npz"),
         features=[path("features", model=m) for m in RUN_MODELS],
     output:
         report(
@@ -298,7 +298,7 @@ rule cost_table:
         mem_mb=1000,
         runtime=5,
     params:
-        records=benchmark_records(),
+        records=STUDY.benchmark_records(),
     script:
         "../workflow_scripts/cost_table.py"
 

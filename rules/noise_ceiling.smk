@@ -17,7 +17,7 @@ rule noise_ceiling:
         mem_mb=per_attempt("ridge_mem_mb"),
         runtime=30,
     params:
-        extra_trim=config["encoding"]["test_extra_trim"],
+        test_extra_trim=config["encoding"]["test_extra_trim"],
         floor=config["noise_ceiling"]["floor"],
     script:
         "../workflow_scripts/noise_ceiling.py"

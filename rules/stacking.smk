@@ -2,13 +2,6 @@
 # predictions per (subject, model, layer), the per-voxel simplex weights per (subject, stack),
 # and the tables.
 
-# a member is its model's ridge fit (same designs, folds and alpha search), plus its predictions
-STACK_MEMBER_PARAMS = {
-    k: v
-    for k, v in ENCODING_PARAMS.items()
-    if k not in ("solver_impl", "save_weights", "save_predictions")
-}
-
 
 rule stack_member:
     input:
@@ -37,8 +30,8 @@ rule stack_member:
             "layer": wildcards.layer,
         },
         fit_layers=member_fit_layers,
-        train_stories=lambda wildcards: train_stories(wildcards.subject),
-        encoding=STACK_MEMBER_PARAMS,
+        train_stories=train_stories,
+        encoding=STUDY.stack_member_params(),
         oof_dtype=config["stacking"]["oof_dtype"],
     script:
         "../workflow_scripts/stack_member.py"
@@ -76,13 +69,13 @@ rule stack_regression:
 rule stacking_table:
     input:
         unpack(stacking_voxel_labels),
-        scores=[e["path"] for e in STACK_ENTRIES],
+        scores=[e["path"] for e in STUDY.stack_entries],
     output:
         **{
             name: report(
                 path("table", name=name), caption="report/stacking.rst", category="Tables"
             )
-            for name in STACK_TABLE_NAMES
+            for name in STUDY.stack_table_names
         },
     log:
         log("stacking_table", "data"),
@@ -95,7 +88,7 @@ rule stacking_table:
         mem_mb=4000,
         runtime=10,
     params:
-        entries=entry_labels(STACK_ENTRIES),
+        entries=STUDY.entry_labels(STUDY.stack_entries),
         subjects=SUBJECTS,
     script:
         "../workflow_scripts/stacking_table.py"

@@ -4,24 +4,30 @@
 rule generate_demo_dataset:
     output:
         respdict=path("respdict"),
-        textgrids=[path("textgrid", story=s) for s in ALL_STORIES],
-        audio=[path("audio", story=s) for s in ALL_STORIES],
-        responses=[path("responses", subject=sub, story=s) for sub in SUBJECTS for s in ALL_STORIES],
+        textgrids=[path("textgrid", story=s) for s in STUDY.all_stories],
+        audio=[path("audio", story=s) for s in STUDY.all_stories],
+        responses=[
+            path("responses", subject=sub, story=s) for sub in SUBJECTS for s in STUDY.all_stories
+        ],
         masks=[
             path("transform", subject=sub, name=name)
             for sub in SUBJECTS
             for name in ("mask_thick", "reference")
         ],
         # with synthetic.cortex: the rest of each subject's pycortex folder and its annotations
-        pycortex=[f for sub in SUBJECTS for f in demo_pycortex_outputs(sub)],
-        annotations=[f for sub in SUBJECTS for f in annotation_files(sub)] if HAS_CORTEX else [],
+        pycortex=[f for sub in SUBJECTS for f in STUDY.demo_pycortex_outputs(sub)],
+        annotations=(
+            [f for sub in SUBJECTS for f in STUDY.annotation_files(sub)]
+            if STUDY.has_cortex
+            else []
+        ),
         ground_truth=directory(path("ground_truth")),
     log:
         log("generate_demo_dataset", "data"),
     benchmark:
         benchmark("generate_demo_dataset", "data")
     wildcard_constraints:
-        dataset=SYNTHETIC_DATASET,
+        dataset=STUDY.dataset_constraint("synthetic"),
     conda:
         "../envs/fmriscaling.yaml"
     threads: 1
@@ -47,7 +53,7 @@ rule build_tiny_model:
     benchmark:
         benchmark("build_tiny_model", "model")
     wildcard_constraints:
-        model=_alternatives(BUILT_MODELS),
+        model=alternatives(STUDY.built_models),
     conda:
         "../envs/features.yaml"
     threads: 1
@@ -56,7 +62,7 @@ rule build_tiny_model:
         runtime=10,
     params:
         kind=lambda wildcards: MODELS[wildcards.model]["kind"],
-        build=lambda wildcards: MODELS[wildcards.model]["source"]["build"],
-        n_layers=lambda wildcards: MODELS[wildcards.model]["n_layers"],
+        build=model_source("build"),
+        n_layers=n_layers_of,
     script:
         "../workflow_scripts/build_tiny_model.py"

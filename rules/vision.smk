@@ -4,57 +4,46 @@
 # cross-validated ridge on all and on subsets of the training images; the challenge's noise
 # ceiling; tables and figures.
 
-VISION_SELECTION = dict(
-    pooling=VISION["pooling"],
-    hemispheres=HEMISPHERES,
-    alphas=np.logspace(
-        VISION["selection"]["alphas"]["log10_min"],
-        VISION["selection"]["alphas"]["log10_max"],
-        VISION["selection"]["alphas"]["num"],
-    ).tolist(),
-    n_folds=VISION["selection"]["n_folds"],
-    fold_seed=VISION["selection"]["seed"],
-    n_images=VISION["split"]["n_images"],
-    test_fraction=VISION["split"]["test_fraction"],
-    n_train=VISION["split"]["n_train"],
-    backend=config["encoding"]["backend"],
-    solver=config["encoding"]["solver"],
-    score_dtype=config["encoding"]["score_dtype"],
-)
-
-
 # the demo's dataset; a local copy is read where it lies
-if VISION_SOURCE == "synthetic":
+if STUDY.vision_source == "synthetic":
 
     rule generate_demo_vision_dataset:
         input:
-            truth_model=model_dir(_VISION_TRUTH[0]) if _VISION_TRUTH else [],
+            truth_model=STUDY.vision_truth_model_dir(),
         output:
             ground_truth=directory(path("vision_truth")),
-            fmri=[f for s in VISION_SUBJECTS for f in vision_subject_files(s, "{dataset}")["fmri"]],
+            fmri=[
+                f
+                for s in STUDY.vision_subjects
+                for f in STUDY.vision_subject_files(s, "{dataset}")["fmri"]
+            ],
             images=[
                 directory(f)
-                for s in VISION_SUBJECTS
-                for f in vision_subject_files(s, "{dataset}")["images"]
+                for s in STUDY.vision_subjects
+                for f in STUDY.vision_subject_files(s, "{dataset}")["images"]
             ],
             rois=[
                 f
-                for s in VISION_SUBJECTS
+                for s in STUDY.vision_subjects
                 for kind in ("roi_masks", "roi_mappings", "fsaverage")
-                for f in vision_subject_files(s, "{dataset}")[kind]
+                for f in STUDY.vision_subject_files(s, "{dataset}")[kind]
             ],
             noise_ceiling=[
                 f
-                for s in VISION_SUBJECTS
+                for s in STUDY.vision_subjects
                 for kind in ("ncsnr", "repeats")
-                for f in vision_subject_files(s, "{dataset}")[kind]
+                for f in STUDY.vision_subject_files(s, "{dataset}")[kind]
             ],
         log:
             log("generate_demo_vision_dataset", "data"),
         benchmark:
             benchmark("generate_demo_vision_dataset", "data")
         wildcard_constraints:
-            dataset=SYNTHETIC_VISION,
+            dataset=(
+                STUDY.vision_wildcards()["dataset"]
+                if STUDY.vision_source == "synthetic"
+                else NEVER
+            ),
         conda:
             "../envs/features.yaml"
         threads: 1
@@ -62,8 +51,8 @@ if VISION_SOURCE == "synthetic":
             mem_mb=2000,
             runtime=10,
         params:
-            subjects=VISION_SUBJECTS,
-            hemispheres=HEMISPHERES,
+            subjects=STUDY.vision_subjects,
+            hemispheres=STUDY.hemispheres,
             generator=VISION["synthetic"],
         script:
             "../workflow_scripts/generate_demo_vision_dataset.py"
@@ -72,7 +61,7 @@ if VISION_SOURCE == "synthetic":
 rule extract_vision_features:
     input:
         model=model_dir_input,
-        images=lambda wildcards: [folder for _, folder in vision_image_sets()],
+        images=vision_image_folders,
     output:
         directory(path("features")),
     log:
@@ -80,7 +69,7 @@ rule extract_vision_features:
     benchmark:
         benchmark("extract_vision_features", "features")
     wildcard_constraints:
-        **VISION_WILDCARDS,
+        **STUDY.vision_wildcards(),
     conda:
         "../envs/features.yaml"
     threads: config["compute"]["vision_threads"]
@@ -90,8 +79,8 @@ rule extract_vision_features:
         gpu=GPU,
     params:
         model_name="{model}",
-        image_sets=lambda wildcards: [name for name, _ in vision_image_sets()],
-        expected_n_layers=lambda wildcards: MODELS[wildcards.model]["n_layers"],
+        image_sets=vision_image_set_names,
+        expected_n_layers=n_layers_of,
         pooling=VISION["pooling"],
         batch_size=VISION["features"]["batch_size"],
         n_workers=VISION["features"]["n_workers"],
@@ -114,7 +103,7 @@ rule select_vision:
     benchmark:
         benchmark("select_vision", "vision_fit")
     wildcard_constraints:
-        **VISION_WILDCARDS,
+        **STUDY.vision_wildcards(),
     conda:
         "../envs/encoding.yaml"
     threads: config["compute"]["vision_threads"]
@@ -124,47 +113,36 @@ rule select_vision:
         gpu=GPU,
     params:
         subject="{subject}",
-        layers=lambda wildcards: layers_of(wildcards.model),
-        selection=VISION_SELECTION,
-        # ensemble members keep their test predictions
-        save_predictions=lambda wildcards: (
-            VISION["selection"]["save_predictions"] or wildcards.model in VISION["ensemble"]
-        ),
+        layers=layers_of,
+        selection=STUDY.vision_selection_params(),
+        save_predictions=vision_save_predictions,
         sweep={},
     script:
         "../workflow_scripts/select_vision.py"
 
 
-if VISION_SWEEP_SIZES:
+if STUDY.vision_sweep_sizes:
 
     use rule select_vision as select_vision_sweep with:
         output:
-            scores=[
-                path("vision_subset_fit", n=n, seed=s, ext="npz")
-                for n in VISION_SWEEP_SIZES
-                for s in VISION["subsampling"]["seeds"]
-            ],
-            summary=[
-                path("vision_subset_fit", n=n, seed=s, ext="json")
-                for n in VISION_SWEEP_SIZES
-                for s in VISION["subsampling"]["seeds"]
-            ],
+            scores=STUDY.vision_sweep_outputs("npz"),
+            summary=STUDY.vision_sweep_outputs("json"),
         log:
             fill(log("select_vision_sweep", "vision_subset_fit"), n="all", seed="all"),
         benchmark:
             fill(benchmark("select_vision_sweep", "vision_subset_fit"), n="all", seed="all")
         params:
             subject="{subject}",
-            layers=lambda wildcards: layers_of(wildcards.model),
-            selection=VISION_SELECTION,
+            layers=layers_of,
+            selection=STUDY.vision_selection_params(),
             save_predictions=False,
             # one job per (subject, model): every size and seed, in the order of the outputs
-            sweep={"sizes": VISION_SWEEP_SIZES, "seeds": VISION["subsampling"]["seeds"]},
+            sweep={"sizes": STUDY.vision_sweep_sizes, "seeds": VISION["subsampling"]["seeds"]},
 
 
 rule vision_noise_ceiling:
     input:
-        ncsnr=lambda wildcards: vision_subject_files(wildcards.subject)["ncsnr"],
+        ncsnr=vision_ncsnr,
         fmri=vision_fmri,
         test_fmri=vision_test_fmri,
         repeats=vision_repeats,
@@ -175,8 +153,8 @@ rule vision_noise_ceiling:
     benchmark:
         benchmark("vision_noise_ceiling", "noise_ceiling")
     wildcard_constraints:
-        dataset=VISION_WILDCARDS["dataset"],
-        subject=VISION_WILDCARDS["subject"],
+        dataset=STUDY.vision_wildcards()["dataset"],
+        subject=STUDY.vision_wildcards()["subject"],
     conda:
         "../envs/fmriscaling.yaml"
     threads: 1
@@ -184,7 +162,7 @@ rule vision_noise_ceiling:
         mem_mb=1000,
         runtime=5,
     params:
-        hemispheres=HEMISPHERES,
+        hemispheres=STUDY.hemispheres,
         n_images=VISION["split"]["n_images"],
         test_fraction=VISION["split"]["test_fraction"],
         default_repeats=VISION["noise_ceiling"]["n_repeats"],
@@ -194,10 +172,7 @@ rule vision_noise_ceiling:
 
 rule vision_ensemble:
     input:
-        scores=lambda wildcards: [
-            vpath("vision_fit", subject=wildcards.subject, model=m, ext="npz")
-            for m in VISION["ensemble"]
-        ],
+        scores=vision_ensemble_members,
         fmri=vision_fmri,
         test_fmri=vision_test_fmri,
     output:
@@ -208,8 +183,8 @@ rule vision_ensemble:
     benchmark:
         benchmark("vision_ensemble", "vision_ensemble")
     wildcard_constraints:
-        dataset=VISION_WILDCARDS["dataset"],
-        subject=VISION_WILDCARDS["subject"],
+        dataset=STUDY.vision_wildcards()["dataset"],
+        subject=STUDY.vision_wildcards()["subject"],
     conda:
         "../envs/encoding.yaml"
     threads: 1
@@ -219,32 +194,30 @@ rule vision_ensemble:
     params:
         subject="{subject}",
         members=VISION["ensemble"],
-        hemispheres=HEMISPHERES,
+        hemispheres=STUDY.hemispheres,
     script:
         "../workflow_scripts/vision_ensemble.py"
 
 
 rule vision_table:
     input:
-        scores=lambda wildcards: [fill(e["path"], ext="npz") for e in vision_entries()],
-        summaries=lambda wildcards: [fill(e["path"], ext="json") for e in vision_entries()],
+        scores=vision_entry_files("npz"),
+        summaries=vision_entry_files("json"),
         ceilings=(
-            [vpath("noise_ceiling", subject=s) for s in VISION_SUBJECTS]
+            [vpath("noise_ceiling", subject=s) for s in STUDY.vision_subjects]
             if VISION["noise_ceiling"]["enabled"]
             else []
         ),
-        rois=lambda wildcards: [
-            f for s in VISION_SUBJECTS for fs in vision_roi_files(s).values() for f in fs
-        ],
-        features=[vpath("features", model=m) for m in VISION_RUN_MODELS],
+        rois=vision_roi_inputs,
+        features=[vpath("features", model=m) for m in STUDY.vision_run_models],
     output:
-        **{name: path("table", name=name) for name in VISION_TABLE_NAMES},
+        **{name: path("table", name=name) for name in STUDY.vision_table_names},
     log:
         log("vision_table", "data"),
     benchmark:
         benchmark("vision_table", "data")
     wildcard_constraints:
-        dataset=VISION_WILDCARDS["dataset"],
+        dataset=STUDY.vision_wildcards()["dataset"],
     conda:
         "../envs/figures.yaml"
     threads: 1
@@ -252,11 +225,11 @@ rule vision_table:
         mem_mb=4000,
         runtime=30,
     params:
-        entries=lambda wildcards: entry_labels(vision_entries()),
-        subjects=VISION_SUBJECTS,
-        models=VISION_RUN_MODELS,
-        roi_classes=list(ROI_CLASSES),
-        n_hemispheres=len(HEMISPHERES),
+        entries=vision_entry_labels,
+        subjects=STUDY.vision_subjects,
+        models=STUDY.vision_run_models,
+        roi_classes=STUDY.vision_roi_classes,
+        n_hemispheres=len(STUDY.hemispheres),
         bootstrap=config["scaling"]["bootstrap"],
         ci=config["scaling"]["ci"],
     script:
@@ -269,13 +242,13 @@ rule vision_figures:
         rois=path("table", name="rois"),
         selection=path("table", name="selection"),
     output:
-        **vision_figure_outputs(),
+        **STUDY.vision_figure_outputs(),
     log:
         log("vision_figures", "data"),
     benchmark:
         benchmark("vision_figures", "data")
     wildcard_constraints:
-        dataset=VISION_WILDCARDS["dataset"],
+        dataset=STUDY.vision_wildcards()["dataset"],
     conda:
         "../envs/figures.yaml"
     threads: 1
@@ -283,7 +256,7 @@ rule vision_figures:
         mem_mb=2000,
         runtime=10,
     params:
-        names=VISION_FIGURE_NAMES,
+        names=STUDY.vision_figure_names,
         data_model=VISION["subsampling"]["model"],
     script:
         "../workflow_scripts/vision_figures.py"

@@ -247,7 +247,7 @@ def _library_defaults():
         # the settings of fit_encoding and fit_encoding_subjects (the rules' function)
         (EncodingSettings, {
             "encoding.delays": "delays", "encoding.cv": "cv", "encoding.n_folds": "n_folds",
-            "encoding.test_extra_trim": "extra_trim_test", "encoding.backend": "backend",
+            "encoding.test_extra_trim": "test_extra_trim", "encoding.backend": "backend",
             "encoding.solver": "solver", "encoding.solver_impl": "solver_impl",
             "encoding.score_dtype": "score_dtype", "encoding.save_weights": "save_weights",
             "encoding.save_predictions": "save_predictions", "encoding.seed": "seed",
@@ -262,7 +262,7 @@ def _library_defaults():
             "stimuli.trim_start": "trim_start", "stimuli.trim_end": "trim_end",
         }),
         # the floor is the workflow's choice (the paper's 0.25); the library's default is none
-        (compute_noise_ceiling_file, {"encoding.test_extra_trim": "extra_trim"}),
+        (compute_noise_ceiling_file, {"encoding.test_extra_trim": "test_extra_trim"}),
         (download_file, {"download.retries": "retries", "download.timeout_s": "timeout"}),
         (extract_text_model, {
             "features.text.max_words": "max_words", "features.text.reset_words": "reset_words",

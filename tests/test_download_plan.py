@@ -1,16 +1,18 @@
 """The real study's download plan, per kind of file, is the library's own manifest selection.
 
-One dry run of `download_dataset` on the real ds003020 manifest (no network) with every kind of
-file asked for; for each kind, the files the workflow plans to fetch equal what
-`fmriscaling.download.select_files` selects for it, and there is at least one.
+The DAG of `download_dataset` on the real ds003020 manifest (no network, Snakemake's own
+tab-separated summary) with every kind of file asked for; for each kind, the files the workflow
+plans to fetch equal what `fmriscaling.download.select_files` selects for it, and there is at
+least one.
 """
 
 from __future__ import annotations
 
-import re
+import io
 
+import pandas as pd
 import pytest
-from test_workflow import ROOT, _copy_workflow, _snakemake
+from _workflow import ROOT, copy_workflow, snakemake
 
 from fmriscaling.download.manifest import manifest_stories, read_manifest, select_files
 
@@ -31,7 +33,7 @@ KIND_FOLDERS = {
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory) -> set[str]:
     """Dataset paths of every download_ds003020_file job `download_dataset` plans."""
-    workdir = _copy_workflow(tmp_path_factory.mktemp("plan"))
+    workdir = copy_workflow(tmp_path_factory.mktemp("plan"))
     overlay = workdir / "all_kinds.yaml"
     overlay.write_text(
         f"dataset: {{subjects: {SUBJECTS}}}\n"
@@ -39,16 +41,16 @@ def planned(tmp_path_factory) -> set[str]:
         "run_models: [opt-125m, whisper-tiny]\n"  # a speech model: the audio is needed
         "stacks: []\n"  # lebel2023.yaml's stack needs models this overlay does not run
     )
-    proc = _snakemake(
+    proc = snakemake(
         workdir,
         "download_dataset",
-        "-n",
+        "--summary",
         "--configfile",
         "config/lebel2023.yaml",
         str(overlay),
     )
-    text = proc.stdout + proc.stderr
-    outputs = re.findall(r"rule download_ds003020_file:\n\s+output: (.+)", text)
+    table = pd.read_csv(io.StringIO(proc.stdout), sep="\t")
+    outputs = list(table.loc[table["rule"] == "download_ds003020_file", "output_file"])
     prefix = "results/data/lebel2023/"
     assert outputs and all(o.startswith(prefix) for o in outputs)
     return {o.removeprefix(prefix) for o in outputs}

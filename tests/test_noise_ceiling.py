@@ -115,7 +115,7 @@ def test_compute_noise_ceiling_file_trims_and_saves(rng, tmp_path):
         f["data"] = repeats.mean(axis=0)
         f["individual_repeats"] = repeats
     out = tmp_path / "nc" / "noise_ceiling.npz"
-    nc = compute_noise_ceiling_file(path, out, extra_trim=40, params={"extra_trim": 40})
+    nc = compute_noise_ceiling_file(path, out, test_extra_trim=40, params={"test_extra_trim": 40})
     expected = noise_ceiling(repeats[:, 40:])
     np.testing.assert_allclose(nc.cc_max, expected.cc_max)
     with np.load(out) as data:
@@ -124,4 +124,4 @@ def test_compute_noise_ceiling_file_trims_and_saves(rng, tmp_path):
     loaded = load_noise_ceiling(out)
     np.testing.assert_allclose(loaded.cc_max, expected.cc_max, rtol=1e-6)
     prov = json.loads((tmp_path / "nc" / "noise_ceiling.npz.provenance.json").read_text())
-    assert prov["params"] == {"extra_trim": 40} and prov["n_trs"] == 260
+    assert prov["params"] == {"test_extra_trim": 40} and prov["n_trs"] == 260

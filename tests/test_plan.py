@@ -1,13 +1,11 @@
-"""The plan: dry-run parsing, the flop counts and rates of the cost model, and the real study's
-plan through `--profile slurm` (job counts per rule, GPU-hours, disk)."""
+"""The plan: the flop counts and rates of the cost model, a price for every rule, and the plans
+of the demo, the real language study and the vision study before its data (from the Study's
+own jobs, no Snakemake run)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,76 +14,41 @@ import pytest
 from fmriscaling import cost
 from fmriscaling.features.audio import conv_last_frame
 from fmriscaling.features.context import window_schedule
-from fmriscaling.plan import JOB_OVERHEAD_S, CostModel, format_plan, plan_table
-from fmriscaling.study import PlannedJob, StudyFacts, load_config, parse_dry_run
+from fmriscaling.plan import (
+    JOB_OVERHEAD_S,
+    UNPRICED_RULES,
+    CostModel,
+    format_plan,
+    plan_study,
+)
+from fmriscaling.workflow import Study, StudyFacts, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-
-DRY_RUN = """\
-Building DAG of jobs...
-Job stats:
-job              count
--------------  -------
-story_timing         2
-fit_encoding         1
-all                  1
-total                4
-
-[Wed Dec  2 05:29:02 2026] Group job timing (jobs in lexicogr. order):
-
-    [Wed Dec  2 05:29:02 2026]
-    rule story_timing:
-        input: results/data/d/derivative/TextGrids/a.TextGrid, results/data/d/derivative/respdict.json
-        output: results/stimuli/d/a.words.tsv, results/stimuli/d/a.trs.tsv
-        wildcards: dataset=d, story=a
-        resources: tmpdir=/tmp, mem_mb=1000, runtime=5
-    [Wed Dec  2 05:29:02 2026]
-    rule story_timing:
-        wildcards: dataset=d, story=b
-        resources: tmpdir=/tmp, mem_mb=1000, runtime=5
-[Wed Dec  2 05:29:02 2026]
-rule fit_encoding:
-    input: results/features/d/m, results/data/d/derivative/preprocessed_data/S1/a.hf5
-    wildcards: dataset=d, subject=S1, model=m, layer=3
-    resources: tmpdir=/tmp, mem_mb=64000, mem=64 GB, runtime=180, gpu=1, cpus_per_gpu=8
-[Wed Dec  2 05:29:02 2026]
-localrule all:
-    input: results/tables/d/encoding.csv
-    jobid: 0
-Job stats:
-job              count
--------------  -------
-story_timing         2
-fit_encoding         1
-all                  1
-total                4
-This was a dry-run (flag -n). The order of jobs does not reflect the order of execution.
-"""
+DEMO = [ROOT / "config/config.yaml"]
+LEBEL = [*DEMO, ROOT / "config/lebel2023.yaml"]
+ALGONAUTS = [*DEMO, ROOT / "config/algonauts2023.yaml"]
 
 
-def test_dry_run_jobs_with_their_wildcards_inputs_and_resources():
-    jobs = parse_dry_run(DRY_RUN)
-    assert [j.rule for j in jobs] == ["story_timing", "story_timing", "fit_encoding", "all"]
-    assert jobs[0].wildcards == {"dataset": "d", "story": "a"}
-    assert jobs[0].inputs == [
-        "results/data/d/derivative/TextGrids/a.TextGrid",
-        "results/data/d/derivative/respdict.json",
-    ]
-    assert jobs[1].wildcards["story"] == "b" and jobs[1].inputs == []
-    fit = jobs[2]
-    assert fit.gpu and not jobs[0].gpu
-    assert fit.resources["runtime"] == "180" and fit.resources["cpus_per_gpu"] == "8"
-    assert jobs[3].local and not fit.local
+def _rules_of_the_workflow() -> set[str]:
+    """Every rule name in rules/*.smk (the fit groups' rules are named from the Study)."""
+    names = set()
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        names |= set(re.findall(r"^\s*(?:local)?rule (\w+):", smk.read_text(), re.M))
+        names |= set(re.findall(r"^\s*use rule \w+ as (\w+)", smk.read_text(), re.M))
+    return names | {"fit_encoding", "fit_encoding_subset", "all"}
 
 
-def test_dry_run_that_disagrees_with_its_job_stats_is_refused():
-    broken = DRY_RUN.replace("    rule story_timing:\n        wildcards: dataset=d, story=b", "")
-    with pytest.raises(ValueError, match="differ from the Job stats"):
-        parse_dry_run(broken)
-    with pytest.raises(ValueError, match="no job"):
-        parse_dry_run("Building DAG of jobs...\nWorkflowError: something broke\n")
-    assert parse_dry_run("Nothing to be done (all requested files are present).") == []
+def test_every_rule_of_the_workflow_has_a_price(tmp_path):
+    rules = _rules_of_the_workflow()
+    assert {"select_vision_sweep", "vision_table", "stack_member", "cost_figure"} <= rules
+    study = Study(load_config(DEMO), ROOT)
+    model = CostModel(study, StudyFacts(study.config, tmp_path))
+    unpriced = sorted(r for r in rules if r not in model.pricers and r not in UNPRICED_RULES)
+    assert unpriced == []
+    # later fit groups are priced as the first; an unknown rule is an error, not free
+    assert model.rule_of(type(study.jobs()[0])("fit_encoding_subset_3")) == "fit_encoding_subset"
+    with pytest.raises(KeyError, match="no price for rule 'made_up'"):
+        model(type(study.jobs()[0])("made_up"))
 
 
 def test_ridge_eigh_flops_are_9_r_cubed_per_fold_and_refit():
@@ -121,32 +84,18 @@ def test_gpu_assumption_gives_the_estimate_written_for_a_full_size_fit():
 def test_known_flops_give_known_seconds(tmp_path):
     """A shared fit job of two subjects priced on a device of 1 TFLOP/s everywhere: overhead +
     flops / 1e12 + bytes / 1e12, with one design and every subject's voxels."""
-    config = load_config([ROOT / "config/config.yaml"])
-    facts = StudyFacts(config, tmp_path)  # no data: the demo's sizes from the config
+    study = Study(load_config(DEMO), ROOT)
+    facts = StudyFacts(study.config, tmp_path)  # no data: the demo's sizes from the config
     one = cost.Device("test", gemm=1e12, eigh=1e12, forward=1e12, read=1e12, measured=True)
-    stories = [f"synthstory{i:02d}" for i in range(1, 13)] + ["wheretheressmoke"]
-    subjects = ("UTS01", "UTS02")
-    prepare = [
-        PlannedJob(
-            rule="prepare_responses",
-            wildcards={"dataset": "demo", "subject": s},
-            inputs=[f"results/data/demo/derivative/preprocessed_data/{s}/{t}.hf5" for t in stories],
-        )
-        for s in subjects
-    ]
-    job = PlannedJob(
-        rule="fit_encoding",
-        wildcards={"dataset": "demo", "model": "tiny-opt-m", "layer": "2"},
-        inputs=["results/features/demo/tiny-opt-m"]
-        + [f"results/responses/demo/{s}.h5" for s in subjects],
-    )
+    jobs = study.jobs()
+    job = next(j for j in jobs if j.rule == "fit_encoding" and j.wildcards["model"] == "tiny-opt-m")
+    assert job.params["subjects"] == ["UTS01", "UTS02"] and len(job.params["train_stories"]) == 12
     rows = facts.story_rows("synthstory01")
     assert rows == 120 - 20  # mean of story_n_trs [100, 140], minus 20 trimmed
     n, n_test, v, p = 12 * rows, 150 - 20 - 40, 2 * 300, 4 * 64
     flops = cost.ridge_flops(n, p, v, n_test, [(n - n // 5, n // 5)] * 5, 13)
     read = 4.0 * v * (n + n_test) + 4.0 * (n + n_test) * 64
-    model = CostModel(facts, cpu=one)
-    model.see(prepare)
+    model = CostModel(study, facts, cpu=one)
     priced = model(job)
     assert priced.where == "CPU"
     assert priced.seconds == pytest.approx(
@@ -154,19 +103,43 @@ def test_known_flops_give_known_seconds(tmp_path):
     )
     assert priced.disk_bytes == pytest.approx(4.0 * v * 3 + 2 * 2e3)
     # a data-size fit of 4 of the 12 stories: a third of the training TRs
-    subset = PlannedJob(
-        rule="fit_encoding_subset",
-        wildcards={**job.wildcards, "n": "4", "seed": "0"},
-        inputs=job.inputs,
-    )
+    subset = next(j for j in jobs if j.rule == "fit_encoding_subset" and j.wildcards.get("n") == 4)
+    assert len(subset.params["train_stories"]) == 4
     m = 4 * rows
     sub = cost.ridge_flops(m, p, v, n_test, [(m - m // 5, m // 5)] * 5, 13)
     read = 4.0 * v * (m + n_test) + 4.0 * (m + n_test) * 64
     assert model(subset).seconds == pytest.approx(
         JOB_OVERHEAD_S["fit_encoding_subset"] + sub.total / 1e12 + read / 1e12
     )
-    with pytest.raises(ValueError, match="no prepare_responses jobs"):
-        CostModel(facts, cpu=one)(job)
+
+
+def test_vision_selection_is_priced_by_its_candidates(tmp_path):
+    """select_vision: one cross-validated ridge per (layer, k) candidate at the subject's
+    images and vertices; the sweep job sums its sizes; more pooling sizes cost more."""
+    study = Study(load_config(DEMO), ROOT)
+    one = cost.Device("test", gemm=1e12, eigh=1e12, forward=1e12, read=1e12, measured=True)
+    model = CostModel(study, StudyFacts(study.config, tmp_path), cpu=one)
+    jobs = study.jobs()
+    full = next(
+        j for j in jobs if j.rule == "select_vision" and j.wildcards["model"] == "tiny-clip-m"
+    )
+    sweep = next(j for j in jobs if j.rule == "select_vision_sweep")
+    assert full.params["n_vertices"] == 200 and full.params["sizes"] == [192]
+    assert sweep.params["sizes"] == [12, 12, 30, 30, 76, 76]
+    widths = model._pooled_widths("tiny-clip-m")
+    assert len(widths) == study.models["tiny-clip-m"]["n_layers"] * len(study.vision["pooling"])
+    seconds, _ = model._select_vision(full, one)
+    assert seconds > 0
+    # the sweep job is the sum of one selection per size and seed
+    each = [model._select_vision(replace(sweep, params={**sweep.params, "sizes": [n]}), one)[0]
+            for n in sweep.params["sizes"]]  # fmt: skip
+    assert model._select_vision(sweep, one)[0] == pytest.approx(sum(each))
+    assert each[0] < each[-1]  # more images cost more
+    wider = Study(
+        load_config(DEMO) | {"vision": {**study.config["vision"], "pooling": [1, 2, 4, 8]}}, ROOT
+    )
+    wide = CostModel(wider, StudyFacts(wider.config, tmp_path), cpu=one)
+    assert wide._select_vision(full, one)[0] > seconds
 
 
 def test_lm_windows_match_the_recorded_token_ratio():
@@ -216,42 +189,46 @@ def test_download_rules_are_local_and_the_only_ones():
     assert local == {name for name in blocks if name.startswith("download")}
 
 
-@pytest.mark.slow
-def test_real_study_plan_through_the_slurm_profile(tmp_path):
-    """`snakemake -n --profile slurm` plans the whole study; the plan prices every job."""
-    workdir = tmp_path / "wf"
-    workdir.mkdir()
-    for part in ("Snakefile", "rules", "config", "workflow_scripts", "envs"):
-        (shutil.copytree if (ROOT / part).is_dir() else shutil.copy2)(ROOT / part, workdir / part)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run(
-        [SNAKEMAKE, "-n", "--forceall", "--profile", "config/profiles/slurm",
-         "--configfile", "config/lebel2023.yaml"],
-        cwd=workdir, env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    text = proc.stdout + proc.stderr
-    assert proc.returncode == 0, text[-5000:]
-    jobs = parse_dry_run(text)
-    counts: dict[str, int] = {}
-    for job in jobs:
-        counts[job.rule] = counts.get(job.rule, 0) + 1
-    # one fit job per (model, layer), shared by the 3 subjects: 22 models x their layers
-    assert counts["fit_encoding"] == 660
-    assert counts["prepare_responses"] == 3
-    assert counts["extract_text_features"] + counts["extract_speech_features"] == 22
-    assert all(j.gpu for j in jobs if j.rule.startswith(("fit_", "extract_")))
-    config = load_config([ROOT / "config/config.yaml", ROOT / "config/lebel2023.yaml"])
-    facts = StudyFacts(config, workdir)
-    rows = plan_table(jobs, CostModel(facts))
+def test_real_study_plan_prices_every_job_before_the_download(tmp_path):
+    """The real language study, planned from the Study's jobs with no data on disk."""
+    rows, assumptions, study = plan_study(LEBEL, ROOT)
     by_rule = {r.rule: r for r in rows}
-    assert sum(r.jobs for r in rows) == len(jobs) > 1000
+    # one fit job per (model, layer), shared by the 3 subjects: 22 models x their layers
+    assert by_rule["fit_encoding"].jobs == 660 and by_rule["prepare_responses"].jobs == 3
+    assert by_rule["fit_encoding_subset"].jobs == 7 * 5
+    assert by_rule["extract_text_features"].jobs + by_rule["extract_speech_features"].jobs == 22
+    assert all(r.where == "GPU" for r in rows if r.rule.startswith(("fit_", "extract_")))
     # downloads: the manifest's sizes of the selected files (UTS01-03, ~70 GB)
+    assert by_rule["download_ds003020_file"].jobs > 400
     assert 60e9 < by_rule["download_ds003020_file"].disk_bytes < 90e9
     gpu_hours = sum(r.seconds for r in rows if r.where == "GPU") / 3600
     assert 10 < gpu_hours < 1000
-    text = format_plan(rows, facts, "plan")
+    assert any("respdict.json not downloaded" in a for a in assumptions)
+    text = format_plan(rows, assumptions, "plan")
     assert "GPU-hours" in text and "assumed" in text and "fit_encoding" in text
     assert np.isfinite(by_rule["fit_encoding"].max_job_seconds)
+    assert by_rule["fit_encoding"].requested_minutes == study.config["compute"]["ridge_runtime"]
+
+
+def test_vision_study_is_planned_before_its_data(tmp_path):
+    """config/algonauts2023.yaml with no NSD data on disk: the published image and vertex
+    counts, said to be assumed; the workflow itself (check_data=True) refuses to start."""
+    from fmriscaling import DataError
+
+    rows, assumptions, study = plan_study(ALGONAUTS, tmp_path)
+    by_rule = {r.rule: r for r in rows}
+    n_models = len(study.vision_run_models)
+    n_subjects = len(study.vision_subjects)
+    assert by_rule["extract_vision_features"].jobs == n_models == 12
+    assert by_rule["select_vision"].jobs == n_models * n_subjects
+    assert by_rule["select_vision_sweep"].jobs == n_subjects
+    assert "fit_encoding" not in by_rule and "generate_demo_vision_dataset" not in by_rule
+    # every selection job does work beyond its start-up; the sweep fits many sizes
+    assert by_rule["select_vision"].seconds > 10 * by_rule["select_vision"].jobs
+    assert any("published Algonauts 2023" in a for a in assumptions)
+    assert study.vision_sweep_sizes and max(study.vision_sweep_sizes) < 8779
+    with pytest.raises(DataError, match="does not exist"):
+        Study(load_config(ALGONAUTS), tmp_path).final_targets()
 
 
 def test_measured_seconds_sum_each_rules_benchmarks(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import h5py
 import numpy as np
@@ -81,7 +82,7 @@ def test_prepared_file_holds_what_build_design_makes(subjects):
     _, raw, prepared = subjects
     responses = {s: read_responses(p) for s, p in raw["S1"].items()}
     features = {s: np.zeros((y.shape[0], 1), np.float32) for s, y in responses.items()}
-    with open_prepared(prepared["S1"], trim_start={TEST: 40}) as handle:
+    with open_prepared(prepared["S1"], extra_trim={TEST: 40}) as handle:
         record = handle.record
         for story in [*TRAIN, TEST]:
             trim = {TEST: 40}.get(story, 0)
@@ -95,7 +96,7 @@ def test_prepared_file_holds_what_build_design_makes(subjects):
     assert record["stories"] == [*TRAIN, TEST]
     assert record["n_trs"] == [120, 100, 110, 90, 120]
     assert record["n_trs_raw"] == [120, 100, 110, 90, 160]
-    assert record["trim_start"] == [0, 0, 0, 0, 40] and record["n_voxels"] == 10
+    assert record["extra_trim"] == [0, 0, 0, 0, 40] and record["n_voxels"] == 10
     assert record["sources"][0]["size"] == os.path.getsize(raw["S1"]["alpha"])
     with h5py.File(prepared["S1"], "r") as f:
         ds = f["stories"]["alpha"]
@@ -175,15 +176,16 @@ def _refused(subjects, tmp_path, match, **kw):
         _shared(subjects, tmp_path, **kw)
 
 
-def test_truncated_prepared_file_is_refused_and_removed(subjects, tmp_path):
+def test_truncated_prepared_file_is_refused_named_and_kept(subjects, tmp_path):
     path = subjects[2]["S2"]
     size = path.stat().st_size
     with open(path, "r+b") as f:
         f.truncate(size - 100)
     _refused(subjects, tmp_path, rf"{size - 100} bytes but was written with {size}")
-    assert path.exists()  # without remove_invalid nothing is deleted
-    _refused(subjects, tmp_path, "has been removed", remove_invalid=True)
-    assert not path.exists() and not provenance_path(path).exists()
+    # the caller's hint (how to rebuild it) is added; the reader deletes nothing
+    hint = "It is an output of rule prepare_responses: rebuild it."
+    _refused(subjects, tmp_path, rf"{re.escape(str(path))}.*{re.escape(hint)}", stale_hint=hint)
+    assert path.exists() and provenance_path(path).exists()
     assert not (tmp_path / "shared/S1/scores.npz").exists()  # and no subject got a result
 
 
@@ -216,7 +218,7 @@ def test_touched_raw_file_is_fine_but_a_rewritten_one_is_stale(subjects, tmp_pat
 
 
 def test_other_trim_than_the_prepared_one_is_refused(subjects, tmp_path):
-    _refused(subjects, tmp_path, r"'test': 40 stored, 30 asked", extra_trim_test=30)
+    _refused(subjects, tmp_path, r"'test': 40 stored, 30 asked", test_extra_trim=30)
 
 
 def test_missing_provenance_or_story_is_refused(subjects, tmp_path):

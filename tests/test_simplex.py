@@ -109,7 +109,9 @@ def test_identical_members_split_their_weight_evenly(backend, rng):
     result = solve_simplex_qp(R, backend=backend)
     pair = (E[:, [0, 2]].T @ E[:, [0, 2]] / 50)[None]
     alone = solve_simplex_qp(pair, backend="numpy")
-    np.testing.assert_allclose(result.weights[0, 0], result.weights[0, 1], atol=1e-6)
+    # an even split to float32 precision on torch (its threads sum in any order), 1e-6 in numpy
+    atol = 1e-6 if backend == "numpy" else 1e-5
+    np.testing.assert_allclose(result.weights[0, 0], result.weights[0, 1], atol=atol)
     np.testing.assert_allclose(result.weights[0, 0] + result.weights[0, 1], alone.weights[0, 0])
     np.testing.assert_allclose(result.objective, alone.objective, atol=1e-10)
     assert result.certified.all()

@@ -434,12 +434,9 @@ def _wait_running(
 def test_plan_estimate_is_within_2x_of_the_measured_times(local_run):
     """The cost model prices the slice's jobs within 2x of what the local run measured (CPU
     seconds: the machine may be shared; on a quiet one wall-clock time is the same)."""
-    from fmriscaling.plan import CostModel, measured_seconds, plan_table
-    from fmriscaling.study import StudyFacts, load_config, parse_dry_run
+    from fmriscaling.plan import measured_seconds, plan_study
 
-    dry = _run(local_run, "-n", "--forceall", "--configfile", CHECK, env=_local_env())
-    config = load_config([local_run / "config/config.yaml", local_run / CHECK])
-    rows = plan_table(parse_dry_run(dry.text), CostModel(StudyFacts(config, local_run)))
+    rows, _, _ = plan_study([local_run / "config/config.yaml", local_run / CHECK], local_run)
     measured = measured_seconds(local_run / "results/benchmarks", column="cpu_time")
     estimated = {r.rule: r.seconds for r in rows if r.rule in measured}
     assert set(estimated) == set(measured)

@@ -115,9 +115,11 @@ def test_every_layer_is_extracted_and_pooled(tmp_path, images, preset, n_layers,
             feats = read_pooled(out, layer, "subj01_train", k)
             channels = maps[layer].shape[1]
             assert feats.shape == (5, channels * k * k) and feats.dtype == np.float32
-            np.testing.assert_allclose(
-                feats, _direct_max_pool(maps[layer].numpy(), k), rtol=1e-5, atol=1e-6
-            )
+            direct = _direct_max_pool(maps[layer].numpy(), k)
+            # float32 convolutions round differently by batch size (oneDNN picks its kernel
+            # by shape): equal to float32 precision of the map's largest value
+            scale = max(1.0, float(np.abs(direct).max()))
+            np.testing.assert_allclose(feats, direct, rtol=1e-5, atol=1e-6 * scale)
         assert read_pooled(out, layer, "subj01_test", 1).shape[0] == 2
     record = json.loads((out / "provenance.json").read_text())
     assert record["n_params"] == info["n_params"] and record["n_layers"] == n_layers

@@ -7,90 +7,54 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from _workflow import copy_workflow, pending_jobs, snakemake
 
-ROOT = Path(__file__).resolve().parent.parent
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-WORKFLOW_PARTS = ("Snakefile", "rules", "config", "workflow_scripts", "envs")
+from fmriscaling import outputs
 
 pytestmark = pytest.mark.slow
 
 
-def _copy_workflow(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for part in WORKFLOW_PARTS:
-        src = ROOT / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part)
-        else:
-            shutil.copy2(src, dest / part)
-    return dest
-
-
-def _planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule -> job count from the 'Job stats' table of a dry run."""
-    text = proc.stdout + proc.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
-    counts = {}
-    for line in table.splitlines()[3:]:
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
-            counts[parts[0]] = int(parts[1])
-    return counts
-
-
-def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", MPLBACKEND="Agg")
-    cmd = [SNAKEMAKE, "--cores", "2", "--workflow-profile", "config/profiles/default", *args]
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n"
-            f"{proc.stderr[-10000:]}"
-        )
-    return proc
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
-    """The demo, run once for this module exactly as `make demo` runs it."""
-    workdir = _copy_workflow(tmp_path_factory.mktemp("demo"))
-    _snakemake(workdir)
+    """The demo, run once for this module exactly as `make demo` runs it. No test changes it:
+    a test that deletes, rebuilds or adds files works on `demo_copy`."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
+    snakemake(workdir)
     return workdir
 
 
+@pytest.fixture
+def demo_copy(demo, tmp_path) -> Path:
+    """A copy of the finished demo (modification times kept) that a test may change."""
+    return Path(shutil.copytree(demo, tmp_path / "demo", symlinks=True))
+
+
+# the names come from their one home (fmriscaling.outputs), which the writers use too
 FIGURES = (
-    "model_size_scaling",
-    "speech_model_size_scaling",
-    "data_scaling",
-    "layer_profiles",
-    "noise_ceiling",
-    "costs",
-    "stacking_gain",
+    *outputs.SCALING_FIGURES,
+    outputs.NOISE_CEILING_FIGURE,
+    outputs.COST_FIGURE,
+    outputs.STACKING_FIGURE,
+)
+TABLES = (
+    *outputs.ENCODING_TABLES,
+    *outputs.SCALING_TABLES,
+    outputs.ROI_TABLE,
+    outputs.COST_TABLE,
+    *outputs.STACKING_TABLES,
 )
 
 
 def test_demo_makes_every_final_target(demo):
     tables = demo / "results" / "tables" / "demo"
     figures = demo / "results" / "figures" / "demo"
-    for name in (
-        "encoding",
-        "best_layers",
-        "scaling",
-        "headline",
-        "rois",
-        "costs",
-        "stacking",
-        "stacking_members",
-    ):
+    for name in TABLES:
         assert (tables / f"{name}.csv").is_file()
         assert (tables / f"{name}.md").is_file()
     for name in ("voxels", "roi_voxels", "bootstrap_means", "scaling_bootstrap"):
@@ -129,9 +93,9 @@ def test_demo_headline_rois_and_costs(demo):
     assert len(costs) == 5 + 18 + 9 and (costs["seconds"] > 0).all()
 
 
-def test_demo_report_lists_every_figure(demo):
-    report = demo / "results" / "report.html"
-    _snakemake(demo, "--report", str(report.relative_to(demo)))
+def test_demo_report_lists_every_figure(demo_copy):
+    report = demo_copy / "results" / "report.html"
+    snakemake(demo_copy, "--report", str(report.relative_to(demo_copy)))
     html = report.read_text()
     for name in FIGURES:
         assert f"{name}.png" in html
@@ -193,17 +157,15 @@ def test_demo_recovers_known_signal(demo):
     assert high.mean() > low.mean() + 0.05
 
 
-def test_demo_is_complete_and_a_deleted_target_is_rebuilt_alone(demo):
-    dry = _snakemake(demo, "-n")
-    assert "Nothing to be done" in dry.stdout + dry.stderr
-    target = demo / "results/encoding/demo/UTS02/tiny-opt-s/layer-1/scores.npz"
-    other = demo / "results/encoding/demo/UTS01/tiny-opt-s/layer-1/scores.npz"
+def test_demo_is_complete_and_a_deleted_target_is_rebuilt_alone(demo, demo_copy):
+    assert pending_jobs(demo) == {}
+    target = demo_copy / "results/encoding/demo/UTS02/tiny-opt-s/layer-1/scores.npz"
+    other = demo_copy / "results/encoding/demo/UTS01/tiny-opt-s/layer-1/scores.npz"
     before, other_before = np.load(target)["test_r"], np.load(other)["test_r"]
     target.unlink()
-    rel = str(target.relative_to(demo))
-    jobs = _planned_jobs(_snakemake(demo, rel, "-n", "--quiet", "rules"))
-    assert jobs == {"fit_encoding": 1}
-    _snakemake(demo, rel)
+    rel = str(target.relative_to(demo_copy))
+    assert pending_jobs(demo_copy, rel) == {"fit_encoding": 1}
+    snakemake(demo_copy, rel)
     np.testing.assert_allclose(np.load(target)["test_r"], before, rtol=1e-5, atol=1e-6)
     # the job fits both subjects (they share their training stories) and rewrites UTS01's too
     np.testing.assert_array_equal(np.load(other)["test_r"], other_before)
@@ -214,7 +176,7 @@ def test_demo_is_complete_and_a_deleted_target_is_rebuilt_alone(demo):
 def test_changed_param_reruns_exactly_the_affected_jobs(demo, tmp_path):
     overlay = tmp_path / "delays.yaml"
     overlay.write_text("encoding:\n  delays: [1, 2, 3]\n")
-    jobs = _planned_jobs(_snakemake(demo, "-n", "--configfile", str(overlay)))
+    jobs = pending_jobs(demo, overlays=(str(overlay),))
     # every fit and what is drawn from the fits; nothing upstream of the design matrices. One
     # job per (model, layer[, subset]) fits both subjects: they share their training stories
     assert jobs["fit_encoding"] == 18
@@ -237,7 +199,6 @@ def test_changed_param_reruns_exactly_the_affected_jobs(demo, tmp_path):
         "stack_regression",
         "stacking_table",
         "stacking_figure",
-        "all",
     }
 
 
@@ -291,34 +252,28 @@ def test_demo_stack_weighs_speech_in_auditory_voxels_and_text_elsewhere(demo):
         assert f["oof_pred"].dtype == np.float16 and f.attrs["alpha_agreement"] == 1.0
 
 
-@pytest.fixture
-def demo_copy(demo, tmp_path) -> Path:
-    """A copy of the finished demo (modification times kept) that a test may change."""
-    return Path(shutil.copytree(demo, tmp_path / "demo", symlinks=True))
-
-
 def test_changed_trim_or_raw_file_rebuilds_the_prepared_responses(demo_copy, tmp_path):
     overlay = tmp_path / "trim.yaml"
     overlay.write_text("encoding:\n  test_extra_trim: 30\n")
-    jobs = _planned_jobs(_snakemake(demo_copy, "-n", "--configfile", str(overlay)))
+    jobs = pending_jobs(demo_copy, overlays=(str(overlay),))
     assert jobs["prepare_responses"] == 2 and jobs["noise_ceiling"] == 2
     assert jobs["fit_encoding"] == 18 and jobs["fit_encoding_subset"] == 9
-    # (earlier tests may have left the table outdated: compare plans, not "nothing to do")
-    planned = _planned_jobs(_snakemake(demo_copy, "-n"))
+    assert pending_jobs(demo_copy) == {}
     raw = demo_copy / "results/data/demo/derivative/preprocessed_data/UTS02/synthstory03.hf5"
     os.utime(raw)  # touched, same bytes: Snakemake 9 compares input checksums, so does the fit
-    assert _planned_jobs(_snakemake(demo_copy, "-n")) == planned
+    assert pending_jobs(demo_copy) == {}
     with h5py.File(raw, "r+") as f:  # a changed raw file
         f["data"][0, 0] += 1.0
-    jobs = _planned_jobs(_snakemake(demo_copy, "-n"))
+    jobs = pending_jobs(demo_copy)
     # that subject's prepared responses, then every fit of its group; no ceiling, no features
     assert jobs["prepare_responses"] == 1
     assert jobs["fit_encoding"] == 18 and jobs["fit_encoding_subset"] == 9
     assert "noise_ceiling" not in jobs and "extract_text_features" not in jobs
 
 
-def test_corrupt_prepared_responses_are_refused_then_rebuilt(demo_copy):
-    planned = _planned_jobs(_snakemake(demo_copy, "-n"))
+def test_corrupt_prepared_responses_are_refused_named_and_kept(demo_copy):
+    """A damaged byte Snakemake cannot see: the fit refuses the file, names it and the rule
+    that rebuilds it, and deletes nothing (it is another rule's output)."""
     prepared = demo_copy / "results/responses/demo/UTS01.h5"
     stat = prepared.stat()
     with h5py.File(prepared, "r") as f:
@@ -329,19 +284,23 @@ def test_corrupt_prepared_responses_are_refused_then_rebuilt(demo_copy):
         f.seek(offset + 8)
         f.write(bytes([byte[0] ^ 0x55]))
     os.utime(prepared, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert _planned_jobs(_snakemake(demo_copy, "-n")) == planned  # Snakemake cannot tell
+    assert pending_jobs(demo_copy) == {}  # Snakemake cannot tell
     target = demo_copy / "results/encoding/demo/UTS01/tiny-opt-xs/layer-0/scores.npz"
     before = np.load(target)["test_r"]
     target.unlink()
     rel = str(target.relative_to(demo_copy))
-    failed = _snakemake(demo_copy, rel, check=False)
+    failed = snakemake(demo_copy, rel, check=False)
     assert failed.returncode != 0
     log = demo_copy / "results/logs/fit_encoding/demo/UTS01+UTS02/tiny-opt-xs/layer-0.log"
-    assert "the file is corrupt" in log.read_text() and "has been removed" in log.read_text()
-    assert not prepared.exists()
-    jobs = _planned_jobs(_snakemake(demo_copy, rel, "-n", "--quiet", "rules"))
-    assert jobs == {"prepare_responses": 1, "fit_encoding": 1}
-    _snakemake(demo_copy, rel)
+    text = log.read_text()
+    assert "results/responses/demo/UTS01.h5" in text and "the file is corrupt" in text
+    assert "rule prepare_responses" in text
+    assert "snakemake --cores 1 --force results/responses/demo/UTS01.h5" in text
+    assert prepared.exists() and prepared.stat().st_size == stat.st_size
+    # the fix the message gives: rebuild the file, then the fit
+    snakemake(demo_copy, "--force", "results/responses/demo/UTS01.h5")
+    assert pending_jobs(demo_copy, rel) == {"fit_encoding": 1}
+    snakemake(demo_copy, rel)
     np.testing.assert_array_equal(np.load(target)["test_r"], before)
 
 
@@ -354,10 +313,10 @@ def test_provenance_beside_scores(demo):
 
 
 def test_unknown_config_key_fails_at_start_naming_it(tmp_path):
-    workdir = _copy_workflow(tmp_path / "wf")
+    workdir = copy_workflow(tmp_path / "wf")
     overlay = tmp_path / "bad.yaml"
     overlay.write_text("encoding:\n  delayz: [1, 2]\n")
-    proc = _snakemake(workdir, "-n", "--configfile", str(overlay), check=False)
+    proc = snakemake(workdir, "-n", "--configfile", str(overlay), check=False)
     assert proc.returncode != 0
     assert "unknown config key(s) 'delayz' under 'encoding'" in proc.stdout + proc.stderr
 
@@ -377,10 +336,10 @@ def test_parsing_the_workflow_never_imports_the_demo_generator(
     tmp_path, monkeypatch, configfile, demo_dataset
 ):
     """The real study's plan needs nothing from fmriscaling.demo; the demo's plan, only the names."""
-    workdir = _copy_workflow(tmp_path / "wf")
+    workdir = copy_workflow(tmp_path / "wf")
     # Python logs every first import of the snakemake process (rules and input functions too)
     monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
-    imported = _imported_modules(_snakemake(workdir, "-n", "--configfile", configfile))
+    imported = _imported_modules(snakemake(workdir, "-n", "--configfile", configfile))
     # the log is live: it saw the workflow's own imports
     assert {"fmriscaling.config", "fmriscaling.encoding.subsample"} <= imported
     assert "fmriscaling.demo.synthetic" not in imported
@@ -388,39 +347,10 @@ def test_parsing_the_workflow_never_imports_the_demo_generator(
     assert ("fmriscaling.demo.names" in imported) is demo_dataset
 
 
-def test_real_study_plans_downloads_and_timing_offline(tmp_path):
-    workdir = _copy_workflow(tmp_path / "wf")
-    targets = [
-        "download_dataset",
-        "results/stimuli/lebel2023/souls.trs.tsv",
-        "results/stimuli/lebel2023/wheretheressmoke.words.tsv",
-    ]
-    proc = _snakemake(
-        workdir, *targets, "-n", "--configfile", "config/lebel2023.yaml", "--quiet", "rules"
-    )
-    jobs = _planned_jobs(proc)
-    assert jobs["story_timing"] == 2
-    # UTS01-03: respdict, TextGrids and wavs of every story, responses, pycortex masks
-    assert jobs["download_ds003020_file"] > 400
-    proc = _snakemake(
-        workdir, "-n", "--configfile", "config/lebel2023.yaml", "-p",
-        "results/data/lebel2023/derivative/preprocessed_data/UTS03/souls.hf5",
-    )  # fmt: skip
-    plan = proc.stdout + proc.stderr
-    assert "results/data/lebel2023/derivative/preprocessed_data/UTS03/souls.hf5" in plan
-    assert "download_ds003020_file" in plan
-
-
 # ---------------------------------------------------------------------------- vision track
 
-VISION_TABLES = ("encoding", "rois", "selection", "scaling", "scaling_rois")
-VISION_FIGURES = (
-    "model_size_scaling",
-    "data_scaling",
-    "model_size_rois",
-    "roi_scores",
-    "selection",
-)
+VISION_TABLES = outputs.VISION_TABLES
+VISION_FIGURES = outputs.VISION_FIGURES
 
 
 def test_demo_runs_the_vision_track_and_finds_its_ground_truth(demo):
@@ -470,8 +400,8 @@ def _vision_overlay(tmp_path: Path, data_dir: Path, subjects: list[str]) -> Path
 
 
 def test_real_vision_study_without_data_stops_before_any_job_with_instructions(tmp_path):
-    workdir = _copy_workflow(tmp_path / "wf")
-    proc = _snakemake(workdir, "-n", "--configfile", "config/algonauts2023.yaml", check=False)
+    workdir = copy_workflow(tmp_path / "wf")
+    proc = snakemake(workdir, "-n", "--configfile", "config/algonauts2023.yaml", check=False)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "results/data/algonauts2023 does not exist" in text
@@ -480,56 +410,42 @@ def test_real_vision_study_without_data_stops_before_any_job_with_instructions(t
 
 
 def test_a_local_copy_is_checked_then_planned(demo, tmp_path):
-    workdir = _copy_workflow(tmp_path / "wf")
+    workdir = copy_workflow(tmp_path / "wf")
     data = tmp_path / "algonauts"
     shutil.copytree(demo / "results" / "data" / "demo-vision" / "subj01", data / "subj01")
     overlay = _vision_overlay(tmp_path, data, ["subj01"])
-    args = ("-n", "--configfile", "config/algonauts2023.yaml", str(overlay), "--quiet", "rules")
-    jobs = _planned_jobs(_snakemake(workdir, *args))
+    overlays = ("config/algonauts2023.yaml", str(overlay))
+    jobs = pending_jobs(workdir, overlays=overlays)
     # the real study's models are not downloaded: snapshots, then extraction and selection
     assert jobs["download_model"] == jobs["extract_vision_features"] == 12
     assert jobs["select_vision"] == 12 and jobs["vision_noise_ceiling"] == 1
     assert "generate_demo_vision_dataset" not in jobs and "fit_encoding" not in jobs
+    args = ("-n", "--configfile", *overlays)
     rh = data / "subj01/training_split/training_fmri/rh_training_fmri.npy"
     rh.unlink()
-    proc = _snakemake(workdir, *args, check=False)
+    proc = snakemake(workdir, *args, check=False)
     assert proc.returncode != 0 and str(rh) in proc.stdout + proc.stderr
     np.save(rh, np.zeros((5, 3), np.float32))
-    proc = _snakemake(workdir, *args, check=False)
+    proc = snakemake(workdir, *args, check=False)
     assert "subj01 rh: 240 images in" in proc.stdout + proc.stderr
     assert "but 5 fMRI rows" in proc.stdout + proc.stderr
 
 
 def test_the_language_study_has_no_vision_rule(tmp_path):
-    """lebel2023.yaml turns the track off: no rule can make a vision output (planning the whole
-    language study to show it would take a minute)."""
-    workdir = _copy_workflow(tmp_path / "wf")
-    for target in (
-        "results/tables/demo-vision/encoding.csv",
-        "results/features/demo-vision/tiny-clip-m",
-    ):
-        proc = _snakemake(
-            workdir, target, "-n", "--configfile", "config/lebel2023.yaml", check=False
-        )
-        assert proc.returncode != 0
-        assert "MissingRuleException" in proc.stdout + proc.stderr
+    """lebel2023.yaml turns the track off: no rule can make a vision output."""
+    workdir = copy_workflow(tmp_path / "wf")
+    target = "results/features/demo-vision/tiny-clip-m"
+    proc = snakemake(workdir, target, "-n", "--configfile", "config/lebel2023.yaml", check=False)
+    assert proc.returncode != 0
+    assert "MissingRuleException" in proc.stdout + proc.stderr
 
 
-def test_real_study_fits_each_layer_once_for_the_three_subjects(tmp_path):
-    """UTS01-03 share their 84 training stories: one fit job per (model, layer) serves all three,
-    from their prepared responses; asking for one subject's scores plans that job."""
-    import yaml
-
-    from fmriscaling.config import model_layers
-
-    workdir = _copy_workflow(tmp_path / "wf")
-    real = yaml.safe_load((ROOT / "config/lebel2023.yaml").read_text())
-    n_layers = sum(len(model_layers(real["models"][m])) for m in real["run_models"])
-    lebel = ("--configfile", "config/lebel2023.yaml", "--quiet", "rules")
-    jobs = _planned_jobs(_snakemake(workdir, "-n", *lebel))
-    assert jobs["prepare_responses"] == 3
-    assert jobs["fit_encoding"] == n_layers == 660
-    assert jobs["fit_encoding_subset"] == 7 * 5  # story counts below all 84, 5 seeds
+def test_one_subject_s_scores_plan_its_group_s_fit(tmp_path):
+    """UTS01-03 share their training stories: asking for one subject's scores plans the one fit
+    job that serves all three, from their prepared responses (the whole study's job counts are
+    `tests/test_study.py`'s)."""
+    workdir = copy_workflow(tmp_path / "wf")
     target = "results/encoding/lebel2023/UTS02/opt-125m/layer-9/scores.npz"
-    jobs = _planned_jobs(_snakemake(workdir, "-n", target, *lebel))
+    jobs = pending_jobs(workdir, target, overlays=("config/lebel2023.yaml",))
     assert jobs["prepare_responses"] == 3 and jobs["fit_encoding"] == 1
+    assert "fit_encoding_subset" not in jobs

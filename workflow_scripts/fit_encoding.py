@@ -22,8 +22,8 @@ def main(smk) -> None:
         out_npz=dict(zip(subjects, smk.output.scores, strict=True)),
         train_stories=list(smk.params.train_stories),
         params={"train_stories": list(smk.params.train_stories), **enc},
-        # a refused prepared file is deleted, so that the next run rebuilds it
-        remove_invalid=True,
+        # a refused prepared file is another rule's output: name it, delete nothing
+        stale_hint="(It is the output of rule prepare_responses.)",
         **enc,
     )
 

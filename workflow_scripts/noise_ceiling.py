@@ -15,7 +15,7 @@ def main(smk) -> None:
     compute_noise_ceiling_file(
         smk.input.repeats,
         smk.output[0],
-        extra_trim=p.extra_trim,
+        test_extra_trim=p.test_extra_trim,
         floor=p.floor,
         params=dict(p.items()),
     )

@@ -16,7 +16,7 @@ def main(smk) -> None:
         {Path(path).stem: path for path in smk.input.responses},
         smk.output[0],
         stories=list(smk.params.stories),
-        extra_trim=dict(smk.params.extra_trim),
+        extra_trim={smk.params.test_story: smk.params.test_extra_trim},
         subject=smk.params.subject,
         expected_sizes=dict(smk.params.expected_sizes),
         params=dict(smk.params.items()),

@@ -43,7 +43,7 @@ class EncodingSettings:
     """How an encoding fit is made: everything but its data, its stories and its outputs.
 
     Designs are built per story by `build_design` (trim, then z-score, then delay, within each
-    story); the test story loses ``extra_trim_test`` TRs at its start, the training stories only
+    story); the test story loses ``test_extra_trim`` TRs at its start, the training stories only
     what ``extra_trim_train`` says. Alphas are chosen per voxel by cross-validation on the
     training stories only (whole held-out stories, or contiguous bootstrap chunks), then the
     model is refit on all training stories and scored by Pearson r on the test story.
@@ -62,7 +62,7 @@ class EncodingSettings:
     bootstrap : mapping, optional
         ``n_boots`` (default 15), ``chunk_len`` (default 40), ``n_chunks`` (default None:
         ``default_n_chunks``, a fifth of the training TRs), used when ``cv="bootstrap"``.
-    extra_trim_test : int, default 40
+    test_extra_trim : int, default 40
         TRs dropped at the start of the test story.
     extra_trim_train : mapping story -> int, optional
         TRs dropped at the start of training stories.
@@ -86,7 +86,7 @@ class EncodingSettings:
     cv: str = "stories"
     n_folds: int = 5
     bootstrap: Mapping[str, int] | None = None
-    extra_trim_test: int = 40
+    test_extra_trim: int = 40
     extra_trim_train: Mapping[str, int] | None = None
     backend: str = "auto"
     solver: str = "auto"
@@ -179,7 +179,7 @@ def fit_encoding(
         n_folds=settings.n_folds,
         bootstrap=settings.bootstrap,
         seed=settings.seed,
-        extra_trim_test=settings.extra_trim_test,
+        test_extra_trim=settings.test_extra_trim,
         extra_trim_train=settings.extra_trim_train,
     )
     design = prepared.design
@@ -200,7 +200,7 @@ def fit_encoding_subjects(
     out_npz: Mapping[str, str | os.PathLike],
     params: Mapping[str, Any] | None = None,
     meta: Mapping[str, Mapping[str, Any]] | None = None,
-    remove_invalid: bool = False,
+    stale_hint: str | None = None,
     **settings: Any,
 ) -> dict[str, dict[str, Any]]:
     """Fit several subjects that share a training set in one fit, from prepared responses.
@@ -233,9 +233,9 @@ def fit_encoding_subjects(
         Rule params stored in every subject's provenance.
     meta : mapping subject -> mapping, optional
         Labels copied into each subject's JSON summary.
-    remove_invalid : bool, default False
-        Delete a refused prepared file (and its provenance) before raising, so that a workflow
-        rebuilds it on its next run.
+    stale_hint : str, optional
+        Appended to the error of a refused prepared file: how to rebuild it (the workflow
+        names the rule that made it and the command). The file is never deleted here.
     **settings
         The fit's settings, `EncodingSettings` (``alphas`` is required).
 
@@ -256,7 +256,7 @@ def fit_encoding_subjects(
     """
     from .folds import cv_folds
     from .inputs import check_story_lists, feature_design, opened_prepared
-    from .prepared import removing_invalid
+    from .prepared import explaining_stale
 
     settings = EncodingSettings(**settings)
     subjects = [str(s) for s in prepared_files]
@@ -272,12 +272,12 @@ def fit_encoding_subjects(
         train_stories,
         test_story,
         delays=settings.delays,
-        extra_trim_test=settings.extra_trim_test,
+        test_extra_trim=settings.test_extra_trim,
         extra_trim_train=settings.extra_trim_train,
     )
     X_train, X_test = features.X_train, features.X_test
     meta = meta or {}
-    with removing_invalid(remove_invalid), contextlib.ExitStack() as stack:
+    with explaining_stale(stale_hint), contextlib.ExitStack() as stack:
         targets = []
         for subject in subjects:
             prepared = stack.enter_context(

@@ -85,7 +85,7 @@ def prepare_fit(
     n_folds: int,
     bootstrap: Mapping[str, int] | None,
     seed: int,
-    extra_trim_test: int,
+    test_extra_trim: int,
     extra_trim_train: Mapping[str, int] | None,
 ) -> PreparedFit:
     """Check the story lists, read and build the designs, the CV folds and the alpha grid.
@@ -120,7 +120,7 @@ def prepare_fit(
             train_stories,
             test_story,
             delays=delays,
-            extra_trim_test=extra_trim_test,
+            test_extra_trim=test_extra_trim,
             extra_trim_train=extra_trim_train,
         )
         with opened_prepared(response_files, features, feature_file) as prepared:
@@ -141,7 +141,7 @@ def prepare_fit(
                 feature_file=feature_file,
                 response_file=response_files[story],
             )
-        trims = _trims(train_stories, test_story, extra_trim_test, extra_trim_train)
+        trims = _trims(train_stories, test_story, test_extra_trim, extra_trim_train)
         X_train, Y_train, lengths = build_design(
             layers, responses, train_stories, delays=delays, extra_trim=trims
         )
@@ -157,12 +157,12 @@ def prepare_fit(
 def _trims(
     train_stories: Sequence[str],
     test_story: str,
-    extra_trim_test: int,
+    test_extra_trim: int,
     extra_trim_train: Mapping[str, int] | None,
 ) -> dict[str, int]:
     """TRs dropped at the start of every story of a fit (test story last)."""
     train = dict(extra_trim_train or {})
-    return {**{s: int(train.get(s, 0)) for s in train_stories}, test_story: int(extra_trim_test)}
+    return {**{s: int(train.get(s, 0)) for s in train_stories}, test_story: int(test_extra_trim)}
 
 
 @dataclass
@@ -193,7 +193,7 @@ def feature_design(
     test_story: str,
     *,
     delays: Sequence[int],
-    extra_trim_test: int,
+    test_extra_trim: int,
     extra_trim_train: Mapping[str, int] | None,
 ) -> FeatureDesign:
     """Read the layer's features of every story and build the training and test designs.
@@ -205,7 +205,7 @@ def feature_design(
 
     stories = [*train_stories, test_story]
     layers = {story: read_layer(feature_file, story) for story in stories}
-    trims = _trims(train_stories, test_story, extra_trim_test, extra_trim_train)
+    trims = _trims(train_stories, test_story, test_extra_trim, extra_trim_train)
     X_train, _, lengths = build_design(layers, None, train_stories, delays=delays, extra_trim=trims)
     X_test, _, _ = build_design(layers, None, [test_story], delays=delays, extra_trim=trims)
     n_trs = {story: layers[story].shape[0] for story in stories}
@@ -235,7 +235,7 @@ def opened_prepared(
     from ..responses import check_tr_count
     from .prepared import open_prepared
 
-    with open_prepared(prepared_file, trim_start=features.trims) as prepared:
+    with open_prepared(prepared_file, extra_trim=features.trims) as prepared:
         for story, n_trs in features.n_trs.items():
             check_tr_count(
                 story,

@@ -247,13 +247,13 @@ def compute_noise_ceiling_file(
     repeats_path: str | os.PathLike,
     out_npz: str | os.PathLike,
     *,
-    extra_trim: int = 40,
+    test_extra_trim: int = 40,
     floor: float | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> NoiseCeiling:
     """Compute the noise ceiling of a test-story file and save it.
 
-    The repeats are trimmed by the same ``extra_trim`` rows at the start as the test story in
+    The repeats are trimmed by the same ``test_extra_trim`` rows at the start as the test story in
     the encoding fits, so ceilings and test correlations refer to the same TRs. The repeats
     are not z-scored: the ceiling is a ratio of powers and z-scoring each repeat separately
     would bias it.
@@ -265,9 +265,9 @@ def compute_noise_ceiling_file(
         `fmriscaling.responses.read_repeats`).
     out_npz : path-like
         Written atomically with arrays ``cc_max``, ``sp``, ``tp``, ``np``, ``valid`` (per
-        voxel) and scalar ``n_repeats``, ``extra_trim``, ``floor`` (NaN for none); a
+        voxel) and scalar ``n_repeats``, ``test_extra_trim``, ``floor`` (NaN for none); a
         ``.provenance.json`` sidecar is written beside it.
-    extra_trim : int, default 40
+    test_extra_trim : int, default 40
         TRs dropped at the start of every repeat.
     floor : float, optional
         Floor on ``cc_max`` (see `noise_ceiling`).
@@ -282,13 +282,13 @@ def compute_noise_ceiling_file(
 
     repeats = read_repeats(repeats_path)
     n_trs = repeats.shape[1]
-    if not 0 <= int(extra_trim) < n_trs - 1:
+    if not 0 <= int(test_extra_trim) < n_trs - 1:
         raise DataError(
-            f"{repeats_path}: extra_trim={extra_trim} but the repeats have {n_trs} TRs; "
-            "expected 0 <= extra_trim < n_trs - 1. Lower encoding extra_trim_test."
+            f"{repeats_path}: test_extra_trim={test_extra_trim} but the repeats have {n_trs} TRs; "
+            "expected 0 <= test_extra_trim < n_trs - 1. Lower encoding test_extra_trim."
         )
     try:
-        nc = noise_ceiling(repeats[:, int(extra_trim) :], floor=floor)
+        nc = noise_ceiling(repeats[:, int(test_extra_trim) :], floor=floor)
     except DataError as err:
         raise DataError(f"{repeats_path}: {err}") from err
     out_npz = Path(out_npz)
@@ -301,7 +301,7 @@ def compute_noise_ceiling_file(
             np=nc.np_.astype(np.float32),
             valid=nc.valid,
             n_repeats=np.int64(nc.n_repeats),
-            extra_trim=np.int64(extra_trim),
+            test_extra_trim=np.int64(test_extra_trim),
             floor=np.float64(np.nan if floor is None else floor),
         )
     write_provenance(
@@ -309,7 +309,7 @@ def compute_noise_ceiling_file(
         params,
         source=str(repeats_path),
         n_repeats=nc.n_repeats,
-        n_trs=int(n_trs - int(extra_trim)),
+        n_trs=int(n_trs - int(test_extra_trim)),
         n_voxels=int(nc.sp.size),
         n_valid=nc.n_valid,
     )

@@ -110,7 +110,7 @@ _MEMBER_SETTINGS = (
     "cv",
     "n_folds",
     "bootstrap",
-    "extra_trim_test",
+    "test_extra_trim",
     "extra_trim_train",
     "backend",
     "solver",
@@ -125,7 +125,7 @@ _PREPARE_KEYS = (
     "n_folds",
     "bootstrap",
     "seed",
-    "extra_trim_test",
+    "test_extra_trim",
     "extra_trim_train",
 )
 
@@ -193,7 +193,7 @@ def fit_stack_member(
     **encoding
         The ridge fit's settings, as `fmriscaling.encoding.fit.fit_encoding` takes them and
         with its defaults: ``test_story`` and ``alphas`` (required), ``delays``, ``cv``,
-        ``n_folds``, ``bootstrap``, ``extra_trim_test``, ``extra_trim_train``, ``backend``,
+        ``n_folds``, ``bootstrap``, ``test_extra_trim``, ``extra_trim_train``, ``backend``,
         ``solver``, ``n_targets_batch``, ``score_dtype``, ``seed``. The member is that fit
         (fast solver), plus its OOF predictions.
 

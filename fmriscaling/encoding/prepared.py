@@ -15,7 +15,7 @@ File layout (``results/responses/{dataset}/{subject}.h5``, HDF5)::
                        chunks of (n_trs, 1024 voxels) with a Fletcher-32 checksum each
     attrs["format"]    "fmriscaling-prepared-responses", attrs["version"] 1
     attrs["record"]    JSON: subject, stories (in order), n_voxels, per story n_trs (stored),
-                       n_trs_raw (rows of the raw file) and trim_start, dtype, and the source
+                       n_trs_raw (rows of the raw file) and extra_trim, dtype, and the source
                        files with their size, mtime (ns) and MD5
 
 and beside it ``<subject>.h5.provenance.json`` (`fmriscaling._utils.write_provenance`): the
@@ -30,7 +30,8 @@ its size differs from the recorded one (truncated or rewritten), the HDF5 struct
 record inside disagree with the provenance, a source file is missing, has another size, or has
 another mtime and other bytes (MD5) than when the file was built, or the stories and trims the
 fit asks for are not the ones stored. A source that was only touched (new mtime, same bytes)
-does not make the file stale, as it does not make Snakemake rebuild it. `removing_invalid` deletes a refused file so that the workflow builds it again.
+does not make the file stale, as it does not make Snakemake rebuild it. `explaining_stale` adds
+to a refusal how the caller rebuilds the file; nothing here deletes it.
 """
 
 from __future__ import annotations
@@ -60,13 +61,13 @@ __all__ = [
     "PreparedColumns",
     "PreparedResponses",
     "StaleResponsesError",
+    "explaining_stale",
     "open_prepared",
     "prepare_responses",
-    "removing_invalid",
 ]
 
 PREPARED_FORMAT = "fmriscaling-prepared-responses"
-PREPARED_VERSION = 1
+PREPARED_VERSION = 2  # 2: the record names the per-story trims extra_trim
 # voxels per chunk: a chunk is one story's TRs x 1024 voxels (~1.5 MB for a 375-TR story)
 _CHUNK_VOXELS = 1024
 
@@ -88,8 +89,8 @@ class StaleResponsesError(DataError):
 def _rebuild_hint(path: Path) -> str:
     command = shlex.join(["snakemake", "--cores", "1", "--force", str(path)])
     return (
-        f"Rebuild it from the raw response files: `{command}` (a fit that finds it invalid "
-        "removes it, so the next snakemake run rebuilds it by itself)."
+        f"Rebuild it from the raw response files: `{command}`, then run the fit again (the "
+        "file is left as it is: nothing that reads it deletes it)."
     )
 
 
@@ -172,7 +173,7 @@ def prepare_responses(
         "n_voxels": None,
         "n_trs": [],
         "n_trs_raw": [],
-        "trim_start": [],
+        "extra_trim": [],
         "dtype": "float32",
         "zscore": "per story over the kept TRs, population std, constant voxels set to 0",
         "sources": [],
@@ -213,7 +214,7 @@ def prepare_responses(
             )
             record["n_trs"].append(int(y.shape[0]))
             record["n_trs_raw"].append(int(n_raw))
-            record["trim_start"].append(trim)
+            record["extra_trim"].append(trim)
             record["sources"].append(before)
             logger.info("%s: %d of %d TRs, %d voxels", story, y.shape[0], n_raw, n_voxels)
         f.attrs["format"] = PREPARED_FORMAT
@@ -368,15 +369,15 @@ def _check_sources(path: Path, record: Mapping[str, Any]) -> None:
 
 
 def _check_request(
-    path: Path, record: Mapping[str, Any], trim_start: Mapping[str, int] | None
+    path: Path, record: Mapping[str, Any], extra_trim: Mapping[str, int] | None
 ) -> None:
-    if trim_start is None:
+    if extra_trim is None:
         return
-    stored = dict(zip(record["stories"], record["trim_start"], strict=True))
-    missing = sorted(set(trim_start) - set(stored))
+    stored = dict(zip(record["stories"], record["extra_trim"], strict=True))
+    missing = sorted(set(extra_trim) - set(stored))
     if missing:
         raise _invalid(path, f"it lacks stories {missing} (it holds {len(stored)} stories)")
-    differ = {s: (stored[s], int(t)) for s, t in trim_start.items() if stored[s] != int(t)}
+    differ = {s: (stored[s], int(t)) for s, t in extra_trim.items() if stored[s] != int(t)}
     if differ:
         detail = ", ".join(f"{s!r}: {a} stored, {b} asked" for s, (a, b) in differ.items())
         raise _invalid(path, f"it was trimmed otherwise than the fit asks ({detail})")
@@ -386,7 +387,7 @@ def _check_request(
 def open_prepared(
     path: str | os.PathLike,
     *,
-    trim_start: Mapping[str, int] | None = None,
+    extra_trim: Mapping[str, int] | None = None,
     check_sources: bool = True,
 ) -> Iterator[PreparedResponses]:
     """Open a prepared-responses file after checking that it is complete, intact and current.
@@ -395,7 +396,7 @@ def open_prepared(
     ----------
     path : path-like
         The prepared file (from `prepare_responses`).
-    trim_start : mapping story -> int, optional
+    extra_trim : mapping story -> int, optional
         Stories the caller needs, with the TRs it expects dropped at their start; a story
         missing from the file or trimmed otherwise makes the file invalid for this use.
     check_sources : bool, default True
@@ -435,7 +436,7 @@ def open_prepared(
         record = _verified_record(path, f, expected["record"])
         if check_sources:
             _check_sources(path, record)
-        _check_request(path, record, trim_start)
+        _check_request(path, record, extra_trim)
         yield PreparedResponses(path, f, record)
 
 
@@ -465,26 +466,19 @@ def _verified_record(path: Path, f, expected: Mapping[str, Any]) -> dict[str, An
 
 
 @contextlib.contextmanager
-def removing_invalid(enabled: bool = True) -> Iterator[None]:
-    """Delete a prepared file (and its provenance) that a block refused, then re-raise.
-
-    Inside a workflow the file is an output of an earlier job: once it is gone the next run
-    builds it again, where keeping it would fail every fit that reads it.
+def explaining_stale(hint: str | None = None) -> Iterator[None]:
+    """Re-raise a refused prepared file's `StaleResponsesError` with ``hint`` appended (how to
+    rebuild it, in the caller's terms). The file is left as it is: it is another job's output,
+    and a reader never deletes what it did not make.
 
     Parameters
     ----------
-    enabled : bool, default True
-        False re-raises without deleting anything.
+    hint : str, optional
+        E.g. which rule made the file and the command that rebuilds it; None re-raises as is.
     """
     try:
         yield
     except StaleResponsesError as err:
-        if not enabled:
+        if hint is None:
             raise
-        for victim in (err.path, provenance_path(err.path)):
-            with contextlib.suppress(FileNotFoundError):
-                victim.unlink()
-        logger.error("removed invalid prepared responses %s", err.path)
-        raise StaleResponsesError(
-            f"{err} It has been removed: run snakemake again to rebuild it.", err.path
-        ) from None
+        raise StaleResponsesError(f"{err} {hint}", err.path) from None

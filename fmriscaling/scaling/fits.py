@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .._utils import DataError, write_provenance
-from ..encoding.tables import best_layers, fit_log_linear
+from ..encoding.tables import best_layers
+from ..stats import fit_log_linear
 from .resample import KEY_COLUMNS, METRICS, _check_encoding, _full, _swept, row_key
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,513 @@
+"""Every job of a study, from the `Study` itself: what the plan prices.
+
+`study_jobs` lists the jobs of the default target (``rule all``) stage by stage, each with its
+rule, wildcards, outputs, inputs and the facts its price needs (``params``: subjects, stories,
+model, layer, training-set size, images). It reads no data: it is how a study is planned
+before a download. ``tests/test_study.py`` holds it against the DAG Snakemake builds from the
+rules (the same rule and output file for every job of the demo and the cluster slice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .paths import fill
+
+if TYPE_CHECKING:
+    from .study import Study
+
+__all__ = ["Job", "study_jobs"]
+
+
+@dataclass
+class Job:
+    """One job of a study.
+
+    Attributes
+    ----------
+    rule : str
+        The rule's name (fit groups after the first: ``fit_encoding_2``, ...).
+    outputs, inputs : list of str
+        Its files, as the rule declares them (wildcards filled in).
+    wildcards : dict
+    params : dict
+        The facts its price needs (see `fmriscaling.plan.CostModel`).
+    gpu : bool
+        Whether it asks for a GPU (``compute.gpu``).
+    local : bool
+        A local rule (downloads, ``all``): the login node on a cluster.
+    runtime : float or None
+        The minutes it asks for on its first attempt (heavy rules).
+    """
+
+    rule: str
+    outputs: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+    wildcards: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    gpu: bool = False
+    local: bool = False
+    runtime: float | None = None
+
+
+def study_jobs(study: Study) -> list[Job]:
+    """Every job ``snakemake`` runs for the study's default target, in stage order.
+
+    Dataset files that no job makes are downloads (`download_ds003020_file`) for a study on
+    OpenNeuro, and the generator's outputs for the demo.
+    """
+    jobs: list[Job] = []
+    jobs += _models(study)
+    if study.run_models:
+        jobs += _language(study)
+    if study.vision_enabled:
+        jobs += _vision(study)
+    made = {f for job in jobs for f in job.outputs}
+    if study.source == "openneuro" and study.run_models:
+        data = study.path("data", dataset=study.dataset) + "/"
+        needed = sorted({f for job in jobs for f in job.inputs if f.startswith(data)} - made)
+        jobs[:0] = [
+            Job(
+                "download_ds003020_file",
+                outputs=[f],
+                wildcards=dict(dataset=study.dataset, path=f[len(data) :]),
+                params=dict(bytes=study.manifest_entry(f[len(data) :])["size"]),
+                local=True,
+            )
+            for f in needed
+        ]
+    jobs.append(Job("all", inputs=study.final_targets(), local=True))
+    return jobs
+
+
+def _heavy(study: Study, runtime_key: str) -> dict[str, Any]:
+    compute = study.config["compute"]
+    return dict(gpu=bool(compute["gpu"]), runtime=float(compute[runtime_key]))
+
+
+def _models(study: Study) -> list[Job]:
+    """Snapshots of the models the study runs: built (demo) or downloaded (hub)."""
+    jobs = []
+    for model in study.models:
+        if model in study.built_models:
+            jobs.append(
+                Job(
+                    "build_tiny_model",
+                    outputs=[study.path("model", model=model)],
+                    inputs=study.tiny_model_corpus(model),
+                    wildcards=dict(model=model),
+                    params=dict(model=model),
+                )
+            )
+        elif model in study.hub_models:
+            jobs.append(
+                Job(
+                    "download_model",
+                    outputs=[study.path("model", model=model)],
+                    wildcards=dict(model=model),
+                    params=dict(model=model),
+                    local=True,
+                )
+            )
+    return jobs
+
+
+def _each(template: Iterable[str], **values: Any) -> list[str]:
+    return [fill(t, **values) for t in template]
+
+
+def _language(study: Study) -> list[Job]:
+    d = study.dataset
+    jobs: list[Job] = []
+    if study.source == "synthetic":
+        outputs = [
+            study.path("respdict"),
+            *[study.path("textgrid", story=s) for s in study.all_stories],
+            *[study.path("audio", story=s) for s in study.all_stories],
+            *[
+                study.path("responses", subject=sub, story=s)
+                for sub in study.subjects
+                for s in study.all_stories
+            ],
+            *[
+                study.path("transform", subject=sub, name=name)
+                for sub in study.subjects
+                for name in ("mask_thick", "reference")
+            ],
+            *[f for sub in study.subjects for f in study.demo_pycortex_outputs(sub)],
+            *(
+                [f for sub in study.subjects for f in study.annotation_files(sub)]
+                if study.has_cortex
+                else []
+            ),
+            study.path("ground_truth"),
+        ]
+        jobs.append(
+            Job(
+                "generate_demo_dataset",
+                outputs=_each(outputs, dataset=d),
+                wildcards=dict(dataset=d),
+                params=dict(subjects=study.subjects),
+            )
+        )
+    for story in study.all_stories:
+        jobs.append(
+            Job(
+                "story_timing",
+                outputs=[
+                    study.path("timing", dataset=d, story=story, kind=k) for k in ("words", "trs")
+                ],
+                inputs=[
+                    study.path("textgrid", dataset=d, story=story),
+                    study.path("respdict", dataset=d),
+                ],
+                wildcards=dict(dataset=d, story=story),
+                params=dict(story=story),
+            )
+        )
+    for model in study.run_models:
+        kind = study.models[model]["kind"]
+        trs = _each(study.timing_tables("trs"), dataset=d)
+        stimuli = (
+            _each(study.timing_tables("words"), dataset=d)
+            if kind == "text"
+            else [study.path("audio", dataset=d, story=s) for s in study.all_stories]
+        )
+        jobs.append(
+            Job(
+                f"extract_{kind}_features",
+                outputs=[study.path("features", dataset=d, model=model)],
+                inputs=[study.model_dir(model), *stimuli, *trs],
+                wildcards=dict(dataset=d, model=model),
+                params=dict(model=model, stories=study.all_stories),
+                **_heavy(study, "extract_runtime"),
+            )
+        )
+    for subject in study.subjects:
+        jobs.append(
+            Job(
+                "prepare_responses",
+                outputs=[study.path("prepared", dataset=d, subject=subject)],
+                inputs=study.responses_of(subject, study.prepared_stories(subject)),
+                wildcards=dict(dataset=d, subject=subject),
+                params=dict(subject=subject, stories=study.prepared_stories(subject)),
+            )
+        )
+    for subject in study.subjects:
+        jobs.append(
+            Job(
+                "noise_ceiling",
+                outputs=[study.path("noise_ceiling", dataset=d, subject=subject)],
+                inputs=study.responses_of(subject, [study.test_story]),
+                wildcards=dict(dataset=d, subject=subject),
+                params=dict(subject=subject),
+            )
+        )
+    jobs += _fits(study)
+    jobs += _stacking(study)
+    jobs += _tables_and_figures(study)
+    return jobs
+
+
+def _fits(study: Study) -> list[Job]:
+    """One job per (model, layer[, subset]) and group of subjects sharing a training set."""
+    d, sub = study.dataset, study.config["subsampling"]
+    jobs = []
+    for index, group in enumerate(study.fit_groups):
+        responses = [study.path("prepared", dataset=d, subject=s) for s in group]
+        for model in study.run_models:
+            features = study.path("features", dataset=d, model=model)
+            for layer in study.layers_of(model):
+                draws: list[tuple[int | None, int]] = [(None, -1)]
+                if any(f["model"] == model and layer in f["layers"] for f in sub["fits"]):
+                    draws += [
+                        (n, seed) for n in study.subsample_sizes(group[0]) for seed in sub["seeds"]
+                    ]
+                for n, seed in draws:
+                    kind = "fit" if n is None else "subset_fit"
+                    labels = dict(dataset=d, model=model, layer=layer)
+                    if n is not None:
+                        labels.update(n=n, seed=seed)
+                    outputs = [
+                        study.path(kind, subject=s, ext=ext, **labels)
+                        for ext in ("npz", "json")
+                        for s in group
+                    ]
+                    jobs.append(
+                        Job(
+                            study.fit_rule_name(kind, index),
+                            outputs=outputs,
+                            inputs=[features, *responses],
+                            wildcards=labels,
+                            params=dict(
+                                subjects=group,
+                                model=model,
+                                layer=layer,
+                                n_train=n,
+                                train_stories=study.fit_stories(group, n, seed),
+                            ),
+                            **_heavy(study, "ridge_runtime"),
+                        )
+                    )
+    return jobs
+
+
+def _stacking(study: Study) -> list[Job]:
+    d = study.dataset
+    jobs = []
+    members = list(
+        dict.fromkeys((m["model"], str(m["layer"])) for ms in study.stacks.values() for m in ms)
+    )
+    for subject in study.subjects:
+        for model, layer in members:
+            jobs.append(
+                Job(
+                    "stack_member",
+                    outputs=[
+                        study.path(
+                            "stack_member", dataset=d, subject=subject, model=model, layer=layer
+                        )
+                    ],
+                    inputs=[
+                        study.path("features", dataset=d, model=model),
+                        study.path("prepared", dataset=d, subject=subject),
+                        *study.member_fits(d, subject, model, layer),
+                    ],
+                    wildcards=dict(dataset=d, subject=subject, model=model, layer=layer),
+                    params=dict(
+                        subjects=[subject],
+                        model=model,
+                        layer=layer,
+                        n_train=None,
+                        train_stories=study.train_stories(subject),
+                    ),
+                    **_heavy(study, "ridge_runtime"),
+                )
+            )
+        for stack in study.stacks:
+            jobs.append(
+                Job(
+                    "stack_regression",
+                    outputs=[study.path("stack", dataset=d, subject=subject, stack=stack)],
+                    inputs=[
+                        *study.stack_member_files(d, subject, stack),
+                        study.path("noise_ceiling", dataset=d, subject=subject),
+                    ],
+                    wildcards=dict(dataset=d, subject=subject, stack=stack),
+                    params=dict(subject=subject, n_members=len(study.stacks[stack])),
+                    **_heavy(study, "ridge_runtime"),
+                )
+            )
+    if study.stacks:
+        jobs.append(
+            Job(
+                "stacking_table",
+                outputs=[study.path("table", dataset=d, name=n) for n in study.stack_table_names],
+                inputs=[e["path"] for e in study.stack_entries],
+                wildcards=dict(dataset=d),
+            )
+        )
+    return jobs
+
+
+def _tables_and_figures(study: Study) -> list[Job]:
+    from .. import outputs as names
+
+    d = study.dataset
+    table = lambda name: study.path("table", dataset=d, name=name)  # noqa: E731
+    gz = lambda name: study.path("table_gz", dataset=d, name=name)  # noqa: E731
+    figure = lambda name: study.formats_of("figure", dataset=d, name=name)  # noqa: E731
+    scores = _each(study.entry_files(study.table_entries, "npz"), dataset=d)
+    jobs = [
+        Job("encoding_table", [table(n) for n in names.ENCODING_TABLES], scores),
+        Job("bootstrap_means", [gz(names.BOOTSTRAP_TABLE)], [table("encoding"), *scores]),
+        Job(
+            "scaling_table",
+            [*(table(n) for n in names.SCALING_TABLES), gz(names.SCALING_LINES)],
+            [table("encoding"), gz(names.BOOTSTRAP_TABLE)],
+        ),
+    ]
+    for subject in study.subjects if study.has_cortex else []:
+        jobs.append(
+            Job(
+                "roi_labels",
+                outputs=[study.path("rois", dataset=d, subject=subject)],
+                inputs=[
+                    *study.pycortex_inputs(subject),
+                    *_each(study.annotation_files(subject), dataset=d),
+                ],
+                wildcards=dict(dataset=d, subject=subject),
+                params=dict(subject=subject),
+            )
+        )
+    full = [e for s in study.subjects for e in study.full_fits_of(s)]
+    jobs.append(
+        Job(
+            "roi_tables",
+            [*(gz(n) for n in names.VOXEL_TABLES), table(names.ROI_TABLE)],
+            _each(study.entry_files(full, "npz"), dataset=d),
+        )
+    )
+    jobs.append(
+        Job(
+            "scaling_figures",
+            [f for fs in study.figure_outputs().values() for f in _each(fs, dataset=d)],
+            [table("encoding")],
+        )
+    )
+    jobs.append(Job("noise_ceiling_figure", figure(names.NOISE_CEILING_FIGURE), [gz("voxels")]))
+    if study.stacks:
+        jobs.append(Job("stacking_figure", figure(names.STACKING_FIGURE), [table("stacking")]))
+    if study.config["figures"]["brain_maps"]:
+        for subject in study.subjects:
+            jobs.append(
+                Job(
+                    "brain_map",
+                    outputs=study.formats_of("brain_map", dataset=d, subject=subject),
+                    inputs=[gz("voxels"), *study.pycortex_inputs(subject)],
+                    wildcards=dict(dataset=d, subject=subject),
+                    params=dict(subject=subject),
+                )
+            )
+    jobs.append(Job("cost_table", [table(names.COST_TABLE)], [table("encoding")]))
+    jobs.append(Job("cost_figure", figure(names.COST_FIGURE), [table(names.COST_TABLE)]))
+    for job in jobs:
+        job.wildcards.setdefault("dataset", d)
+    return jobs
+
+
+def _vision(study: Study) -> list[Job]:
+    d = study.vision_dataset
+    vpath = study.vpath
+    jobs: list[Job] = []
+    if study.vision_source == "synthetic":
+        files = [
+            study.path("vision_truth", dataset=d),
+            *(
+                f
+                for s in study.vision_subjects
+                for fs in study.vision_subject_files(s).values()
+                for f in fs
+            ),
+        ]
+        jobs.append(
+            Job(
+                "generate_demo_vision_dataset",
+                outputs=files,
+                inputs=[study.model_dir(m) for m in study.vision_truth_models],
+                wildcards=dict(dataset=d),
+            )
+        )
+    data = study.vision_data
+    image_sets = study.vision_image_sets()
+    n_images = sum(
+        data[s]["n_train"]
+        + (data[s].get("n_test_images", 0) if study.vision_uses_test_split(s) else 0)
+        for s in study.vision_subjects
+    )
+    for model in study.vision_run_models:
+        jobs.append(
+            Job(
+                "extract_vision_features",
+                outputs=[vpath("features", model=model)],
+                inputs=[study.model_dir(model), *(folder for _, folder in image_sets)],
+                wildcards=dict(dataset=d, model=model),
+                params=dict(model=model, n_images=n_images),
+                **_heavy(study, "extract_runtime"),
+            )
+        )
+    sub = study.vision["subsampling"]
+    for subject in study.vision_subjects:
+        fmri = [*study.vision_fmri(subject), *study.vision_test_fmri(subject)]
+        n_train = study.vision_full_train(subject)
+        vertices = _vision_vertices(study, subject)
+        for model in study.vision_run_models:
+            labels = dict(dataset=d, subject=subject, model=model)
+            common = dict(subject=subject, model=model, n_vertices=vertices)
+            features = vpath("features", model=model)
+            jobs.append(
+                Job(
+                    "select_vision",
+                    outputs=[study.path("vision_fit", ext=e, **labels) for e in ("npz", "json")],
+                    inputs=[features, *fmri],
+                    wildcards=labels,
+                    params=dict(common, sizes=[n_train]),
+                    **_heavy(study, "ridge_runtime"),
+                )
+            )
+            if model == sub["model"] and study.vision_sweep_sizes:
+                outputs = [
+                    fill(f, **labels)
+                    for e in ("npz", "json")
+                    for f in study.vision_sweep_outputs(e)
+                ]
+                sizes = [n for n in study.vision_sweep_sizes for _ in sub["seeds"]]
+                jobs.append(
+                    Job(
+                        "select_vision_sweep",
+                        outputs=outputs,
+                        inputs=[features, *fmri],
+                        wildcards=labels,
+                        params=dict(common, sizes=sizes),
+                        **_heavy(study, "ridge_runtime"),
+                    )
+                )
+        if study.vision["noise_ceiling"]["enabled"]:
+            jobs.append(
+                Job(
+                    "vision_noise_ceiling",
+                    outputs=[vpath("noise_ceiling", subject=subject)],
+                    inputs=[*study.vision_subject_files(subject)["ncsnr"], *fmri],
+                    wildcards=dict(dataset=d, subject=subject),
+                    params=dict(subject=subject, n_vertices=vertices),
+                )
+            )
+        if study.vision["ensemble"]:
+            jobs.append(
+                Job(
+                    "vision_ensemble",
+                    outputs=[
+                        vpath("vision_ensemble", subject=subject, ext=e) for e in ("npz", "json")
+                    ],
+                    inputs=[
+                        *(
+                            vpath("vision_fit", subject=subject, model=m, ext="npz")
+                            for m in study.vision["ensemble"]
+                        ),
+                        *fmri,
+                    ],
+                    wildcards=dict(dataset=d, subject=subject),
+                    params=dict(subject=subject, n_vertices=vertices),
+                )
+            )
+    entries = study.vision_entries
+    jobs.append(
+        Job(
+            "vision_table",
+            outputs=[vpath("table", name=n) for n in study.vision_table_names],
+            inputs=[fill(e["path"], ext="npz") for e in entries],
+            wildcards=dict(dataset=d),
+        )
+    )
+    jobs.append(
+        Job(
+            "vision_figures",
+            outputs=[
+                fill(f, dataset=d) for fs in study.vision_figure_outputs().values() for f in fs
+            ],
+            inputs=[vpath("table", name="encoding")],
+            wildcards=dict(dataset=d),
+        )
+    )
+    return jobs
+
+
+def _vision_vertices(study: Study, subject: str) -> int:
+    counts = study.vision_data[subject]
+    if all(h in counts for h in study.hemispheres):
+        return int(sum(counts[h] for h in study.hemispheres))
+    if study.vision_source == "synthetic":
+        return int(study.vision["synthetic"]["n_vertices"]) * len(study.hemispheres)
+    return 0

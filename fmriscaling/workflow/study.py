@@ -1,0 +1,857 @@
+"""`Study`: what a configured study runs, before it runs.
+
+One object, built from the validated configuration (and the dataset manifest where the data is
+downloaded), owns the workflow's own logic: every path template, the subjects' training and
+test stories, the fit groups (subjects that share a training set share one fit job) and their
+job names, the data-size draws, the stacks, the vision sweep, the table and figure names, the
+final targets, and (`Study.jobs`) every job with its wildcards, inputs and resources, which the
+plan prices. ``rules/common.smk`` builds one instance and keeps one-line input functions over
+it; every decision is here, where unit tests reach it without Snakemake.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import outputs
+from .._pycortex import SUBJECT_FILES, transform_files
+from .._utils import ConfigError, DataError
+from ..config import model_layers, stack_members, validate_config
+from ..download.manifest import manifest_stories, read_manifest, relpath_for, select_files
+from ..encoding.subsample import draw_stories, story_count_grid
+from ..rois import annotation_relpath
+from ..vision.dataset import ROI_CLASSES, check_algonauts_dir
+from .paths import fill, language_paths, log_key, vision_paths
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["NEVER", "Study", "alternatives"]
+
+#: a wildcard constraint that matches nothing: the rule is off for this config
+NEVER = "(?!x)x"
+#: the two kinds of fit job: all training stories, and the data-size subsets
+FIT_KINDS = {"fit": "fit_encoding", "subset_fit": "fit_encoding_subset"}
+DEMO_PYCORTEX_FILES = (*SUBJECT_FILES, "surface-info/curvature.npz")
+
+
+def alternatives(names: Sequence[str]) -> str:
+    """Regex matching exactly one of ``names`` (or nothing when empty)."""
+    return "|".join(re.escape(n) for n in names) if names else NEVER
+
+
+class Study:
+    """The workflow's view of one configured study.
+
+    Parameters
+    ----------
+    config : mapping
+        The merged configuration (validated here; defaults filled in, see ``config``).
+    root : path-like
+        The workflow's working directory: relative paths of the config (the manifest, a local
+        vision dataset) and of ``results/`` are under it.
+    check_data : bool, default True
+        Whether a local copy of the vision data is checked (`check_algonauts_dir`) when the
+        vision track needs its sizes. False plans a study before its data exist: the sizes are
+        the published ones (`fmriscaling.workflow.facts.ALGONAUTS_PUBLISHED`), and
+        ``assumptions`` says so.
+
+    Attributes
+    ----------
+    config : dict
+        The validated configuration with every default filled in.
+    paths : dict
+        Template name -> path template (``{wildcards}`` open).
+    assumptions : list of str
+        What the study took for granted because a file was not there yet.
+    """
+
+    def __init__(
+        self, config: Mapping[str, Any], root: str | os.PathLike = ".", *, check_data: bool = True
+    ) -> None:
+        self.config = validate_config(config)
+        self.root = Path(root)
+        self.check_data = check_data
+        self.assumptions: list[str] = []
+        c = self.config
+        dataset = c["dataset"]
+        self.dataset: str = dataset["name"]
+        self.source: str = dataset["source"]
+        self.subjects: list[str] = list(dataset["subjects"])
+        self.test_story: str = dataset["test_story"]
+        self.run_models: list[str] = list(c["run_models"])
+        # ---- vision track settings
+        vision = c["vision"]
+        self.vision = vision
+        self.vision_enabled: bool = vision["enabled"]
+        self.vision_dataset: str = vision["dataset"]["name"]
+        self.vision_source: str = vision["dataset"]["source"]
+        self.vision_subjects: list[str] = list(vision["dataset"]["subjects"])
+        self.hemispheres: list[str] = list(vision["dataset"]["hemispheres"])
+        self.vision_roi_classes: list[str] = list(ROI_CLASSES)
+        self.vision_run_models: list[str] = (
+            list(vision["run_models"]) if self.vision_enabled else []
+        )
+        # the tiny model whose features drive the synthetic vision dataset
+        self.vision_truth_models: list[str] = (
+            [vision["synthetic"]["truth"]["model"]]
+            if self.vision_enabled and self.vision_source == "synthetic"
+            else []
+        )
+        # ---- models
+        names = dict.fromkeys(self.run_models + self.vision_run_models + self.vision_truth_models)
+        self.models: dict[str, dict[str, Any]] = {name: c["models"][name] for name in names}
+        self.text_models = self._models_where(lambda spec: spec["kind"] == "text")
+        self.speech_models = self._models_where(lambda spec: spec["kind"] == "speech")
+        self.built_models = self._models_where(lambda spec: "build" in spec["source"])
+        self.hub_models = self._models_where(lambda spec: "hub" in spec["source"])
+        # stack name -> its members ({model, kind, layer}; layer a number or "best")
+        self.stacks: dict[str, list[dict[str, Any]]] = {
+            stack["name"]: stack_members(stack, self.models) for stack in c["stacks"]
+        }
+        # ---- paths
+        self.vision_root = (
+            "results/data/{dataset}"
+            if self.vision_source == "synthetic"
+            else (vision["dataset"]["dir"] or f"results/data/{self.vision_dataset}").rstrip("/")
+        )
+        self.paths: dict[str, str] = {**language_paths(), **vision_paths(self.vision_root)}
+        # ---- stories
+        if self.source == "openneuro":
+            manifest = Path(c["download"]["manifest"])
+            self.manifest = read_manifest(
+                manifest if manifest.is_absolute() else self.root / manifest
+            )
+            self.manifest_index = self.manifest.set_index("path")
+            self.available = {s: manifest_stories(self.manifest, s) for s in self.subjects}
+        else:
+            # imported here: a real study's parse needs nothing from the demo
+            from ..demo.names import synthetic_story_names
+
+            self.manifest = self.manifest_index = None
+            stories = synthetic_story_names(c["synthetic"]["n_train_stories"])
+            self.available = {s: sorted([*stories, self.test_story]) for s in self.subjects}
+        for subject in self.subjects:
+            if self.test_story not in self.available[subject]:
+                raise ConfigError(
+                    f"config key 'dataset.test_story' is {self.test_story!r}, but {subject} has "
+                    "no responses for it in the dataset"
+                )
+        self.all_stories: list[str] = sorted(
+            {self.test_story}.union(*(self.train_stories(s) for s in self.subjects))
+        )
+        self.fit_groups: list[list[str]] = self._fit_groups()
+        # ---- anatomy
+        # a pycortex database with surfaces: downloaded (ds003020 ships one per subject) or the demo's
+        self.has_cortex: bool = self.source == "openneuro" or c["synthetic"]["cortex"] is not None
+        self.atlases: list[str] = sorted(
+            {atlas for spec in c["rois"]["groups"].values() for atlas in spec}
+        )
+        self.formats: list[str] = list(c["figures"]["formats"])
+
+    def _models_where(self, keep: Callable[[Mapping[str, Any]], bool]) -> list[str]:
+        return [name for name, spec in self.models.items() if keep(spec)]
+
+    # ------------------------------------------------------------------------------ paths
+
+    def path(self, name: str, /, **values: Any) -> str:
+        """The path template ``name`` with ``values`` filled in (the others left open)."""
+        return fill(self.paths[name], **values)
+
+    def log(self, rule: str, name: str, /, **values: Any) -> str:
+        """``results/logs/<rule>/<key of output name>.log`` (mirrors the output path)."""
+        return f"results/logs/{rule}/{log_key(self.paths[name], **values)}.log"
+
+    def benchmark(self, rule: str, name: str, /, **values: Any) -> str:
+        """``results/benchmarks/<rule>/<key of output name>.tsv`` (mirrors the output path)."""
+        return f"results/benchmarks/{rule}/{log_key(self.paths[name], **values)}.tsv"
+
+    def formats_of(self, name: str, /, **values: Any) -> list[str]:
+        """The files of one figure, one per configured format."""
+        return [self.path(name, **values, fmt=fmt) for fmt in self.formats]
+
+    def vpath(self, name: str, /, **values: Any) -> str:
+        """`path` in the vision track's dataset."""
+        return self.path(name, dataset=self.vision_dataset, **values)
+
+    def wildcard_constraints(self) -> dict[str, str]:
+        """The language track's wildcard constraints (the vision rules narrow them further)."""
+        return dict(
+            dataset=re.escape(self.dataset),
+            subject=alternatives(self.subjects),
+            model=alternatives(self.run_models),
+            layer=r"\d+",
+            n=r"\d+",
+            seed=r"\d+",
+            story=r"[A-Za-z0-9_-]+",
+            stack=alternatives(list(self.stacks)),
+        )
+
+    def dataset_constraint(self, source: str) -> str:
+        """The dataset wildcard of rules that make data of ``source`` (synthetic: the demo's
+        generator; openneuro: the downloads); matches nothing when the study's data come
+        from elsewhere."""
+        return re.escape(self.dataset) if self.source == source else NEVER
+
+    # ---------------------------------------------------------------------------- stories
+
+    def train_stories(self, subject: str) -> list[str]:
+        """Training stories of ``subject``: the configured list, or every story with responses
+        but the test story and the excluded ones."""
+        wanted = self.config["dataset"]["train_stories"]
+        available = self.available[subject]
+        if wanted == "all":
+            excluded = set(self.config["dataset"]["exclude_stories"]) | {self.test_story}
+            return [s for s in available if s not in excluded]
+        missing = [s for s in wanted if s not in available]
+        if missing:
+            raise ConfigError(
+                f"config key 'dataset.train_stories' lists {missing}, which have no responses "
+                f"for {subject} in the dataset (available: {len(available)} stories)"
+            )
+        return list(wanted)
+
+    def prepared_stories(self, subject: str) -> list[str]:
+        """Stories of a subject's prepared responses: every training story, then the test story."""
+        return [*self.train_stories(subject), self.test_story]
+
+    def responses_of(self, subject: str, stories: Sequence[str]) -> list[str]:
+        return [
+            self.path("responses", dataset=self.dataset, subject=subject, story=s) for s in stories
+        ]
+
+    def manifest_sizes(self, subject: str) -> dict[str, int]:
+        """Bytes of a subject's raw response files, story -> size, where the manifest knows them."""
+        if self.manifest_index is None:
+            return {}
+        return {
+            story: int(
+                self.manifest_index.loc[
+                    relpath_for("responses", subject=subject, story=story), "size"
+                ]
+            )
+            for story in self.prepared_stories(subject)
+        }
+
+    def timing_tables(self, kind: str) -> list[str]:
+        """One timing table per story (``{dataset}`` left open)."""
+        return [self.path("timing", story=s, kind=kind) for s in self.all_stories]
+
+    # ----------------------------------------------------------------------------- models
+
+    def model_dir(self, model: str) -> str:
+        """Snapshot folder of a model: a local path, or results/models/<model> made by a rule."""
+        source = self.models[model]["source"]
+        return source["local"] if "local" in source else self.path("model", model=model)
+
+    def layers_of(self, model: str) -> list[int]:
+        return model_layers(self.models[model])
+
+    def tiny_model_corpus(self, model: str) -> list[str]:
+        """Text models train their tokenizer on the demo stories; speech models need nothing."""
+        if self.models[model]["kind"] != "text":
+            return []
+        return [self.path("textgrid", dataset=self.dataset, story=s) for s in self.all_stories]
+
+    # ------------------------------------------------------------------------- downloads
+
+    def manifest_entry(self, relpath: str) -> dict[str, Any]:
+        """Size and md5 of a manifest path; a clear error for a path the snapshot does not have."""
+        try:
+            row = self.manifest_index.loc[relpath]
+        except (KeyError, AttributeError):
+            raise ValueError(
+                f"{relpath} is not in {self.config['download']['manifest']}: the workflow can "
+                "only download files of the ds003020 snapshot listed there"
+            ) from None
+        return {"size": int(row["size"]), "md5": str(row["md5"])}
+
+    def download_kinds(self) -> list[str]:
+        """Kinds of ds003020 file the configured analysis needs, plus the extra kinds asked for."""
+        kinds = ["respdict", "responses", "textgrids"] + (["audio"] if self.speech_models else [])
+        extra = set(self.config["download"]["kinds"])
+        if self.config["figures"]["brain_maps"]:
+            extra.add("pycortex")
+        return kinds + sorted(extra)
+
+    def dataset_files(self) -> list[str]:
+        """Every data file the configured analysis needs: the library's selection of the
+        manifest (the downloader's own), or the generated demo files."""
+        data = self.path("data", dataset=self.dataset)
+        if self.source != "openneuro":
+            return sorted(
+                [self.path("respdict", dataset=self.dataset)]
+                + [self.path("textgrid", dataset=self.dataset, story=s) for s in self.all_stories]
+                + [f for s in self.subjects for f in self.responses_of(s, self.prepared_stories(s))]
+            )
+        kinds = self.download_kinds()
+        story_kinds = [k for k in kinds if k in ("respdict", "textgrids", "audio")]
+        subject_kinds = [k for k in kinds if k in ("pycortex", "freesurfer")]
+        files = select_files(
+            self.manifest, subjects=None, stories=self.all_stories, kinds=story_kinds
+        )
+        for subject in self.subjects:
+            stories = self.prepared_stories(subject)
+            files += select_files(
+                self.manifest, subjects=[subject], stories=stories, kinds=["responses"]
+            )
+            files += select_files(self.manifest, subjects=[subject], kinds=subject_kinds)
+        return sorted({f"{data}/{relpath}" for relpath in files})
+
+    # ------------------------------------------------------------------------------- fits
+
+    def _fit_groups(self) -> list[list[str]]:
+        """Subjects grouped by training set (same stories, same order), in config order.
+
+        The design matrix depends on the features and the stories only: subjects in one group
+        share every Gram and eigendecomposition, so one fit job serves the whole group. A
+        subject whose training set differs is a group of its own, fitted alone.
+        """
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for subject in self.subjects:
+            groups.setdefault(tuple(self.train_stories(subject)), []).append(subject)
+        return list(groups.values())
+
+    def group_of(self, subject: str) -> int:
+        """Index of the fit group of ``subject``."""
+        return next(i for i, group in enumerate(self.fit_groups) if subject in group)
+
+    @staticmethod
+    def fit_rule_name(kind: str, index: int) -> str:
+        """Rule of group ``index`` for outputs ``kind``: fit_encoding(_subset), then _2, _3, ..."""
+        return FIT_KINDS[kind] + ("" if index == 0 else f"_{index + 1}")
+
+    def group_outputs(self, kind: str, subjects: Sequence[str], ext: str) -> list[str]:
+        """Per-subject outputs of a group's fit job."""
+        return [self.path(kind, subject=s, ext=ext) for s in subjects]
+
+    @staticmethod
+    def group_label(subjects: Sequence[str]) -> str:
+        """What a group job's log and benchmark are filed under: its subjects joined by '+'."""
+        return "+".join(subjects)
+
+    def fit_stories(
+        self, subjects: Sequence[str], n: int | None = None, seed: int = -1
+    ) -> list[str]:
+        """Training stories of a group's fit: all of them, or the draw of ``n`` stories with
+        ``seed`` (subjects with one story list get one draw)."""
+        stories = self.train_stories(subjects[0])
+        return stories if n is None else draw_stories(stories, int(n), int(seed))
+
+    def alphas(self) -> list[float]:
+        """The ridge penalty grid (``encoding.alphas``: log-spaced)."""
+        return _logspace(self.config["encoding"]["alphas"])
+
+    def subsample_sizes(self, subject: str) -> list[int]:
+        """Story counts of the data-size sweep, below all: the full fit is the all-stories
+        point (a subset of every story is the same for every seed)."""
+        n_all = len(self.train_stories(subject))
+        grid = story_count_grid(n_all, self.config["subsampling"]["n_stories"])
+        return [n for n in grid if n < n_all]
+
+    def encoding_params(self) -> dict[str, Any]:
+        """The settings of every fit job (its ``encoding`` param: a change reruns the fits)."""
+        enc = self.config["encoding"]
+        params = dict(
+            test_story=self.test_story,
+            delays=enc["delays"],
+            alphas=self.alphas(),
+            cv=enc["cv"],
+            n_folds=enc["n_folds"],
+            test_extra_trim=enc["test_extra_trim"],
+            backend=enc["backend"],
+            solver=enc["solver"],
+            solver_impl=enc["solver_impl"],
+            score_dtype=enc["score_dtype"],
+            save_weights=enc["save_weights"],
+            save_predictions=enc["save_predictions"],
+        )
+        if enc["cv"] == "bootstrap":
+            # only bootstrap CV draws chunks: a story-CV fit does not rerun when these change
+            params.update(bootstrap=enc["bootstrap"], seed=enc["seed"])
+        return params
+
+    def stack_member_params(self) -> dict[str, Any]:
+        """A stack member is its model's ridge fit (same designs, folds and alpha search)."""
+        skip = ("solver_impl", "save_weights", "save_predictions")
+        return {k: v for k, v in self.encoding_params().items() if k not in skip}
+
+    # --------------------------------------------------------------------------- entries
+
+    @functools.cached_property
+    def table_entries(self) -> list[dict[str, Any]]:
+        """Metadata of every fit and its scores path (``{ext}`` open), in the tables' row order."""
+        entries = []
+        for subject in self.subjects:
+            for model in self.run_models:
+                spec = self.models[model]
+                for layer in self.layers_of(model):
+                    labels = dict(dataset=self.dataset, subject=subject, model=model, layer=layer)
+                    common = dict(
+                        subject=subject,
+                        model=model,
+                        family=spec["family"],
+                        kind=spec["kind"],
+                        n_params=spec["n_params"],
+                        layer=layer,
+                        n_layers=spec["n_layers"],
+                    )
+                    entries.append(
+                        dict(common, n_train=None, seed=-1, path=self.path("fit", **labels))
+                    )
+                    for fit in self.config["subsampling"]["fits"]:
+                        if fit["model"] != model or layer not in fit["layers"]:
+                            continue
+                        for n in self.subsample_sizes(subject):
+                            for seed in self.config["subsampling"]["seeds"]:
+                                path = self.path("subset_fit", **labels, n=n, seed=seed)
+                                entries.append(dict(common, n_train=n, seed=seed, path=path))
+        return entries
+
+    def full_fits_of(self, subject: str) -> list[dict[str, Any]]:
+        return [e for e in self.table_entries if e["subject"] == subject and e["n_train"] is None]
+
+    @staticmethod
+    def entry_labels(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The entries' metadata without their paths, for params (a moved file reruns nothing)."""
+        return [{k: v for k, v in e.items() if k != "path"} for e in entries]
+
+    @staticmethod
+    def entry_files(entries: Sequence[Mapping[str, Any]], ext: str) -> list[str]:
+        return [fill(e["path"], ext=ext) for e in entries]
+
+    # --------------------------------------------------------------------------- stacking
+
+    def member_fit_layers(self, model: str, layer: str) -> list[int]:
+        """Layer fits a stack member reads: every layer of its model for "best" (the CV
+        choice), else its own layer's fit where the sweep has it (to compare alphas)."""
+        layers = self.layers_of(model)
+        return layers if layer == "best" else [n for n in layers if n == int(layer)]
+
+    def member_fits(self, dataset: str, subject: str, model: str, layer: str) -> list[str]:
+        return [
+            self.path("fit", dataset=dataset, subject=subject, model=model, layer=n, ext="npz")
+            for n in self.member_fit_layers(model, layer)
+        ]
+
+    def stack_member_files(self, dataset: str, subject: str, stack: str) -> list[str]:
+        """Member files of a stack for one subject, in the stack's member order."""
+        return [
+            self.path(
+                "stack_member", dataset=dataset, subject=subject, model=m["model"], layer=m["layer"]
+            )
+            for m in self.stacks[stack]
+        ]
+
+    def stack_member_labels(self, stack: str) -> list[dict[str, str]]:
+        return [
+            {"model": m["model"], "kind": m["kind"], "layer_spec": str(m["layer"])}
+            for m in self.stacks[stack]
+        ]
+
+    @functools.cached_property
+    def stack_entries(self) -> list[dict[str, str]]:
+        return [
+            {
+                "subject": s,
+                "stack": name,
+                "path": self.path("stack", dataset=self.dataset, subject=s, stack=name),
+            }
+            for s in self.subjects
+            for name in self.stacks
+        ]
+
+    @property
+    def stack_table_names(self) -> list[str]:
+        return list(outputs.STACKING_TABLES) if self.stacks else []
+
+    def stacking_voxel_labels(self) -> dict[str, Any]:
+        """The voxel groups the stacking tables summarise besides all voxels: the subjects' ROI
+        labels (datasets with pycortex surfaces) and the demo's ground truth (its voxel groups:
+        auditory / semantic / unresponsive)."""
+        groups: dict[str, Any] = {"rois": self.rois_of_subjects()} if self.has_cortex else {}
+        if self.source == "synthetic":
+            groups["ground_truth"] = self.path("ground_truth", dataset=self.dataset)
+        return groups
+
+    def stacking_weight_maps(self, subject: str) -> list[str]:
+        """A subject's stack scores, drawn as weight maps beside the best model's maps."""
+        return [e["path"] for e in self.stack_entries if e["subject"] == subject]
+
+    # ---------------------------------------------------------------------------- anatomy
+
+    def demo_pycortex_outputs(self, subject: str) -> list[str]:
+        """What the demo generator writes into a subject's pycortex folder besides the masks."""
+        if self.config["synthetic"]["cortex"] is None:
+            return []
+        xfm = transform_files(subject, f"{subject}_auto")[0]  # matrices.xfm; the masks are apart
+        return [
+            self.path("pycortex_file", subject=subject, file=f) for f in [*DEMO_PYCORTEX_FILES, xfm]
+        ]
+
+    def annotation_files(self, subject: str) -> list[str]:
+        """The FreeSurfer annotations (lh, rh) of every atlas the ROI groups use."""
+        return [
+            self.path("dataset_file", path=annotation_relpath(subject, hemi, atlas))
+            for atlas in self.atlases
+            for hemi in ("lh", "rh")
+        ]
+
+    def pycortex_inputs(self, subject: str) -> list[str]:
+        """The subject's pycortex files a map or the ROI labels read (masks included)."""
+        masks = [
+            self.path("transform", dataset=self.dataset, subject=subject, name=n)
+            for n in ("mask_thick", "reference")
+        ]
+        if self.source == "openneuro":
+            files = select_files(self.manifest, subjects=[subject], kinds=["pycortex"])
+            return sorted(
+                {*masks, *(self.path("dataset_file", dataset=self.dataset, path=f) for f in files)}
+            )
+        return masks + [fill(f, dataset=self.dataset) for f in self.demo_pycortex_outputs(subject)]
+
+    @staticmethod
+    def pycortex_db(mask: str) -> str:
+        """The pycortex filestore of a transform's mask (<db>/<subject>/transforms/<xfm>/...)."""
+        return str(Path(mask).parents[3])
+
+    def rois_of_subjects(self) -> list[str]:
+        """The ROI labels of every subject, when the dataset has pycortex surfaces."""
+        return [self.path("rois", subject=s) for s in self.subjects] if self.has_cortex else []
+
+    # ----------------------------------------------------------------------------- targets
+
+    @property
+    def table_names(self) -> list[str]:
+        return [
+            *outputs.ENCODING_TABLES,
+            *outputs.SCALING_TABLES,
+            outputs.ROI_TABLE,
+            outputs.COST_TABLE,
+        ]
+
+    @property
+    def figure_names(self) -> list[str]:
+        return outputs.scaling_figure_names(
+            speech=bool(self.speech_models), sweep=bool(self.config["subsampling"]["fits"])
+        )
+
+    def figure_outputs(self) -> dict[str, list[str]]:
+        """Named outputs of the scaling_figures rule (figure name -> its file per format)."""
+        return {name: self.formats_of("figure", name=name) for name in self.figure_names}
+
+    def benchmark_records(self) -> list[dict[str, Any]]:
+        """Every extraction and fit job with its benchmark file, for the cost table."""
+        records = []
+        for model in self.run_models:
+            job = f"extract_{self.models[model]['kind']}_features"
+            where = self.benchmark(job, "features", dataset=self.dataset, model=model)
+            records.append(dict(rule=job, model=model, path=where))
+        # one fit job per (model, layer[, subset]) and group of subjects that share a training set
+        seen = set()
+        for entry in self.table_entries:
+            kind = "fit" if entry["n_train"] is None else "subset_fit"
+            index = self.group_of(entry["subject"])
+            job, group = self.fit_rule_name(kind, index), self.group_label(self.fit_groups[index])
+            labels = {k: entry[k] for k in ("model", "layer", "n_train", "seed")}
+            where = self.benchmark(
+                job, kind, dataset=self.dataset, subject=group, **labels, n=entry["n_train"]
+            )
+            if where not in seen:
+                seen.add(where)
+                records.append(dict(labels, subject=group, rule=job, path=where))
+        return records
+
+    def final_targets(self) -> list[str]:
+        """The language track's tables, figures and maps (when it runs models), and the vision
+        track's tables and figures (when it is enabled)."""
+        if not self.run_models:
+            return self.vision_targets()
+        d = self.dataset
+        names = self.table_names + self.stack_table_names
+        tables = [self.path("table", dataset=d, name=name) for name in names]
+        figures = [fill(f, dataset=d) for files in self.figure_outputs().values() for f in files]
+        extra = [outputs.NOISE_CEILING_FIGURE, outputs.COST_FIGURE]
+        extra += [outputs.STACKING_FIGURE] if self.stacks else []
+        figures += [f for name in extra for f in self.formats_of("figure", dataset=d, name=name)]
+        maps = (
+            [f for s in self.subjects for f in self.formats_of("brain_map", dataset=d, subject=s)]
+            if self.config["figures"]["brain_maps"]
+            else []
+        )
+        return tables + figures + maps + self.vision_targets()
+
+    # ------------------------------------------------------------------------ vision track
+
+    def vision_wildcards(self) -> dict[str, str]:
+        """Rules of the vision track match its own dataset, subjects and models only."""
+        return dict(
+            dataset=re.escape(self.vision_dataset) if self.vision_enabled else NEVER,
+            subject=alternatives(self.vision_subjects),
+            model=alternatives(self.vision_run_models),
+        )
+
+    def vision_subject_files(
+        self, subject: str, dataset: str | None = None
+    ) -> dict[str, list[str]]:
+        """Every file and folder of one subject that the demo generator writes, by kind
+        (``dataset="{dataset}"`` keeps the wildcard open, for the generator's outputs)."""
+        dataset = self.vision_dataset if dataset is None else dataset
+
+        def each(name: str, **values: Any) -> str:
+            return self.path(name, dataset=dataset, subject=subject, **values)
+
+        hemis = self.hemispheres
+        return {
+            "fmri": [each("vision_fmri", hemi=h) for h in hemis],
+            "images": [each("vision_images"), each("vision_test_images")],
+            "roi_masks": [
+                each("vision_roi_mask", hemi=h, roi_class=c) for h in hemis for c in ROI_CLASSES
+            ],
+            "roi_mappings": [each("vision_roi_mapping", roi_class=c) for c in ROI_CLASSES],
+            "fsaverage": [each("vision_fsaverage", hemi=h) for h in hemis],
+            "ncsnr": [each("vision_ncsnr", hemi=h) for h in hemis],
+            "repeats": [each("vision_repeats")],
+        }
+
+    def vision_truth_model_dir(self) -> str | list[str]:
+        """The snapshot of the model whose features drive the synthetic vision dataset ([] for
+        none: a real dataset)."""
+        truth = self.vision_truth_models
+        return self.model_dir(truth[0]) if truth else []
+
+    def vision_roi_files(self, subject: str) -> dict[str, list[str]]:
+        """ROI label files of one subject: the masks of each class (hemispheres in order), then
+        the class's mapping."""
+        return {
+            c: [
+                self.vpath("vision_roi_mask", subject=subject, hemi=h, roi_class=c)
+                for h in self.hemispheres
+            ]
+            + [self.vpath("vision_roi_mapping", subject=subject, roi_class=c)]
+            for c in ROI_CLASSES
+        }
+
+    def _local_root(self) -> Path:
+        root = Path(self.vision_root)
+        return root if root.is_absolute() else self.root / root
+
+    @functools.cached_property
+    def vision_data(self) -> dict[str, dict[str, int]]:
+        """Per subject: training images (``n_train``), test images and vertices per hemisphere.
+
+        Synthetic: from the generator's config. A local copy is checked first (`DataError`
+        naming what is missing, how to obtain it and where to put it), unless the study was
+        made with ``check_data=False`` and the copy is not there: then the published counts.
+        """
+        if self.vision_source == "synthetic":
+            n = self.vision["synthetic"]["n_train_images"]
+            return {s: {"n_train": n} for s in self.vision_subjects}
+        try:
+            return check_algonauts_dir(
+                self._local_root(),
+                self.vision_subjects,
+                self.hemispheres,
+                noise_ceiling=self.vision["noise_ceiling"]["enabled"],
+            )
+        except DataError:
+            if self.check_data:
+                raise
+        from .facts import published_algonauts_counts
+
+        counts = published_algonauts_counts(self.vision_subjects)
+        self.assume(
+            "vision data not on disk: the published Algonauts 2023 image and vertex counts "
+            "per subject (NSD: 8779-9841 training images, 159-395 test images)"
+        )
+        return counts
+
+    def assume(self, text: str) -> None:
+        if text not in self.assumptions:
+            self.assumptions.append(text)
+
+    def vision_uses_test_split(self, subject: str) -> bool:
+        """Whether the test set is the test split (its fMRI exists), not held-out training images."""
+        mode = self.vision["split"]["test"]
+        files = [self.vpath("vision_test_fmri", subject=subject, hemi=h) for h in self.hemispheres]
+        present = self.vision_source == "local" and all(
+            (self.root / f).is_file() if not os.path.isabs(f) else os.path.isfile(f) for f in files
+        )
+        if mode == "test_split" and not present:
+            if not self.check_data and self.vision_source == "local":
+                return True  # planned before the data: the test split is what will be there
+            raise ConfigError(
+                f"config key 'vision.split.test' is 'test_split', but {subject} has no test fMRI "
+                f"({', '.join(files)}); the challenge never released it: use 'held_out' or 'auto'"
+            )
+        return mode != "held_out" and present
+
+    def vision_full_train(self, subject: str) -> int:
+        """Training images of a subject's full fit (`split_rows`, as the fit computes them)."""
+        from ..vision.selection import split_rows
+
+        split = self.vision["split"]
+        train, _ = split_rows(
+            self.vision_data[subject]["n_train"],
+            test_split=self.vision_uses_test_split(subject),
+            n_images=split["n_images"],
+            test_fraction=split["test_fraction"],
+            n_train=split["n_train"],
+        )
+        return int(train.size)
+
+    @functools.cached_property
+    def vision_sweep_sizes(self) -> list[int]:
+        """Training-set sizes of the data-scaling sweep, the same for every subject: the grid up
+        to the smallest subject's full fit, below it (each subject's full fit is the sweep's
+        top; the paper fixed vision.split.n_images at the smallest subject's 8779 images for
+        this reason)."""
+        if not self.vision_enabled or not self.vision["subsampling"]["model"]:
+            return []
+        try:
+            n_full = min(self.vision_full_train(s) for s in self.vision_subjects)
+        except DataError:
+            return []  # a local copy is missing or incomplete: vision_targets() reports it
+        grid = story_count_grid(n_full, self.vision["subsampling"]["n_train"])
+        return [n for n in grid if n < n_full]
+
+    def vision_image_sets(self) -> list[tuple[str, str]]:
+        """(image set name, image folder) of every subject: its training split, and its test
+        split when that is the test set."""
+        self.vision_data  # noqa: B018 (checks a local copy first)
+        sets = []
+        for subject in self.vision_subjects:
+            sets.append((f"{subject}_train", self.vpath("vision_images", subject=subject)))
+            if self.vision_uses_test_split(subject):
+                sets.append((f"{subject}_test", self.vpath("vision_test_images", subject=subject)))
+        return sets
+
+    def vision_fmri(self, subject: str) -> list[str]:
+        self.vision_data  # noqa: B018 (checks a local copy first)
+        return [self.vpath("vision_fmri", subject=subject, hemi=h) for h in self.hemispheres]
+
+    def vision_test_fmri(self, subject: str) -> list[str]:
+        if not self.vision_uses_test_split(subject):
+            return []
+        return [self.vpath("vision_test_fmri", subject=subject, hemi=h) for h in self.hemispheres]
+
+    def vision_repeats(self, subject: str) -> list[str]:
+        """The per-image repeat counts, where the dataset has them (else a default is assumed)."""
+        repeats = self.vpath("vision_repeats", subject=subject)
+        local = Path(repeats) if os.path.isabs(repeats) else self.root / repeats
+        return [repeats] if self.vision_source == "synthetic" or local.is_file() else []
+
+    def vision_selection_params(self) -> dict[str, Any]:
+        """The settings of every per-vertex selection job."""
+        v, enc = self.vision, self.config["encoding"]
+        return dict(
+            pooling=v["pooling"],
+            hemispheres=self.hemispheres,
+            alphas=_logspace(v["selection"]["alphas"]),
+            n_folds=v["selection"]["n_folds"],
+            fold_seed=v["selection"]["seed"],
+            n_images=v["split"]["n_images"],
+            test_fraction=v["split"]["test_fraction"],
+            n_train=v["split"]["n_train"],
+            backend=enc["backend"],
+            solver=enc["solver"],
+            score_dtype=enc["score_dtype"],
+        )
+
+    def vision_sweep_outputs(self, ext: str) -> list[str]:
+        """The per-(size, seed) outputs of one subject's sweep job, sizes then seeds."""
+        seeds = self.vision["subsampling"]["seeds"]
+        return [
+            self.path("vision_subset_fit", n=n, seed=s, ext=ext)
+            for n in self.vision_sweep_sizes
+            for s in seeds
+        ]
+
+    @functools.cached_property
+    def vision_entries(self) -> list[dict[str, Any]]:
+        """Metadata and scores path of every vision fit, in table order."""
+        entries = []
+        sub = self.vision["subsampling"]
+        for subject in self.vision_subjects:
+            for model in self.vision_run_models:
+                spec = self.models[model]
+                common = dict(
+                    subject=subject, model=model, family=spec["family"], n_params=spec["n_params"]
+                )
+                labels = dict(dataset=self.vision_dataset, subject=subject, model=model)
+                entries.append(
+                    dict(
+                        common,
+                        kind="full",
+                        n_train=None,
+                        seed=-1,
+                        path=self.path("vision_fit", **labels),
+                    )
+                )
+                if model == sub["model"]:
+                    for n in self.vision_sweep_sizes:
+                        for seed in sub["seeds"]:
+                            path = self.path("vision_subset_fit", **labels, n=n, seed=seed)
+                            entries.append(
+                                dict(common, kind="subsample", n_train=n, seed=seed, path=path)
+                            )
+            if self.vision["ensemble"]:
+                entries.append(
+                    dict(
+                        subject=subject,
+                        model="ensemble",
+                        family="ensemble",
+                        n_params=None,
+                        kind="ensemble",
+                        n_train=None,
+                        seed=-1,
+                        path=self.vpath("vision_ensemble", subject=subject),
+                    )
+                )
+        return entries
+
+    @property
+    def vision_table_names(self) -> list[str]:
+        return list(outputs.VISION_TABLES)
+
+    @property
+    def vision_figure_names(self) -> list[str]:
+        # model-size figures need a family with two sizes, the data-scaling figure a sweep
+        families = [self.models[m]["family"] for m in self.vision_run_models]
+        sizes = max((families.count(f) for f in set(families)), default=0)
+        return outputs.vision_figure_names(
+            model_sizes=sizes > 1, sweep=bool(self.vision["subsampling"]["model"])
+        )
+
+    def vision_figure_outputs(self) -> dict[str, list[str]]:
+        """Named outputs of the vision_figures rule (figure name -> its file per format)."""
+        return {name: self.formats_of("figure", name=name) for name in self.vision_figure_names}
+
+    def vision_targets(self) -> list[str]:
+        """The vision track's tables and figures ([] when it is off); checks a local copy first."""
+        if not self.vision_enabled:
+            return []
+        self.vision_data  # noqa: B018 (checks a local copy first)
+        d = self.vision_dataset
+        tables = [self.path("table", dataset=d, name=name) for name in self.vision_table_names]
+        figures = [fill(f, dataset=d) for fs in self.vision_figure_outputs().values() for f in fs]
+        return tables + figures
+
+    # ---------------------------------------------------------------------------- the jobs
+
+    def jobs(self) -> list[Any]:
+        """Every job of the study's default target, in stage order (`fmriscaling.workflow.jobs`)."""
+        from .jobs import study_jobs
+
+        return study_jobs(self)
+
+
+def _logspace(spec: Mapping[str, Any]) -> list[float]:
+    import numpy as np
+
+    return np.logspace(spec["log10_min"], spec["log10_max"], spec["num"]).tolist()
