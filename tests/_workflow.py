@@ -48,8 +48,10 @@ def pending_jobs(workdir: Path, *targets: str, overlays: tuple[str, ...] = ()) -
     """
     from fmriscaling.workflow import Study, load_config
 
-    args = [a for overlay in overlays for a in ("--configfile", overlay)]
-    proc = snakemake(workdir, "--summary", *args, *targets)
+    args = ["--configfile", *overlays] if overlays else []  # one flag: a second replaces the first
+    proc = snakemake(
+        workdir, "--summary", *targets, *args
+    )  # --configfile takes every word after it
     table = pd.read_csv(io.StringIO(proc.stdout), sep="\t")
     pending = set(table.loc[table["plan"] == "update pending", "output_file"])
     config = load_config([workdir / "config/config.yaml", *(workdir / o for o in overlays)])

@@ -210,7 +210,7 @@ def test_a_local_vision_copy_is_checked_or_planned_from_published_counts(tmp_pat
 def _snakemake_outputs(workdir: Path, *configfiles: str) -> set[tuple[str, str]]:
     """(rule, output file) of every job of Snakemake's DAG, from its tab-separated summary."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    args = [arg for c in configfiles for arg in ("--configfile", c)]
+    args = ["--configfile", *configfiles]  # one flag: a second would replace the first
     proc = subprocess.run(
         [SNAKEMAKE, "--summary", "--cores", "1", *args],
         cwd=workdir, env=env, capture_output=True, text=True, check=False,

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._utils import DataError
 from .paths import fill
 
 if TYPE_CHECKING:
@@ -421,7 +422,11 @@ def _vision(study: Study) -> list[Job]:
     sub = study.vision["subsampling"]
     for subject in study.vision_subjects:
         fmri = [*study.vision_fmri(subject), *study.vision_test_fmri(subject)]
-        n_train = study.vision_full_train(subject)
+        try:
+            n_train = study.vision_full_train(subject)
+        except DataError as err:  # the selection job itself will stop with this message
+            n_train = data[subject]["n_train"]
+            study.assume(f"{subject}: {err}; its selection priced at its {n_train} images")
         vertices = _vision_vertices(study, subject)
         for model in study.vision_run_models:
             labels = dict(dataset=d, subject=subject, model=model)
