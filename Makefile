@@ -41,8 +41,11 @@ lint: venv
 	$(BIN)/snakemake --lint --configfile config/algonauts2023.yaml
 	$(BIN)/snakemake --lint --configfile config/cluster_check.yaml
 
+# every core, one test file per worker (the demo's module and the SLURM module side by side);
+# `make test PYTEST_ARGS=-n0` runs in one process
+PYTEST_ARGS ?= -n auto --dist loadfile
 test: venv lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # the demo's tables at REF and at HEAD, cell for cell (timings left out): make demo-diff REF=<commit>
 demo-diff: venv

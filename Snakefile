@@ -1,5 +1,6 @@
 # fmriscaling: scaling laws of fMRI encoding models (language, speech, vision; data size).
-# Table of contents only: helpers live in rules/common.smk, one .smk per stage.
+# Table of contents only: the Study and its input functions live in rules/common.smk, one .smk
+# per stage.
 
 
 from snakemake.utils import min_version
@@ -28,4 +29,4 @@ include: "rules/vision.smk"
 rule all:
     default_target: True
     input:
-        final_targets,
+        over(STUDY.final_targets),

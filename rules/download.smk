@@ -22,7 +22,7 @@ rule download_ds003020_file:
         runtime=120,
     params:
         url=lambda wildcards: f"{config['download']['base_url'].rstrip('/')}/{wildcards.path}",
-        entry=manifest_entry,
+        entry=over(STUDY.manifest_entry, "path"),
         retries=config["download"]["retries"],
         chunk_mb=config["download"]["chunk_mb"],
         timeout_s=config["download"]["timeout_s"],
@@ -32,7 +32,7 @@ rule download_ds003020_file:
 
 rule download_dataset:
     input:
-        dataset_files,
+        over(STUDY.dataset_files),
     localrule: True
 
 
@@ -54,8 +54,8 @@ rule download_model:
         mem_mb=2000,
         runtime=600,
     params:
-        repo_id=model_source("hub"),
-        revision=model_source("revision"),
-        gated=model_source("gated"),
+        repo_id=over(STUDY.source_field, "model", key="hub"),
+        revision=over(STUDY.source_field, "model", key="revision"),
+        gated=over(STUDY.source_field, "model", key="gated"),
     script:
         "../workflow_scripts/download_model.py"

@@ -7,7 +7,7 @@
 
 rule prepare_responses:
     input:
-        responses=prepared_inputs,
+        responses=over(STUDY.prepared_responses, "subject"),
     output:
         path("prepared"),
     log:
@@ -22,10 +22,10 @@ rule prepare_responses:
         runtime=60,
     params:
         subject="{subject}",
-        stories=prepared_stories,
+        stories=over(STUDY.prepared_stories, "subject"),
         test_story=TEST_STORY,
         test_extra_trim=config["encoding"]["test_extra_trim"],
-        expected_sizes=manifest_sizes,
+        expected_sizes=over(STUDY.manifest_sizes, "subject"),
     script:
         "../workflow_scripts/prepare_responses.py"
 
@@ -56,7 +56,11 @@ for index, group in enumerate(STUDY.fit_groups):
             params:
                 layer=lambda wildcards: int(wildcards.layer),
                 subjects=group,
-                train_stories=(STUDY.fit_stories(group) if kind == "fit" else subset_stories(group)),
+                train_stories=(
+                    STUDY.fit_stories(group)
+                    if kind == "fit"
+                    else over(STUDY.fit_stories, "n", "seed", subjects=group)
+                ),
                 encoding=STUDY.encoding_params(),
             script:
                 "../workflow_scripts/fit_encoding.py"

@@ -4,7 +4,7 @@
 
 rule extract_text_features:
     input:
-        model=model_dir_input,
+        model=over(STUDY.model_dir, "model"),
         words=STUDY.timing_tables("words"),
         trs=STUDY.timing_tables("trs"),
     output:
@@ -26,7 +26,7 @@ rule extract_text_features:
         kind="text",
         model_name="{model}",
         stories=STUDY.all_stories,
-        expected_n_layers=n_layers_of,
+        expected_n_layers=over(STUDY.n_layers, "model"),
         context=config["features"]["text"],
         device=config["features"]["device"],
         dtype=config["features"]["dtype"],
@@ -37,7 +37,7 @@ rule extract_text_features:
 
 rule extract_speech_features:
     input:
-        model=model_dir_input,
+        model=over(STUDY.model_dir, "model"),
         audio=[path("audio", story=s) for s in STUDY.all_stories],
         trs=STUDY.timing_tables("trs"),
     output:
@@ -59,7 +59,7 @@ rule extract_speech_features:
         kind="speech",
         model_name="{model}",
         stories=STUDY.all_stories,
-        expected_n_layers=n_layers_of,
+        expected_n_layers=over(STUDY.n_layers, "model"),
         window=config["features"]["speech"],
         device=config["features"]["device"],
         dtype=config["features"]["dtype"],

@@ -104,8 +104,8 @@ rule scaling_table:
 
 rule roi_labels:
     input:
-        pycortex=pycortex_inputs,
-        annotations=annotation_inputs,
+        pycortex=over(STUDY.pycortex_inputs, "subject"),
+        annotations=over(STUDY.annotation_inputs, "dataset", "subject"),
         mask=path("transform", name="mask_thick"),
     output:
         path("rois"),
@@ -247,8 +247,8 @@ rule stacking_figure:
 rule brain_map:
     input:
         voxels=path("table_gz", name="voxels"),
-        stacks=stacking_weight_maps,
-        pycortex=pycortex_inputs,
+        stacks=over(STUDY.stacking_weight_maps, "subject"),
+        pycortex=over(STUDY.pycortex_inputs, "subject"),
         mask=path("transform", name="mask_thick"),
         reference=path("transform", name="reference"),
     output:

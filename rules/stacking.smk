@@ -7,7 +7,7 @@ rule stack_member:
     input:
         features=path("features"),
         responses=path("prepared"),
-        fits=member_fits,
+        fits=over(STUDY.member_fits, "dataset", "subject", "model", "layer"),
     output:
         path("stack_member"),
     log:
@@ -29,8 +29,8 @@ rule stack_member:
             "model": wildcards.model,
             "layer": wildcards.layer,
         },
-        fit_layers=member_fit_layers,
-        train_stories=train_stories,
+        fit_layers=over(STUDY.member_fit_layers, "model", "layer"),
+        train_stories=over(STUDY.train_stories, "subject"),
         encoding=STUDY.stack_member_params(),
         oof_dtype=config["stacking"]["oof_dtype"],
     script:
@@ -39,7 +39,7 @@ rule stack_member:
 
 rule stack_regression:
     input:
-        members=stack_member_files,
+        members=over(STUDY.stack_member_files, "dataset", "subject", "stack"),
         ceiling=path("noise_ceiling"),
     output:
         path("stack"),
@@ -56,7 +56,7 @@ rule stack_regression:
         gpu=GPU,
     params:
         labels=lambda wildcards: {"subject": wildcards.subject, "stack": wildcards.stack},
-        members=stack_member_labels,
+        members=over(STUDY.stack_member_labels, "stack"),
         floor=config["noise_ceiling"]["floor"],
         backend=config["encoding"]["backend"],
         calibrate=config["stacking"]["calibrate"],
@@ -68,7 +68,7 @@ rule stack_regression:
 
 rule stacking_table:
     input:
-        unpack(stacking_voxel_labels),
+        unpack(over(STUDY.stacking_voxel_labels)),
         scores=[e["path"] for e in STUDY.stack_entries],
     output:
         **{

@@ -45,7 +45,7 @@ rule generate_demo_dataset:
 
 rule build_tiny_model:
     input:
-        corpus=tiny_model_corpus,
+        corpus=over(STUDY.tiny_model_corpus, "model"),
     output:
         directory(path("model")),
     log:
@@ -61,8 +61,8 @@ rule build_tiny_model:
         mem_mb=2000,
         runtime=10,
     params:
-        kind=lambda wildcards: MODELS[wildcards.model]["kind"],
-        build=model_source("build"),
-        n_layers=n_layers_of,
+        kind=over(STUDY.kind_of, "model"),
+        build=over(STUDY.source_field, "model", key="build"),
+        n_layers=over(STUDY.n_layers, "model"),
     script:
         "../workflow_scripts/build_tiny_model.py"

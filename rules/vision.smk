@@ -60,8 +60,8 @@ if STUDY.vision_source == "synthetic":
 
 rule extract_vision_features:
     input:
-        model=model_dir_input,
-        images=vision_image_folders,
+        model=over(STUDY.model_dir, "model"),
+        images=over(STUDY.vision_image_folders),
     output:
         directory(path("features")),
     log:
@@ -79,8 +79,8 @@ rule extract_vision_features:
         gpu=GPU,
     params:
         model_name="{model}",
-        image_sets=vision_image_set_names,
-        expected_n_layers=n_layers_of,
+        image_sets=over(STUDY.vision_image_set_names),
+        expected_n_layers=over(STUDY.n_layers, "model"),
         pooling=VISION["pooling"],
         batch_size=VISION["features"]["batch_size"],
         n_workers=VISION["features"]["n_workers"],
@@ -93,8 +93,8 @@ rule extract_vision_features:
 rule select_vision:
     input:
         features=path("features"),
-        fmri=vision_fmri,
-        test_fmri=vision_test_fmri,
+        fmri=over(STUDY.vision_fmri, "subject"),
+        test_fmri=over(STUDY.vision_test_fmri, "subject"),
     output:
         scores=path("vision_fit", ext="npz"),
         summary=path("vision_fit", ext="json"),
@@ -113,9 +113,9 @@ rule select_vision:
         gpu=GPU,
     params:
         subject="{subject}",
-        layers=layers_of,
+        layers=over(STUDY.layers_of, "model"),
         selection=STUDY.vision_selection_params(),
-        save_predictions=vision_save_predictions,
+        save_predictions=over(STUDY.vision_save_predictions, "model"),
         sweep={},
     script:
         "../workflow_scripts/select_vision.py"
@@ -133,7 +133,7 @@ if STUDY.vision_sweep_sizes:
             fill(benchmark("select_vision_sweep", "vision_subset_fit"), n="all", seed="all")
         params:
             subject="{subject}",
-            layers=layers_of,
+            layers=over(STUDY.layers_of, "model"),
             selection=STUDY.vision_selection_params(),
             save_predictions=False,
             # one job per (subject, model): every size and seed, in the order of the outputs
@@ -142,10 +142,10 @@ if STUDY.vision_sweep_sizes:
 
 rule vision_noise_ceiling:
     input:
-        ncsnr=vision_ncsnr,
-        fmri=vision_fmri,
-        test_fmri=vision_test_fmri,
-        repeats=vision_repeats,
+        ncsnr=over(STUDY.vision_ncsnr, "subject"),
+        fmri=over(STUDY.vision_fmri, "subject"),
+        test_fmri=over(STUDY.vision_test_fmri, "subject"),
+        repeats=over(STUDY.vision_repeats, "subject"),
     output:
         path("noise_ceiling"),
     log:
@@ -172,9 +172,9 @@ rule vision_noise_ceiling:
 
 rule vision_ensemble:
     input:
-        scores=vision_ensemble_members,
-        fmri=vision_fmri,
-        test_fmri=vision_test_fmri,
+        scores=over(STUDY.vision_ensemble_members, "subject"),
+        fmri=over(STUDY.vision_fmri, "subject"),
+        test_fmri=over(STUDY.vision_test_fmri, "subject"),
     output:
         scores=path("vision_ensemble", ext="npz"),
         summary=path("vision_ensemble", ext="json"),
@@ -201,14 +201,14 @@ rule vision_ensemble:
 
 rule vision_table:
     input:
-        scores=vision_entry_files("npz"),
-        summaries=vision_entry_files("json"),
+        scores=over(STUDY.vision_entry_files, ext="npz"),
+        summaries=over(STUDY.vision_entry_files, ext="json"),
         ceilings=(
             [vpath("noise_ceiling", subject=s) for s in STUDY.vision_subjects]
             if VISION["noise_ceiling"]["enabled"]
             else []
         ),
-        rois=vision_roi_inputs,
+        rois=over(STUDY.vision_roi_inputs),
         features=[vpath("features", model=m) for m in STUDY.vision_run_models],
     output:
         **{name: path("table", name=name) for name in STUDY.vision_table_names},
@@ -225,7 +225,7 @@ rule vision_table:
         mem_mb=4000,
         runtime=30,
     params:
-        entries=vision_entry_labels,
+        entries=over(STUDY.vision_entry_labels),
         subjects=STUDY.vision_subjects,
         models=STUDY.vision_run_models,
         roi_classes=STUDY.vision_roi_classes,

@@ -365,20 +365,26 @@ def _differences_of(a: Path, b: Path, rel: Path) -> list[str]:
     if rel.suffix == ".npz":
         x, y = np.load(a / rel), np.load(b / rel)
         return [k for k in x.files if not _same_array(x[k], y[k])]
+    if rel.suffix == ".h5":
+        with h5py.File(a / rel, "r") as x, h5py.File(b / rel, "r") as y:
+            return [n for n in _datasets(x) if n not in y or not np.array_equal(x[n][()], y[n][()])]
     x, y = (json.loads((d / rel).read_text()) for d in (a, b))
     return [k for k in x if k not in ("fit_seconds", "peak_memory_bytes") and x[k] != y[k]]
 
 
 def test_run_killed_mid_job_resumes_to_the_uninterrupted_outputs(slurm_run, local_run, cluster):
+    """The features and a fit that reads them: killed mid-extraction, unlocked, resumed; the
+    same files as the uninterrupted local run (two SLURM rounds, not the whole slice again)."""
     workdir = slurm_run.tmp / "killed"
     shutil.copytree(slurm_run.workdir, workdir, symlinks=True)
-    for stage in ("features", "encoding", "tables", "figures"):
-        shutil.rmtree(workdir / "results" / stage)
+    shutil.rmtree(workdir / f"results/features/{DATASET}")
+    for ext in ("npz", "json"):
+        (workdir / FIT).with_suffix(f".{ext}").unlink()
     log = workdir / f"results/logs/extract_text_features/{DATASET}/tiny-opt-xs.log"
     log.unlink()
     with open(workdir / "killed-run.log", "w") as out:
         run = subprocess.Popen(
-            [SNAKEMAKE, *slurm_run.args], cwd=workdir, env=slurm_run.env, stdout=out,
+            [SNAKEMAKE, FIT, *slurm_run.args], cwd=workdir, env=slurm_run.env, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
@@ -392,13 +398,16 @@ def test_run_killed_mid_job_resumes_to_the_uninterrupted_outputs(slurm_run, loca
     assert _state(cluster, job) in ("CANCELLED", "FAILED")
     assert not (workdir / f"results/features/{DATASET}/tiny-opt-xs").exists()
     # the killed Snakemake left its lock: a restart says so, --unlock clears it
-    locked = _run(workdir, *slurm_run.args, env=slurm_run.env, check=False)
+    locked = _run(workdir, FIT, *slurm_run.args, env=slurm_run.env, check=False)
     assert locked.returncode != 0 and "cannot be locked" in locked.text
     _run(workdir, "--unlock", *slurm_run.args, env=slurm_run.env)
-    resumed = _run(workdir, *slurm_run.args, env=slurm_run.env)
+    resumed = _run(workdir, FIT, *slurm_run.args, env=slurm_run.env)
     assert "rule extract_text_features" in resumed.text
     assert job not in SUBMITTED.findall(resumed.text)
-    assert _differences(local_run, workdir) == []
+    features = Path(f"results/features/{DATASET}/tiny-opt-xs")
+    for rel in [*sorted(p.relative_to(workdir) for p in (workdir / features).glob("*.h5")),
+                Path(FIT), Path(FIT).with_suffix(".json")]:  # fmt: skip
+        assert _differences_of(local_run, workdir, rel) == [], rel
 
 
 def _state(cluster, job: str) -> str:

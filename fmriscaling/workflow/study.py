@@ -220,6 +220,10 @@ class Study:
         """Stories of a subject's prepared responses: every training story, then the test story."""
         return [*self.train_stories(subject), self.test_story]
 
+    def prepared_responses(self, subject: str) -> list[str]:
+        """The raw response files a subject's prepared responses are built from, in order."""
+        return self.responses_of(subject, self.prepared_stories(subject))
+
     def responses_of(self, subject: str, stories: Sequence[str]) -> list[str]:
         return [
             self.path("responses", dataset=self.dataset, subject=subject, story=s) for s in stories
@@ -252,6 +256,16 @@ class Study:
     def layers_of(self, model: str) -> list[int]:
         return model_layers(self.models[model])
 
+    def n_layers(self, model: str) -> int:
+        return int(self.models[model]["n_layers"])
+
+    def kind_of(self, model: str) -> str:
+        return str(self.models[model]["kind"])
+
+    def source_field(self, model: str, key: str) -> Any:
+        """One field of a model's ``source`` (hub id, revision, gated, build), False if absent."""
+        return self.models[model]["source"].get(key, False)
+
     def tiny_model_corpus(self, model: str) -> list[str]:
         """Text models train their tokenizer on the demo stories; speech models need nothing."""
         if self.models[model]["kind"] != "text":
@@ -260,13 +274,13 @@ class Study:
 
     # ------------------------------------------------------------------------- downloads
 
-    def manifest_entry(self, relpath: str) -> dict[str, Any]:
+    def manifest_entry(self, path: str) -> dict[str, Any]:
         """Size and md5 of a manifest path; a clear error for a path the snapshot does not have."""
         try:
-            row = self.manifest_index.loc[relpath]
+            row = self.manifest_index.loc[path]
         except (KeyError, AttributeError):
             raise ValueError(
-                f"{relpath} is not in {self.config['download']['manifest']}: the workflow can "
+                f"{path} is not in {self.config['download']['manifest']}: the workflow can "
                 "only download files of the ds003020 snapshot listed there"
             ) from None
         return {"size": int(row["size"]), "md5": str(row["md5"])}
@@ -502,6 +516,9 @@ class Study:
             for hemi in ("lh", "rh")
         ]
 
+    def annotation_inputs(self, dataset: str, subject: str) -> list[str]:
+        return [fill(f, dataset=dataset) for f in self.annotation_files(subject)]
+
     def pycortex_inputs(self, subject: str) -> list[str]:
         """The subject's pycortex files a map or the ROI labels read (masks included)."""
         masks = [
@@ -730,6 +747,39 @@ class Study:
             if self.vision_uses_test_split(subject):
                 sets.append((f"{subject}_test", self.vpath("vision_test_images", subject=subject)))
         return sets
+
+    def vision_image_folders(self) -> list[str]:
+        return [folder for _, folder in self.vision_image_sets()]
+
+    def vision_image_set_names(self) -> list[str]:
+        return [name for name, _ in self.vision_image_sets()]
+
+    def vision_ncsnr(self, subject: str) -> list[str]:
+        return self.vision_subject_files(subject)["ncsnr"]
+
+    def vision_save_predictions(self, model: str) -> bool:
+        """Whether a selection job keeps its test predictions: asked for, or an ensemble member."""
+        return bool(
+            self.vision["selection"]["save_predictions"] or model in self.vision["ensemble"]
+        )
+
+    def vision_ensemble_members(self, subject: str) -> list[str]:
+        return [
+            self.vpath("vision_fit", subject=subject, model=m, ext="npz")
+            for m in self.vision["ensemble"]
+        ]
+
+    def vision_entry_files(self, ext: str) -> list[str]:
+        return [fill(e["path"], ext=ext) for e in self.vision_entries]
+
+    def vision_entry_labels(self) -> list[dict[str, Any]]:
+        return self.entry_labels(self.vision_entries)
+
+    def vision_roi_inputs(self) -> list[str]:
+        """Every subject's ROI label files, subjects then classes (`vision_roi_files`)."""
+        return [
+            f for s in self.vision_subjects for fs in self.vision_roi_files(s).values() for f in fs
+        ]
 
     def vision_fmri(self, subject: str) -> list[str]:
         self.vision_data  # noqa: B018 (checks a local copy first)
