@@ -41,9 +41,11 @@ lint: venv
 	$(BIN)/snakemake --lint --configfile config/algonauts2023.yaml
 	$(BIN)/snakemake --lint --configfile config/cluster_check.yaml
 
-# every core, one test file per worker (the demo's module and the SLURM module side by side);
-# `make test PYTEST_ARGS=-n0` runs in one process
-PYTEST_ARGS ?= -n auto --dist loadfile
+# one test file per worker, a worker more than the cores (the SLURM module mostly waits for its
+# status polls), the long modules first (tests/conftest.py); `make test PYTEST_ARGS=-n0` runs in
+# one process
+PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+PYTEST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: venv lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

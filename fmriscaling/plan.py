@@ -46,7 +46,8 @@ from .workflow.facts import TOKENS_PER_WORD
 logger = logging.getLogger(__name__)
 
 #: CPU seconds per job besides the work the cost model counts, measured on the demo (2 cores, one
-#: thread a job; median cpu_time of results/benchmarks/<rule>/*.tsv): Python start-up and imports
+#: thread a job; median cpu_time of results/benchmarks/<rule>/*.tsv, the wall time where that
+#: rounds to 0, 2026-12-06 for the rules added with the vision track): Python start-up and imports
 #: (torch, transformers, matplotlib, nilearn, pycortex), tokenizer training, small files.
 JOB_OVERHEAD_S: dict[str, float] = {
     "generate_demo_dataset": 8.4,
@@ -61,15 +62,15 @@ JOB_OVERHEAD_S: dict[str, float] = {
     "fit_encoding_subset": 2.4,
     "stack_member": 2.8,
     "stack_regression": 2.4,
-    "stacking_table": 1.5,
+    "stacking_table": 0.5,
     "select_vision": 2.4,
     "select_vision_sweep": 2.7,
     "noise_ceiling": 0.1,
-    "vision_noise_ceiling": 1.0,
-    "vision_ensemble": 1.5,
-    "vision_table": 2.0,
+    "vision_noise_ceiling": 0.3,
+    "vision_ensemble": 0.3,
+    "vision_table": 0.5,
     "bootstrap_means": 0.4,
-    "scaling_table": 1.0,
+    "scaling_table": 0.5,
     "encoding_table": 0.3,
     "roi_labels": 3.9,
     "roi_tables": 0.4,
@@ -79,7 +80,7 @@ JOB_OVERHEAD_S: dict[str, float] = {
     "vision_figures": 3.4,
     "brain_map": 9.1,
     "cost_table": 0.5,
-    "cost_figure": 2.0,
+    "cost_figure": 2.4,
 }
 #: extra seconds of a GPU job: CUDA context, cuBLAS/cuSOLVER handles (assumed)
 GPU_STARTUP_S = 10.0
@@ -476,7 +477,9 @@ def format_comparison(
         line = f"{r.rule:26s} {n:5d} {r.seconds:9.1f}s {seconds:8.1f}s {r.seconds / seconds:6.2f}"
         if r.rule in cpu:
             totals[2] += cpu[r.rule][1]
-            line += f" {cpu[r.rule][1]:8.1f}s {r.seconds / max(cpu[r.rule][1], 1e-9):6.2f}"
+            # Snakemake samples CPU time: a sub-second job can read 0
+            ratio = f"{r.seconds / cpu[r.rule][1]:6.2f}" if cpu[r.rule][1] >= 0.05 else f"{'-':>6s}"
+            line += f" {cpu[r.rule][1]:8.1f}s {ratio}"
         lines.append(line)
     if totals[1]:
         line = f"{'total':26s} {'':5s} {totals[0]:9.1f}s {totals[1]:8.1f}s {totals[0] / totals[1]:6.2f}"

@@ -28,7 +28,14 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+# the modules that take minutes of wall-clock time, started first: with one test file per
+# worker (make test: pytest-xdist, --dist loadfile, collection order kept) the SLURM module's
+# waits for its status polls overlap the demo's computing and the unit tests fill in around them
+LONG_MODULES = ("test_slurm.py", "test_workflow.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in LONG_MODULES)  # stable: the rest in order
     if _cuda_available():
         return
     skip_gpu = pytest.mark.skip(reason="no CUDA device visible")
