@@ -18,7 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing PyTorch ($(TORCH) build) into $(VENV)"
 	$(BIN)/python -m pip install -q "$(if $(filter cuda,$(TORCH)),$(TORCH_CUDA_SPEC),$(TORCH_CPU_SPEC))"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	@# the rest through uv (parallel downloads, a shared cache: 36 s instead of 106 s with pip on
+	@# 2 cores); the torch just installed satisfies the package's range, so uv keeps it
+	$(BIN)/python -m pip install -q "uv>=0.5,<1"
+	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev]"
 	@touch $@
 
 demo: venv

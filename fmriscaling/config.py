@@ -281,3 +281,11 @@ def model_layers(spec: Mapping[str, Any]) -> list[int]:
     if layers == "all":
         return list(range(spec["n_layers"] + 1))
     return sorted(set(int(layer) for layer in layers))
+
+
+def alpha_grid(spec: Mapping[str, Any]) -> list[float]:
+    """The ridge penalties of an ``alphas`` config entry: ``num`` values log-spaced from
+    ``10**log10_min`` to ``10**log10_max`` (``encoding.alphas``, ``vision.selection.alphas``)."""
+    import numpy as np
+
+    return np.logspace(spec["log10_min"], spec["log10_max"], spec["num"]).tolist()
