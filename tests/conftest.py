@@ -13,14 +13,6 @@ matplotlib.use("Agg")
 # no test may reach the network: transformers / huggingface_hub stay offline
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# under pytest-xdist (make test) every worker computes single-threaded: a worker per core (and
-# one more), so threads of their own would only contend (the workflows they start set theirs)
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    import torch
-
-    torch.set_num_threads(1)
 
 
 @pytest.fixture
