@@ -1,0 +1,77 @@
+"""The workflow through the Snakemake CLI without running it: config errors at start, what a
+parse imports, a missing vision dataset, rules a study does not have, the plan of one target.
+(Apart from tests/test_workflow.py, whose tests need the demo's run: these run beside it.)"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from _workflow import copy_workflow, pending_jobs, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def test_unknown_config_key_fails_at_start_naming_it(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    overlay = tmp_path / "bad.yaml"
+    overlay.write_text("encoding:\n  delayz: [1, 2]\n")
+    proc = snakemake(workdir, "-n", "--configfile", str(overlay), check=False)
+    assert proc.returncode != 0
+    assert "unknown config key(s) 'delayz' under 'encoding'" in proc.stdout + proc.stderr
+
+
+def _imported_modules(proc: subprocess.CompletedProcess) -> set[str]:
+    """Every module a process imported, from the table of ``PYTHONPROFILEIMPORTTIME=1``."""
+    # rows look like "import time:  self [us] |  cumulative |   package.module"
+    rows = [line for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    return {row.rsplit("|", 1)[1].strip() for row in rows[1:]}
+
+
+@pytest.mark.parametrize(
+    ("configfile", "demo_dataset"),
+    [("config/lebel2023.yaml", False), ("config/config.yaml", True)],
+)
+def test_parsing_the_workflow_never_imports_the_demo_generator(
+    tmp_path, monkeypatch, configfile, demo_dataset
+):
+    """The real study's plan needs nothing from fmriscaling.demo; the demo's plan, only the names."""
+    workdir = copy_workflow(tmp_path / "wf")
+    # Python logs every first import of the snakemake process (rules and input functions too)
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    imported = _imported_modules(snakemake(workdir, "-n", "--configfile", configfile))
+    # the log is live: it saw the workflow's own imports
+    assert {"fmriscaling.config", "fmriscaling.encoding.subsample"} <= imported
+    assert "fmriscaling.demo.synthetic" not in imported
+    assert "fmriscaling.demo.stories" not in imported
+    assert ("fmriscaling.demo.names" in imported) is demo_dataset
+
+
+def test_real_vision_study_without_data_stops_before_any_job_with_instructions(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    proc = snakemake(workdir, "-n", "--configfile", "config/algonauts2023.yaml", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "results/data/algonauts2023 does not exist" in text
+    assert "naturalscenesdataset.org" in text and "algonauts_2023_challenge_data" in text
+    assert "Job stats" not in text
+
+
+def test_the_language_study_has_no_vision_rule(tmp_path):
+    """lebel2023.yaml turns the track off: no rule can make a vision output."""
+    workdir = copy_workflow(tmp_path / "wf")
+    target = "results/features/demo-vision/tiny-clip-m"
+    proc = snakemake(workdir, target, "-n", "--configfile", "config/lebel2023.yaml", check=False)
+    assert proc.returncode != 0
+    assert "MissingRuleException" in proc.stdout + proc.stderr
+
+
+def test_one_subject_s_scores_plan_its_group_s_fit(tmp_path):
+    """UTS01-03 share their training stories: asking for one subject's scores plans the one fit
+    job that serves all three, from their prepared responses (the whole study's job counts are
+    `tests/test_study.py`'s)."""
+    workdir = copy_workflow(tmp_path / "wf")
+    target = "results/encoding/lebel2023/UTS02/opt-125m/layer-9/scores.npz"
+    jobs = pending_jobs(workdir, target, overlays=("config/lebel2023.yaml",))
+    assert jobs["prepare_responses"] == 3 and jobs["fit_encoding"] == 1
+    assert "fit_encoding_subset" not in jobs
