@@ -34,22 +34,6 @@ def _cuda_available() -> bool:
 LONG_MODULES = ("test_slurm.py", "test_workflow.py")
 
 
-#: the module whose demo run is the suite's critical path: the others yield the CPU to it
-CRITICAL_MODULE = "test_workflow"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _yield_to_the_demo(request):
-    """Under pytest-xdist, a worker lowers its CPU priority (nice 10) once it runs any module
-    but the demo's: the demo fixture and the tests after it are the suite's critical path, and
-    the rest (unit tests, the SLURM module's local runs) fill the time around it."""
-    if os.environ.get("PYTEST_XDIST_WORKER") and request.module.__name__ != CRITICAL_MODULE:
-        current = os.nice(0)
-        if current < 10:
-            os.nice(10 - current)
-    yield
-
-
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.path.name not in LONG_MODULES)  # stable: the rest in order
     if _cuda_available():
