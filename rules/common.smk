@@ -14,7 +14,7 @@ os.environ.update(
 )
 
 from fmriscaling.workflow import Study, fill
-from fmriscaling.workflow.study import NEVER, alternatives
+from fmriscaling.workflow.study import alternatives
 
 # validated, every default filled in; errors name the offending key
 STUDY = Study(config)
@@ -52,6 +52,12 @@ def over(method, *names, **fixed):
     """An input or params function: ``method`` of the Study called with the job's wildcards
     ``names`` (as keyword arguments of the same names) and ``fixed``."""
     return lambda wildcards: method(**{n: wildcards[n] for n in names}, **fixed)
+
+
+def with_directories(outputs, *names):
+    """A Study's named outputs with the folders among them flagged as Snakemake directories."""
+    folder = lambda f: [directory(x) for x in f] if isinstance(f, list) else directory(f)
+    return {name: folder(f) if name in names else f for name, f in outputs.items()}
 
 
 def pycortex_db_of(wildcards, input):

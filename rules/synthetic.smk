@@ -3,25 +3,7 @@
 
 rule generate_demo_dataset:
     output:
-        respdict=path("respdict"),
-        textgrids=[path("textgrid", story=s) for s in STUDY.all_stories],
-        audio=[path("audio", story=s) for s in STUDY.all_stories],
-        responses=[
-            path("responses", subject=sub, story=s) for sub in SUBJECTS for s in STUDY.all_stories
-        ],
-        masks=[
-            path("transform", subject=sub, name=name)
-            for sub in SUBJECTS
-            for name in ("mask_thick", "reference")
-        ],
-        # with synthetic.cortex: the rest of each subject's pycortex folder and its annotations
-        pycortex=[f for sub in SUBJECTS for f in STUDY.demo_pycortex_outputs(sub)],
-        annotations=(
-            [f for sub in SUBJECTS for f in STUDY.annotation_files(sub)]
-            if STUDY.has_cortex
-            else []
-        ),
-        ground_truth=directory(path("ground_truth")),
+        **with_directories(STUDY.demo_dataset_outputs(), "ground_truth"),
     log:
         log("generate_demo_dataset", "data"),
     benchmark:

@@ -11,39 +11,13 @@ if STUDY.vision_source == "synthetic":
         input:
             truth_model=STUDY.vision_truth_model_dir(),
         output:
-            ground_truth=directory(path("vision_truth")),
-            fmri=[
-                f
-                for s in STUDY.vision_subjects
-                for f in STUDY.vision_subject_files(s, "{dataset}")["fmri"]
-            ],
-            images=[
-                directory(f)
-                for s in STUDY.vision_subjects
-                for f in STUDY.vision_subject_files(s, "{dataset}")["images"]
-            ],
-            rois=[
-                f
-                for s in STUDY.vision_subjects
-                for kind in ("roi_masks", "roi_mappings", "fsaverage")
-                for f in STUDY.vision_subject_files(s, "{dataset}")[kind]
-            ],
-            noise_ceiling=[
-                f
-                for s in STUDY.vision_subjects
-                for kind in ("ncsnr", "repeats")
-                for f in STUDY.vision_subject_files(s, "{dataset}")[kind]
-            ],
+            **with_directories(STUDY.demo_vision_outputs(), "ground_truth", "images"),
         log:
             log("generate_demo_vision_dataset", "data"),
         benchmark:
             benchmark("generate_demo_vision_dataset", "data")
         wildcard_constraints:
-            dataset=(
-                STUDY.vision_wildcards()["dataset"]
-                if STUDY.vision_source == "synthetic"
-                else NEVER
-            ),
+            dataset=STUDY.vision_wildcards()["dataset"],
         conda:
             "../envs/features.yaml"
         threads: 1

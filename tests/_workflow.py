@@ -40,6 +40,16 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return proc
 
 
+def summary(workdir: Path, *targets: str, overlays: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Snakemake's tab-separated summary of the DAG of ``targets`` (default: all): every output
+    file with its rule and whether it is to be updated (``plan``)."""
+    # one --configfile for every overlay (a second flag replaces the first), after the targets
+    # (the flag takes every word after it)
+    args = ["--configfile", *overlays] if overlays else []
+    proc = snakemake(workdir, "--summary", *targets, *args)
+    return pd.read_csv(io.StringIO(proc.stdout), sep="\t")
+
+
 def pending_jobs(workdir: Path, *targets: str, overlays: tuple[str, ...] = ()) -> Counter:
     """Rule -> number of jobs a run of ``targets`` (default: all) would execute.
 
@@ -48,11 +58,7 @@ def pending_jobs(workdir: Path, *targets: str, overlays: tuple[str, ...] = ()) -
     """
     from fmriscaling.workflow import Study, load_config
 
-    args = ["--configfile", *overlays] if overlays else []  # one flag: a second replaces the first
-    proc = snakemake(
-        workdir, "--summary", *targets, *args
-    )  # --configfile takes every word after it
-    table = pd.read_csv(io.StringIO(proc.stdout), sep="\t")
+    table = summary(workdir, *targets, overlays=overlays)
     pending = set(table.loc[table["plan"] == "update pending", "output_file"])
     config = load_config([workdir / "config/config.yaml", *(workdir / o for o in overlays)])
     jobs = Study(config, workdir).jobs()

@@ -4,23 +4,17 @@ the DAG Snakemake builds from the rules (the same rule and output files for ever
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from _workflow import ROOT, copy_workflow, summary
 
 from fmriscaling import ConfigError, DataError
 from fmriscaling.encoding.subsample import draw_stories
 from fmriscaling.workflow import Study, fill, load_config, merge_configs
 from fmriscaling.workflow.paths import log_key
 
-ROOT = Path(__file__).resolve().parent.parent
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 DEMO = [ROOT / "config/config.yaml"]
 LEBEL = [*DEMO, ROOT / "config/lebel2023.yaml"]
 CHECK = [*DEMO, ROOT / "config/cluster_check.yaml"]
@@ -207,31 +201,14 @@ def test_a_local_vision_copy_is_checked_or_planned_from_published_counts(tmp_pat
 # ------------------------------------------------------- the Study's jobs are Snakemake's DAG
 
 
-def _snakemake_outputs(workdir: Path, *configfiles: str) -> set[tuple[str, str]]:
-    """(rule, output file) of every job of Snakemake's DAG, from its tab-separated summary."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    args = ["--configfile", *configfiles]  # one flag: a second would replace the first
-    proc = subprocess.run(
-        [SNAKEMAKE, "--summary", "--cores", "1", *args],
-        cwd=workdir, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    table = pd.read_csv(pd.io.common.StringIO(proc.stdout), sep="\t")
-    return set(zip(table["rule"], table["output_file"], strict=True))
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "configfiles",
-    [("config/config.yaml",), ("config/config.yaml", "config/lebel2023.yaml")],
-    ids=["demo", "lebel2023"],
-)
-def test_the_study_s_jobs_are_the_dag_snakemake_builds(tmp_path, configfiles):
-    workdir = tmp_path / "wf"
-    workdir.mkdir()
-    for part in ("Snakefile", "rules", "config", "workflow_scripts", "envs"):
-        (shutil.copytree if (ROOT / part).is_dir() else shutil.copy2)(ROOT / part, workdir / part)
-    theirs = _snakemake_outputs(workdir, *configfiles)
-    s = Study(load_config([workdir / c for c in configfiles]), workdir)
+@pytest.mark.parametrize("overlays", [(), ("config/lebel2023.yaml",)], ids=["demo", "lebel2023"])
+def test_the_study_s_jobs_are_the_dag_snakemake_builds(tmp_path, overlays):
+    """(rule, output file) of every job: the Study's and Snakemake's, from its summary."""
+    workdir = copy_workflow(tmp_path / "wf")
+    table = summary(workdir, overlays=overlays)
+    theirs = set(zip(table["rule"], table["output_file"], strict=True))
+    configs = [workdir / "config/config.yaml", *(workdir / o for o in overlays)]
+    s = Study(load_config(configs), workdir)
     ours = {(job.rule, out) for job in s.jobs() for out in job.outputs}
     assert ours == theirs

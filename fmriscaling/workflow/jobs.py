@@ -65,8 +65,8 @@ def study_jobs(study: Study) -> list[Job]:
         jobs += _language(study)
     if study.vision_enabled:
         jobs += _vision(study)
-    made = {f for job in jobs for f in job.outputs}
     if study.source == "openneuro" and study.run_models:
+        made = {f for job in jobs for f in job.outputs}
         data = study.path("data", dataset=study.dataset) + "/"
         needed = sorted({f for job in jobs for f in job.inputs if f.startswith(data)} - made)
         jobs[:0] = [
@@ -119,32 +119,16 @@ def _each(template: Iterable[str], **values: Any) -> list[str]:
     return [fill(t, **values) for t in template]
 
 
+def _flat(named: dict[str, str | list[str]]) -> list[str]:
+    """A rule's named outputs (one file or a list each) as one list, in order."""
+    return [f for files in named.values() for f in ([files] if isinstance(files, str) else files)]
+
+
 def _language(study: Study) -> list[Job]:
     d = study.dataset
     jobs: list[Job] = []
     if study.source == "synthetic":
-        outputs = [
-            study.path("respdict"),
-            *[study.path("textgrid", story=s) for s in study.all_stories],
-            *[study.path("audio", story=s) for s in study.all_stories],
-            *[
-                study.path("responses", subject=sub, story=s)
-                for sub in study.subjects
-                for s in study.all_stories
-            ],
-            *[
-                study.path("transform", subject=sub, name=name)
-                for sub in study.subjects
-                for name in ("mask_thick", "reference")
-            ],
-            *[f for sub in study.subjects for f in study.demo_pycortex_outputs(sub)],
-            *(
-                [f for sub in study.subjects for f in study.annotation_files(sub)]
-                if study.has_cortex
-                else []
-            ),
-            study.path("ground_truth"),
-        ]
+        outputs = _flat(study.demo_dataset_outputs())
         jobs.append(
             Job(
                 "generate_demo_dataset",
@@ -191,7 +175,7 @@ def _language(study: Study) -> list[Job]:
             Job(
                 "prepare_responses",
                 outputs=[study.path("prepared", dataset=d, subject=subject)],
-                inputs=study.responses_of(subject, study.prepared_stories(subject)),
+                inputs=study.prepared_responses(subject),
                 wildcards=dict(dataset=d, subject=subject),
                 params=dict(subject=subject, stories=study.prepared_stories(subject)),
             )
@@ -232,9 +216,9 @@ def _fits(study: Study) -> list[Job]:
                     if n is not None:
                         labels.update(n=n, seed=seed)
                     outputs = [
-                        study.path(kind, subject=s, ext=ext, **labels)
+                        f
                         for ext in ("npz", "json")
-                        for s in group
+                        for f in _each(study.group_outputs(kind, group, ext), **labels)
                     ]
                     jobs.append(
                         Job(
@@ -335,10 +319,7 @@ def _tables_and_figures(study: Study) -> list[Job]:
             Job(
                 "roi_labels",
                 outputs=[study.path("rois", dataset=d, subject=subject)],
-                inputs=[
-                    *study.pycortex_inputs(subject),
-                    *_each(study.annotation_files(subject), dataset=d),
-                ],
+                inputs=[*study.pycortex_inputs(subject), *study.annotation_inputs(d, subject)],
                 wildcards=dict(dataset=d, subject=subject),
                 params=dict(subject=subject),
             )
@@ -384,15 +365,7 @@ def _vision(study: Study) -> list[Job]:
     vpath = study.vpath
     jobs: list[Job] = []
     if study.vision_source == "synthetic":
-        files = [
-            study.path("vision_truth", dataset=d),
-            *(
-                f
-                for s in study.vision_subjects
-                for fs in study.vision_subject_files(s).values()
-                for f in fs
-            ),
-        ]
+        files = _each(_flat(study.demo_vision_outputs()), dataset=d)
         jobs.append(
             Job(
                 "generate_demo_vision_dataset",
@@ -402,18 +375,18 @@ def _vision(study: Study) -> list[Job]:
             )
         )
     data = study.vision_data
-    image_sets = study.vision_image_sets()
     n_images = sum(
         data[s]["n_train"]
         + (data[s].get("n_test_images", 0) if study.vision_uses_test_split(s) else 0)
         for s in study.vision_subjects
     )
+    folders = study.vision_image_folders()
     for model in study.vision_run_models:
         jobs.append(
             Job(
                 "extract_vision_features",
                 outputs=[vpath("features", model=model)],
-                inputs=[study.model_dir(model), *(folder for _, folder in image_sets)],
+                inputs=[study.model_dir(model), *folders],
                 wildcards=dict(dataset=d, model=model),
                 params=dict(model=model, n_images=n_images),
                 **_heavy(study, "extract_runtime"),
@@ -464,7 +437,7 @@ def _vision(study: Study) -> list[Job]:
                 Job(
                     "vision_noise_ceiling",
                     outputs=[vpath("noise_ceiling", subject=subject)],
-                    inputs=[*study.vision_subject_files(subject)["ncsnr"], *fmri],
+                    inputs=[*study.vision_ncsnr(subject), *fmri],
                     wildcards=dict(dataset=d, subject=subject),
                     params=dict(subject=subject, n_vertices=vertices),
                 )
@@ -476,23 +449,16 @@ def _vision(study: Study) -> list[Job]:
                     outputs=[
                         vpath("vision_ensemble", subject=subject, ext=e) for e in ("npz", "json")
                     ],
-                    inputs=[
-                        *(
-                            vpath("vision_fit", subject=subject, model=m, ext="npz")
-                            for m in study.vision["ensemble"]
-                        ),
-                        *fmri,
-                    ],
+                    inputs=[*study.vision_ensemble_members(subject), *fmri],
                     wildcards=dict(dataset=d, subject=subject),
                     params=dict(subject=subject, n_vertices=vertices),
                 )
             )
-    entries = study.vision_entries
     jobs.append(
         Job(
             "vision_table",
             outputs=[vpath("table", name=n) for n in study.vision_table_names],
-            inputs=[fill(e["path"], ext="npz") for e in entries],
+            inputs=study.vision_entry_files("npz"),
             wildcards=dict(dataset=d),
         )
     )

@@ -295,7 +295,7 @@ class Study(VisionTrack):
             return sorted(
                 [self.path("respdict", dataset=self.dataset)]
                 + [self.path("textgrid", dataset=self.dataset, story=s) for s in self.all_stories]
-                + [f for s in self.subjects for f in self.responses_of(s, self.prepared_stories(s))]
+                + [f for s in self.subjects for f in self.prepared_responses(s)]
             )
         kinds = self.download_kinds()
         story_kinds = [k for k in kinds if k in ("respdict", "textgrids", "audio")]
@@ -501,6 +501,32 @@ class Study(VisionTrack):
         return [
             self.path("pycortex_file", subject=subject, file=f) for f in [*DEMO_PYCORTEX_FILES, xfm]
         ]
+
+    def demo_dataset_outputs(self) -> dict[str, str | list[str]]:
+        """What rule generate_demo_dataset writes, by output name (``{dataset}`` open):
+        ``ground_truth`` is a folder; with ``synthetic.cortex`` the rest of each subject's
+        pycortex folder and its annotations too."""
+        subjects, stories = self.subjects, self.all_stories
+        return dict(
+            respdict=self.path("respdict"),
+            textgrids=[self.path("textgrid", story=s) for s in stories],
+            audio=[self.path("audio", story=s) for s in stories],
+            responses=[
+                self.path("responses", subject=sub, story=s) for sub in subjects for s in stories
+            ],
+            masks=[
+                self.path("transform", subject=sub, name=name)
+                for sub in subjects
+                for name in ("mask_thick", "reference")
+            ],
+            pycortex=[f for sub in subjects for f in self.demo_pycortex_outputs(sub)],
+            annotations=(
+                [f for sub in subjects for f in self.annotation_files(sub)]
+                if self.has_cortex
+                else []
+            ),
+            ground_truth=self.path("ground_truth"),
+        )
 
     def annotation_files(self, subject: str) -> list[str]:
         """The FreeSurfer annotations (lh, rh) of every atlas the ROI groups use."""

@@ -5,7 +5,6 @@ the split, the data-size sweep, the fits, tables, figures and targets."""
 from __future__ import annotations
 
 import functools
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,26 @@ class VisionTrack:
             "repeats": [each("vision_repeats")],
         }
 
+    def demo_vision_outputs(self) -> dict[str, str | list[str]]:
+        """What rule generate_demo_vision_dataset writes, by output name (``{dataset}`` open):
+        ``ground_truth`` and ``images`` are folders."""
+
+        def of(*kinds: str) -> list[str]:
+            return [
+                f
+                for s in self.vision_subjects
+                for kind in kinds
+                for f in self.vision_subject_files(s, "{dataset}")[kind]
+            ]
+
+        return dict(
+            ground_truth=self.path("vision_truth"),
+            fmri=of("fmri"),
+            images=of("images"),
+            rois=of("roi_masks", "roi_mappings", "fsaverage"),
+            noise_ceiling=of("ncsnr", "repeats"),
+        )
+
     def vision_truth_model_dir(self) -> str | list[str]:
         """The snapshot of the model whose features drive the synthetic vision dataset ([] for
         none: a real dataset)."""
@@ -81,9 +100,9 @@ class VisionTrack:
             for c in ROI_CLASSES
         }
 
-    def _local_root(self) -> Path:
-        root = Path(self.vision_root)
-        return root if root.is_absolute() else self.root / root
+    def _local(self, path: str) -> Path:
+        """A path of the workflow, under its directory (an absolute one stays as it is)."""
+        return self.root / path
 
     @functools.cached_property
     def vision_data(self) -> dict[str, dict[str, int]]:
@@ -98,7 +117,7 @@ class VisionTrack:
             return {s: {"n_train": n} for s in self.vision_subjects}
         try:
             return check_algonauts_dir(
-                self._local_root(),
+                self._local(self.vision_root),
                 self.vision_subjects,
                 self.hemispheres,
                 noise_ceiling=self.vision["noise_ceiling"]["enabled"],
@@ -123,9 +142,7 @@ class VisionTrack:
         """Whether the test set is the test split (its fMRI exists), not held-out training images."""
         mode = self.vision["split"]["test"]
         files = [self.vpath("vision_test_fmri", subject=subject, hemi=h) for h in self.hemispheres]
-        present = self.vision_source == "local" and all(
-            (self.root / f).is_file() if not os.path.isabs(f) else os.path.isfile(f) for f in files
-        )
+        present = self.vision_source == "local" and all(self._local(f).is_file() for f in files)
         if mode == "test_split" and not present:
             if not self.check_data and self.vision_source == "local":
                 return True  # planned before the data: the test split is what will be there
@@ -220,8 +237,9 @@ class VisionTrack:
     def vision_repeats(self, subject: str) -> list[str]:
         """The per-image repeat counts, where the dataset has them (else a default is assumed)."""
         repeats = self.vpath("vision_repeats", subject=subject)
-        local = Path(repeats) if os.path.isabs(repeats) else self.root / repeats
-        return [repeats] if self.vision_source == "synthetic" or local.is_file() else []
+        return (
+            [repeats] if self.vision_source == "synthetic" or self._local(repeats).is_file() else []
+        )
 
     def vision_selection_params(self) -> dict[str, Any]:
         """The settings of every per-vertex selection job."""
