@@ -195,11 +195,8 @@ class CostModel:
 
     # ---- language track
 
-    def _raw(self, subject: str) -> list[str]:
-        return self.study.responses_of(subject, self.study.prepared_stories(subject))
-
     def _voxels(self, subject: str) -> int:
-        return self.facts.n_voxels(subject, self._raw(subject))
+        return self.facts.n_voxels(subject, self.study.prepared_responses(subject))
 
     def _noise_ceiling(self, job: Job, device: cost.Device) -> tuple[float, float]:
         read = sum(self.facts.file_bytes(p, 0) for p in job.inputs)
