@@ -185,7 +185,7 @@ rule vision_table:
         rois=over(STUDY.vision_roi_inputs),
         features=[vpath("features", model=m) for m in STUDY.vision_run_models],
     output:
-        **{name: path("table", name=name) for name in STUDY.vision_table_names},
+        **STUDY.vision_table_outputs(),
     log:
         log("vision_table", "data"),
     benchmark:

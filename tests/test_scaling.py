@@ -9,9 +9,12 @@ import pytest
 from fmriscaling import DataError
 from fmriscaling.scaling import (
     KEY_COLUMNS,
+    LANGUAGE,
+    VISION,
     bootstrap_means,
     fits_to_resample,
     headline_table,
+    replicate_means,
     resampled_means,
     row_key,
     scaling_fits,
@@ -234,3 +237,41 @@ def test_data_fits_against_stories_and_trs_and_headline_with_the_paper():
     # no fit at all (one model, no sweep): no rows, but the header, so the CSV reads back
     empty = headline_table(fits.iloc[:0], encoding)
     assert empty.empty and list(empty.columns) == list(head.columns)
+
+
+def test_a_subject_without_a_subset_fit_fails_naming_the_line_and_the_size():
+    full_r = 0.02 + 0.03 * np.log10(12)
+    encoding = encoding_rows({(s, m): full_r for s in ("A", "B") for m in SIZES})
+    sweep = data_sweep_rows(encoding)
+    sweep = sweep[~((sweep["subject"] == "B") & (sweep["n_train_stories"] == 2))]
+    encoding = pd.concat([encoding, sweep], ignore_index=True)
+    rows = fits_to_resample(encoding)
+    means = means_table(rows, np.repeat(rows["mean_r"].to_numpy()[:, None], 20, axis=1))
+    with pytest.raises(DataError, match=r"stories fit of mean_r for m-1 layer 2: subject\(s\) "
+                                        r"\['B'\] have no fit at x = 2"):  # fmt: skip
+        scaling_fits(encoding, means)
+
+
+def test_both_tracks_write_one_bootstrap_schema_and_fit_it_with_one_function():
+    """The language track's bootstrap table, renamed by the tracks' own names, is the vision
+    track's: the same key, ROI, replicate and metric columns, fitted by `scaling_fits`."""
+    rng = np.random.default_rng(4)
+    test_r = 0.1 + 0.05 * rng.standard_normal((2, 30))
+    cc = 2 * test_r
+    fits = pd.DataFrame({"subject": "A", "model": ["m-1", "m-2"], "layer": 2,
+                         "full_train": True, "n_train_stories": 12, "seed": -1})  # fmt: skip
+    language = replicate_means(fits, test_r, cc, track=LANGUAGE, n_replicates=5, seed=1)
+    vision_fits = fits.drop(columns="layer").rename(columns={"n_train_stories": "n_train_images"})
+    rois = {("stream", "early"): np.arange(30) < 10}
+    vision = replicate_means(vision_fits, test_r, cc, track=VISION, n_replicates=5, seed=1,
+                             rois=rois)  # fmt: skip
+    renamed = {"n_train_stories": "n_train_images", "mean_cc_norm": "mean_noise_norm"}
+    assert [renamed.get(c, c) for c in language.columns if c != "layer"] == list(vision.columns)
+    # the whole-cortex rows draw the same resamples in both tracks
+    cortex = vision[vision["roi"] == "cortex"].reset_index(drop=True)
+    np.testing.assert_array_equal(cortex["mean_r"], language["mean_r"])
+    np.testing.assert_array_equal(cortex["mean_noise_norm"], language["mean_cc_norm"])
+    # an ROI's rows are its voxels' means on their own resamples
+    early = vision[vision["roi"] == "early"]
+    assert early["mean_r"].between(test_r[:, :10].min(), test_r[:, :10].max()).all()
+    assert not np.allclose(early["mean_r"].to_numpy(), cortex["mean_r"].to_numpy())

@@ -11,7 +11,7 @@ import pytest
 from _workflow import ROOT, copy_workflow, summary
 
 from fmriscaling import ConfigError, DataError
-from fmriscaling.encoding.subsample import draw_stories
+from fmriscaling.sweep import draw_subset
 from fmriscaling.workflow import Study, fill, load_config, merge_configs
 from fmriscaling.workflow.paths import log_key
 
@@ -109,7 +109,7 @@ def test_data_size_draws_are_the_subsample_module_s_and_reproducible():
     assert s.subsample_sizes("UTS01") == [2, 4, 7]
     group = s.fit_groups[0]
     drawn = s.fit_stories(group, 4, 1)
-    assert drawn == draw_stories(s.train_stories("UTS01"), 4, 1) == s.fit_stories(group, "4", "1")
+    assert drawn == draw_subset(s.train_stories("UTS01"), 4, 1) == s.fit_stories(group, "4", "1")
     assert len(set(drawn)) == 4 and set(drawn) <= set(s.train_stories("UTS02"))
     assert s.fit_stories(group, 4, 2) != drawn
     assert s.fit_stories(group) == s.train_stories("UTS01")

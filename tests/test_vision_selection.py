@@ -18,7 +18,7 @@ from fmriscaling.vision.selection import (
     fit_vision_sweep,
     select_per_vertex,
 )
-from fmriscaling.vision.splits import draw_images, image_folds, image_split, standardize
+from fmriscaling.vision.splits import image_folds, image_split, standardize
 
 ALPHAS = np.logspace(0, 15, 30)
 
@@ -45,17 +45,6 @@ def test_split_is_the_papers():
         image_split(8779, n_images=9000)
     with pytest.raises(DataError, match="n_train is 95"):
         image_split(100, test_fraction=0.1, n_train=95)
-
-
-def test_subsets_are_reproducible_and_independent_per_size():
-    pool = np.arange(100)
-    a = draw_images(pool, 10, seed=0)
-    np.testing.assert_array_equal(a, draw_images(pool, 10, seed=0))
-    assert a.size == np.unique(a).size == 10 and np.all(np.diff(a) > 0)
-    assert not np.array_equal(a, draw_images(pool, 10, seed=1))
-    np.testing.assert_array_equal(draw_images(pool, 100, seed=3), pool)
-    with pytest.raises(DataError, match="cannot draw 101"):
-        draw_images(pool, 101, seed=0)
 
 
 def test_folds_partition_the_images():

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from fmriscaling.scaling import FIT_COLUMNS as LANGUAGE_SCALING_COLUMNS
+from fmriscaling.scaling import ROI_COLUMNS, VISION, replicate_means
 from fmriscaling.vision.plots import VISION_FIGURES, vision_report
 from fmriscaling.vision.scores import write_vision_noise_ceiling
 from fmriscaling.vision.tables import (
     FIT_COLUMNS,
     SCALING_COLUMNS,
-    VertexReplicates,
     collect_vision_tables,
     vision_scaling,
 )
@@ -104,7 +104,7 @@ def test_one_row_per_fit_with_scores_from_the_files(fits):
 
 def test_scaling_fits_have_the_language_tracks_columns_and_intervals(fits):
     tables, _ = fits
-    scaling = vision_scaling(tables["encoding"], tables["replicates"])
+    scaling, lines = vision_scaling(tables["encoding"], tables["bootstrap_means"])
     assert list(scaling.columns) == list(SCALING_COLUMNS) == list(LANGUAGE_SCALING_COLUMNS)
     assert set(scaling["kind"]) == {"vision"} and set(scaling["metric"]) == {
         "mean_r",
@@ -123,7 +123,8 @@ def test_scaling_fits_have_the_language_tracks_columns_and_intervals(fits):
     for axis in ("params", "images"):
         assert r.loc[axis, "slope_lo"] <= r.loc[axis, "slope_per_decade"] <= r.loc[axis, "slope_hi"]
     assert r.loc["images", "slope_hi"] - r.loc["images", "slope_lo"] < 0.01
-    rois = vision_scaling(tables["rois"], tables["replicates"], by=("roi_group", "roi"))
+    assert len(lines) == len(scaling) * 200
+    rois, _ = vision_scaling(tables["rois"], tables["bootstrap_means"], by=("roi_group", "roi"))
     assert list(rois.columns) == [*SCALING_COLUMNS, "roi_group", "roi"]
     assert set(rois["roi"]) == {"all", "early", "ventral", "lateral", "faces"}
     whole = rois[(rois["roi"] == "all") & (rois["metric"] == "mean_r")].set_index("axis")
@@ -143,22 +144,29 @@ def test_scaling_intervals_are_a_two_level_bootstrap():
     rng = np.random.default_rng(3)
     subjects, sizes, n_vert, n_rep = ("s1", "s2", "s3"), (1e6, 1e7, 1e8), 40, 50
     r = {(s, i): 0.1 * i + 0.05 * rng.standard_normal(n_vert) for s in subjects for i in range(3)}
-    rows, replicates = [], VertexReplicates(n_rep, seed=7)
+    rows, means = [], []
     for s in subjects:
         test_r = np.stack([r[s, i] for i in range(3)])
-        keys = [(f"m{i}", 100, -1) for i in range(3)]
-        replicates.add_subject(s, keys, test_r, np.full_like(test_r, np.nan), {})
-        for i in range(3):
-            rows.append(dict(subject=s, model=f"m{i}", family="f", n_params=sizes[i], kind="full",
-                             full_train=True, n_train_images=100, seed=-1,
-                             mean_r=r[s, i].mean(), mean_noise_norm=np.nan))  # fmt: skip
-    fits = vision_scaling(pd.DataFrame(rows), replicates, metrics=("mean_r",), seed=5, ci=0.9)
+        fits_of_s = [dict(subject=s, model=f"m{i}", family="f", n_params=sizes[i], kind="full",
+                          full_train=True, n_train_images=100, seed=-1, mean_cv_score=0.1,
+                          mean_r=r[s, i].mean(), mean_noise_norm=np.nan)
+                     for i in range(3)]  # fmt: skip
+        rows += fits_of_s
+        means.append(
+            replicate_means(pd.DataFrame(fits_of_s), test_r, np.full_like(test_r, np.nan),
+                            track=VISION, n_replicates=n_rep, seed=7)
+        )  # fmt: skip
+    means = pd.concat(means, ignore_index=True)
+    # the bootstrap table of both tracks: key, ROI, replicate, the track's two metrics
+    assert list(means.columns) == [*VISION.key_columns, *ROI_COLUMNS, "replicate",
+                                   "mean_r", "mean_noise_norm"]  # fmt: skip
+    fits, _ = vision_scaling(pd.DataFrame(rows), means, seed=5, ci=0.9)
     (fit,) = fits.to_dict("records")  # no ceiling: the score's line is left out
     # the direct computation
     draws = subject_draws(n_rep, 3, seed=5)
     means = np.empty((3, 3, n_rep))  # subject, model, replicate
     for j, s in enumerate(subjects):
-        stream = subject_stream(7, f"{s}/cortex/cortex")
+        stream = subject_stream(7, s)
         idx = stream.integers(0, n_vert, size=(n_rep, n_vert))
         for i in range(3):
             means[j, i] = r[s, i][idx].mean(axis=1)

@@ -41,7 +41,7 @@ def test_parsing_the_workflow_never_imports_the_demo_generator(
     monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
     imported = _imported_modules(snakemake(workdir, "-n", "--configfile", configfile))
     # the log is live: it saw the workflow's own imports
-    assert {"fmriscaling.config", "fmriscaling.encoding.subsample"} <= imported
+    assert {"fmriscaling.config", "fmriscaling.sweep"} <= imported
     assert "fmriscaling.demo.synthetic" not in imported
     assert "fmriscaling.demo.stories" not in imported
     assert ("fmriscaling.demo.names" in imported) is demo_dataset

@@ -1,6 +1,8 @@
-"""Scaling-law fits with bootstrap confidence intervals: model size, training stories, TRs.
+"""Scaling-law fits with bootstrap confidence intervals, for the language and the vision track.
 
-Three kinds of fit (``axis``), each for mean test r and mean CC_norm (``metric``):
+Both tracks take the same two steps and write the same tables (`fmriscaling.scaling.schema`:
+a `Track` names the few columns in which they differ). For the language track, three kinds
+of fit (``axis``), each for mean test r and mean CC_norm (``metric``):
 
 - ``params``: per family, the best layer of each (subject, model) chosen by cross-validation
   (`~fmriscaling.encoding.tables.best_layers`, never the test story), averaged over subjects,
@@ -22,8 +24,12 @@ resample voxels and subjects:
    subjects, and the line is refitted.
 
 So a slope's interval reflects both the sampling of voxels and of subjects. With
-``resample_subjects=False`` subjects are kept as they are (voxels only).
+``resample_subjects=False`` subjects are kept as they are (voxels only). The vision track
+(`fmriscaling.vision.tables`) fits ``params`` and ``images`` (training images) for mean test r
+and the mean noise-normalised score, over all vertices and per ROI, with the same functions.
 
+``fmriscaling.scaling.schema``
+    `Track`, `LANGUAGE`, `VISION`: the names in which the tracks differ.
 ``fmriscaling.scaling.resample``
     step 1: the fits to resample and their means over resampled voxels, per subject.
 ``fmriscaling.scaling.fits``
@@ -36,21 +42,31 @@ from .resample import (
     METRICS,
     bootstrap_means,
     bootstrap_means_file,
+    check_encoding,
     entry_key,
     fits_to_resample,
+    replicate_means,
     resampled_means,
     row_key,
 )
+from .schema import CORTEX, LANGUAGE, ROI_COLUMNS, VISION, Track
 
 __all__ = [
+    "CORTEX",
     "FIT_COLUMNS",
     "KEY_COLUMNS",
+    "LANGUAGE",
     "METRICS",
+    "ROI_COLUMNS",
+    "VISION",
+    "Track",
     "bootstrap_means",
     "bootstrap_means_file",
+    "check_encoding",
     "entry_key",
     "fits_to_resample",
     "headline_table",
+    "replicate_means",
     "resampled_means",
     "row_key",
     "scaling_fits",

@@ -20,7 +20,8 @@ import pandas as pd
 from .._utils import DataError, write_provenance
 from ..encoding.tables import best_layers
 from ..stats import fit_log_linear
-from .resample import KEY_COLUMNS, METRICS, _check_encoding, _full, _swept, row_key
+from .resample import _full, _swept, check_encoding
+from .schema import CORTEX, LANGUAGE, ROI_COLUMNS, Track
 
 logger = logging.getLogger(__name__)
 
@@ -75,37 +76,35 @@ def lines_of_replicates(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 class _Replicates:
-    """Bootstrap means of the fits, indexed for fast lookup."""
+    """The bootstrap table, indexed by (fit, ROI) for fast lookup."""
 
-    def __init__(self, means: pd.DataFrame, n_subject_draws: np.ndarray, subjects: list[str]):
-        missing = [c for c in (*KEY_COLUMNS, "replicate", *METRICS) if c not in means]
+    def __init__(self, means: pd.DataFrame, track: Track):
+        missing = [c for c in (*track.key_columns, "replicate", *track.metrics) if c not in means]
         if missing:
             raise DataError(f"the bootstrap table lacks column(s) {missing}")
+        self.track = track
         self.n_replicates = int(means["replicate"].max()) + 1
-        self.values = {}
-        for key, group in means.groupby(list(KEY_COLUMNS), sort=False):
-            group = group.sort_values("replicate")
-            self.values[row_key(dict(zip(KEY_COLUMNS, key, strict=True)))] = group
-        self.draws = n_subject_draws  # (n_replicates, n_subjects) indices into subjects
-        self.subjects = subjects
+        if not all(c in means for c in ROI_COLUMNS):  # a table of all voxels only
+            means = means.assign(**dict(zip(ROI_COLUMNS, CORTEX, strict=True)))
+        self.values: dict[tuple, pd.DataFrame] = {}
+        columns = [*track.key_columns, *ROI_COLUMNS]
+        for key, group in means.groupby(columns, sort=False):
+            labels = dict(zip(columns, key, strict=True))
+            roi = tuple(labels[c] for c in ROI_COLUMNS)
+            self.values[(track.key(labels), roi)] = group.sort_values("replicate")
 
-    def get(self, row: Mapping[str, Any], metric: str, what: str) -> np.ndarray:
-        key = row_key(row)
-        if key not in self.values:
-            subject, model, layer, n, seed = key
-            size = "full training set" if n is None else f"{n} stories, seed {seed}"
+    def get(self, row: Mapping[str, Any], roi: tuple, metric: str, what: str) -> np.ndarray:
+        key = self.track.key(row)
+        if (key, roi) not in self.values:
+            where = "" if roi == CORTEX else f" in ROI {'/'.join(roi)}"
             raise DataError(
-                f"the bootstrap table has no replicates of {subject} {model} layer {layer} "
-                f"({size}), needed for {what}; rebuild it (rule bootstrap_means)"
+                f"the bootstrap table has no replicates of {self.track.describe(key)}{where}, "
+                f"needed for {what}; rebuild it (rule bootstrap_means or vision_table)"
             )
-        values = self.values[key][metric].to_numpy(dtype=np.float64)
+        values = self.values[(key, roi)][metric].to_numpy(dtype=np.float64)
         if values.size != self.n_replicates:
             raise DataError(f"{key}: {values.size} replicates, expected {self.n_replicates}")
         return values
-
-    def over_subjects(self, per_subject: np.ndarray) -> np.ndarray:
-        """See `mean_over_drawn_subjects`."""
-        return mean_over_drawn_subjects(per_subject, self.draws)
 
 
 def subject_draws(
@@ -132,19 +131,34 @@ def scaling_fits(
     encoding: pd.DataFrame,
     means: pd.DataFrame,
     *,
+    track: Track = LANGUAGE,
+    by: Sequence[str] = (),
     ci: float = 0.95,
     seed: int = 0,
     resample_subjects: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Log-linear scaling fits with percentile bootstrap intervals.
+    """Log-linear scaling fits with percentile bootstrap intervals, for either track.
+
+    - ``axis="params"``, per family with >= 2 model sizes: each model's full-training-set fit
+      (the language track: its CV-best layer per subject), ``metric`` averaged over subjects,
+      against ``log10(n_params)``;
+    - the track's data axes (language ``stories`` and ``trs``, vision ``images``), per swept
+      model (and layer) with >= 2 training-set sizes: ``metric`` averaged over the fits at each
+      size (seeds, subjects; the full fit is the largest size) against ``log10`` of the size.
 
     Parameters
     ----------
     encoding : DataFrame
-        The tidy encoding table (point estimates; a ``model_kind`` column, text or speech,
-        is carried into ``kind`` when present).
+        The tidy encoding table (point estimates; the language track's ``model_kind`` column,
+        text or speech, is carried into ``kind``), or the ROI table with ``by``.
     means : DataFrame
-        `bootstrap_means` of `fits_to_resample` (encoding).
+        The bootstrap table of the same fits (`fmriscaling.scaling.resample.replicate_means`).
+    track : Track
+        `LANGUAGE` or `VISION`.
+    by : sequence of str
+        ``()`` for all voxels, or `ROI_COLUMNS`: one fit per ROI, its labels kept as columns. A
+        whole-brain line needs every subject at every point (else DataError); an ROI's line
+        without a finite value for every subject (an empty ROI) is left out with a log line.
     ci : float
         Coverage of the intervals.
     seed : int
@@ -155,10 +169,11 @@ def scaling_fits(
     Returns
     -------
     fits : DataFrame
-        One row per (axis, metric, family or (model, layer)), columns `FIT_COLUMNS`.
+        One row per (axis, metric, family or (model, layer)[, ROI]), columns `FIT_COLUMNS` then
+        ``by``.
     replicates : DataFrame
         One row per fit and replicate: axis, metric, family, model, layer, replicate,
-        slope, intercept (the lines behind the intervals and the figures' bands).
+        slope, intercept (the lines behind the intervals and the figures' bands), then ``by``.
 
     Raises
     ------
@@ -166,99 +181,112 @@ def scaling_fits(
         When the encoding table misses a model for a subject, or the bootstrap table misses
         replicates of a fit the scaling fits need (the message names the fit).
     """
-    _check_encoding(encoding)
+    by = list(by)
+    if by not in ([], list(ROI_COLUMNS)):
+        raise ValueError(f"by must be () or {ROI_COLUMNS}, got {by}")
+    check_encoding(encoding, track, finite=not by)
     subjects = sorted(str(s) for s in encoding["subject"].unique())
     n_rep = int(means["replicate"].max()) + 1 if len(means) else 0
     if n_rep == 0:
         raise DataError("the bootstrap table is empty; rebuild it (rule bootstrap_means)")
     draws = subject_draws(n_rep, len(subjects), seed, resample_subjects)
-    reps = _Replicates(means, draws, subjects)
+    reps = _Replicates(means, track)
     kind_of = encoding.groupby("model")["model_kind"].first() if "model_kind" in encoding else None
     rows, lines = [], []
     common = dict(n_subjects=len(subjects), n_replicates=n_rep, ci=ci)
-    for metric in METRICS:
-        for fit, (slopes, intercepts) in _params_fits(encoding, reps, subjects, metric, kind_of):
-            rows.append(with_interval(fit, slopes, intercepts, ci) | common)
-            lines.append(_replicate_lines(fit, slopes, intercepts))
-        for fit, (slopes, intercepts) in _data_fits(encoding, reps, subjects, metric, kind_of):
-            rows.append(with_interval(fit, slopes, intercepts, ci) | common)
-            lines.append(_replicate_lines(fit, slopes, intercepts))
-    fits = pd.DataFrame(rows, columns=list(FIT_COLUMNS))
+    groups = encoding.groupby(by, sort=True) if by else [(CORTEX, encoding)]
+    for roi, table in groups:
+        roi = tuple(roi)
+        where = dict(zip(by, roi, strict=True)) if by else {}
+        for metric in track.metrics:
+            for axis, labels, models, points in _lines_of(table, track):
+                what = f"the {axis} fit of {metric} for {_name(labels)}" + (
+                    f" in ROI {'/'.join(roi)}" if by else ""
+                )
+                line = _line(points, subjects, metric, reps, roi, draws, what, strict=not by)
+                if line is None:
+                    continue
+                x, y, boot = line
+                kind = track.kind or _kind(kind_of, models)
+                fit = fit_point(axis, metric, x, y, kind=kind, **labels)
+                slopes, intercepts = lines_of_replicates(x, boot)
+                rows.append(with_interval(fit, slopes, intercepts, ci) | common | where)
+                lines.append(_replicate_lines(fit, slopes, intercepts).assign(**where))
+    columns = [*FIT_COLUMNS, *by]
+    fits = pd.DataFrame.from_records(rows, columns=columns)[columns]
+    line_columns = ["axis", "metric", "family", "model", "layer", "replicate", "slope"]
+    line_columns += ["intercept", *by]
     replicates = (
-        pd.concat(lines, ignore_index=True)
-        if lines
-        else pd.DataFrame(
-            columns=[
-                "axis",
-                "metric",
-                "family",
-                "model",
-                "layer",
-                "replicate",
-                "slope",
-                "intercept",
-            ]
-        )
+        pd.concat(lines, ignore_index=True) if lines else pd.DataFrame(columns=line_columns)
     )
     return fits, replicates
 
 
-def _params_fits(encoding, reps: _Replicates, subjects, metric, kind_of):
-    best = best_layers(_full(encoding))
-    for family, group in best.groupby("family", sort=True):
-        models = group.groupby("model")["n_params"].first().sort_values()
-        if models.nunique() < 2:
+def _lines_of(table: pd.DataFrame, track: Track):
+    """(axis, labels, models, points) of every line a table supports: the size fit of each
+    family, then the data-size fits of each swept model (and layer) in the table's order. A
+    point is (x, the metrics' means over the fits at x, those fits), in ascending x."""
+    full = _full(table)
+    chosen = best_layers(full) if track.layered else full
+    for family, group in chosen.groupby("family", sort=True):
+        sizes = group.groupby("model")["n_params"].first().dropna().sort_values()
+        if sizes.nunique() < 2:
             logger.info("family %s has fewer than two model sizes: no size fit", family)
             continue
-        x = models.to_numpy(dtype=np.float64)
-        y = group.groupby("model")[metric].mean().reindex(models.index).to_numpy(np.float64)
-        per_subject = np.empty((len(subjects), len(models), reps.n_replicates))
-        for record in group.to_dict("records"):
-            per_subject[
-                subjects.index(record["subject"]), models.index.get_loc(record["model"])
-            ] = reps.get(record, metric, f"the size fit of family {family}")
-        boot = reps.over_subjects(per_subject)  # (n_models, n_replicates)
-        fit = fit_point("params", metric, x, y, family=family, kind=_kind(kind_of, models.index))
-        yield fit, lines_of_replicates(x, boot)
-
-
-def _data_fits(encoding, reps: _Replicates, subjects, metric, kind_of):
-    for _, swept in _swept(encoding).iterrows():
-        model, layer = swept["model"], int(swept["layer"])
-        rows = encoding[(encoding["model"] == model) & (encoding["layer"] == layer)]
-        sizes = sorted(rows["n_train_stories"].unique())
-        if len(sizes) < 2:
+        means = group.groupby("model")[list(track.metrics)].mean()
+        points = [(x, means.loc[m], group[group["model"] == m]) for m, x in sizes.items()]
+        yield "params", {"family": family}, list(sizes.index), points
+    swept = ["model", "layer"] if track.layered else ["model"]
+    for values in _swept(table, swept).itertuples(index=False):
+        labels = dict(zip(swept, values, strict=True))
+        rows = table[(table[swept] == pd.Series(labels)).all(axis=1)]
+        per_size = rows.groupby(track.size_column, sort=True)
+        if len(per_size) < 2:
             continue
-        family = str(rows["family"].iloc[0])
-        per_subject = np.full((len(subjects), len(sizes), reps.n_replicates), np.nan)
-        for i_size, n in enumerate(sizes):
-            at_size = rows[rows["n_train_stories"] == n]
-            for subject, fits in at_size.groupby("subject"):
-                values = [
-                    reps.get(r, metric, f"the data fit of {model} layer {layer}")
-                    for r in fits.to_dict("records")
-                ]
-                per_subject[subjects.index(subject), i_size] = np.mean(values, axis=0)
-        if np.isnan(per_subject).any():
-            raise DataError(
-                f"{model} layer {layer}: not every subject has fits at every training-set size {sizes}"
-            )
-        boot = reps.over_subjects(per_subject)  # (n_sizes, n_replicates)
-        per_size = rows.groupby("n_train_stories")
-        y = per_size[metric].mean().reindex(sizes).to_numpy(np.float64)
-        for axis, column in _AXIS_X.items():
-            x = per_size[column].mean().reindex(sizes).to_numpy(np.float64)
-            fit = fit_point(
-                axis,
-                metric,
-                x,
-                y,
-                family=family,
-                model=model,
-                layer=layer,
-                kind=_kind(kind_of, [model]),
-            )
-            yield fit, lines_of_replicates(x, boot)
+        labels = {"family": str(rows["family"].iloc[0]), **labels}
+        if "layer" in labels:
+            labels["layer"] = int(labels["layer"])
+        for axis, column in track.data_axes.items():
+            x = per_size[column].mean()
+            means = per_size[list(track.metrics)].mean()
+            points = [(x[n], means.loc[n], at_size) for n, at_size in per_size]
+            yield axis, labels, [labels["model"]], points
+
+
+def _name(labels: Mapping[str, Any]) -> str:
+    if "model" not in labels:
+        return f"family {labels['family']}"
+    layer = f" layer {labels['layer']}" if "layer" in labels else ""
+    return f"{labels['model']}{layer}"
+
+
+def _line(points, subjects, metric, reps: _Replicates, roi, draws, what, *, strict):
+    """x, y (mean over the fits at each point) and the replicate means over drawn subjects
+    (n_points, n_replicates) of one line; None when the line is left out."""
+    xs, ys, per_subject = [], [], []
+    for x, y, rows_at in points:
+        by_subject = rows_at.groupby("subject", sort=True)
+        lacking = sorted(set(subjects) - {str(s) for s in by_subject.groups})
+        if lacking:
+            message = f"{what}: subject(s) {lacking} have no fit at x = {x:g}"
+            if strict:
+                raise DataError(f"{message}; run their fits and rebuild the tables")
+            logger.info("%s: left out", message)
+            return None
+        if not np.isfinite(rows_at[metric].to_numpy(dtype=np.float64)).all():
+            log = logger.warning if strict else logger.info
+            log("%s: left out (no finite %s at x = %g)", what, metric, x)
+            return None
+        xs.append(float(x))
+        ys.append(float(y[metric]))
+        per_subject.append(
+            [
+                np.mean([reps.get(r, roi, metric, what) for r in group.to_dict("records")], axis=0)
+                for _, group in by_subject
+            ]
+        )
+    boot = mean_over_drawn_subjects(np.array(per_subject).transpose(1, 0, 2), draws)
+    return np.array(xs), np.array(ys), boot
 
 
 def _kind(kind_of: pd.Series | None, models) -> str | None:

@@ -1,9 +1,11 @@
 """Step 1 of the scaling fits: which fits are resampled, and their means over resampled voxels.
 
-`bootstrap_means` draws, per subject, ``n_replicates`` resamples of the voxels (with
+`replicate_means` draws, per subject (and ROI), ``n_replicates`` resamples of the voxels (with
 replacement) once, from a stream seeded by (seed, subject), and computes every fit's mean test r
-and mean CC_norm on each of them; `bootstrap_means_file` is the rule-level driver that writes
-that tidy table. `fmriscaling.scaling.fits` resamples subjects on top and refits the lines.
+and mean noise-normalised score on each of them: the bootstrap table of both tracks.
+`bootstrap_means` reads the language track's fits into it and `bootstrap_means_file` is its
+rule-level driver; the vision track's tables call `replicate_means` on their vertices.
+`fmriscaling.scaling.fits` resamples subjects on top and refits the lines.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pandas as pd
 from .._utils import DataError, write_provenance
 from ..encoding.noise_ceiling import load_noise_ceiling, normalized_correlation
 from ..encoding.tables import best_layers
+from .schema import CORTEX, LANGUAGE, ROI_COLUMNS, Track
 
 logger = logging.getLogger(__name__)
 
@@ -30,22 +33,21 @@ __all__ = [
     "bootstrap_means_file",
     "entry_key",
     "fits_to_resample",
+    "replicate_means",
     "resampled_means",
     "row_key",
 ]
 
-#: Metrics fitted: mean test correlation and mean noise-normalised correlation.
-METRICS = ("mean_r", "mean_cc_norm")
+#: Metrics fitted by the language track: mean test correlation and mean CC_norm.
+METRICS = LANGUAGE.metrics
 
-#: Columns that identify one fit of the encoding table.
-KEY_COLUMNS = ("subject", "model", "layer", "full_train", "n_train_stories", "seed")
+#: Columns that identify one fit of the language track's encoding table.
+KEY_COLUMNS = LANGUAGE.key_columns
 
 
 def row_key(row: Mapping[str, Any]) -> tuple:
     """Key of an encoding-table row: (subject, model, layer, n_train or None, seed)."""
-    full = bool(row["full_train"])
-    n = None if full else int(row["n_train_stories"])
-    return (str(row["subject"]), str(row["model"]), int(row["layer"]), n, int(row["seed"]))
+    return LANGUAGE.key(row)
 
 
 def entry_key(entry: Mapping[str, Any]) -> tuple:
@@ -64,9 +66,9 @@ def _full(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["full_train"].astype(bool)]
 
 
-def _swept(table: pd.DataFrame) -> pd.DataFrame:
-    """(model, layer) pairs that have data-size subsets."""
-    return table.loc[~table["full_train"].astype(bool), ["model", "layer"]].drop_duplicates()
+def _swept(table: pd.DataFrame, columns: Sequence[str] = ("model", "layer")) -> pd.DataFrame:
+    """(model, layer) pairs (or ``columns``) that have data-size subsets, in the table's order."""
+    return table.loc[~table["full_train"].astype(bool), list(columns)].drop_duplicates()
 
 
 def fits_to_resample(encoding: pd.DataFrame) -> pd.DataFrame:
@@ -83,38 +85,39 @@ def fits_to_resample(encoding: pd.DataFrame) -> pd.DataFrame:
         The best layer (by CV) of each (subject, model) on the full training set, and every
         fit (full and subsets) of each subsampled (model, layer); rows unique.
     """
-    _check_encoding(encoding)
+    check_encoding(encoding)
     best = best_layers(_full(encoding))
     sweeps = encoding.merge(_swept(encoding), on=["model", "layer"])
     rows = pd.concat([best, sweeps], ignore_index=True)
     return rows.drop_duplicates(list(KEY_COLUMNS)).reset_index(drop=True)
 
 
-def _check_encoding(encoding: pd.DataFrame) -> None:
-    """Every model has a full-training-set fit for every subject, and finite means."""
-    missing_cols = [
-        c
-        for c in (*KEY_COLUMNS, "family", "n_params", "mean_cv_score", *METRICS)
-        if c not in encoding
-    ]
+def check_encoding(encoding: pd.DataFrame, track: Track = LANGUAGE, *, finite: bool = True) -> None:
+    """Every model has a full-training-set fit for every subject (and, with ``finite``, a
+    finite mean r there): what the scaling fits of a track need from its encoding table."""
+    # the language track picks each model's layer by its CV score
+    cv = ("mean_cv_score",) if track.layered else ()
+    needed = (*track.key_columns, "family", "n_params", *track.metrics, *cv)
+    missing_cols = [c for c in needed if c not in encoding]
     if missing_cols:
-        raise DataError(f"the encoding table lacks column(s) {missing_cols}")
+        raise DataError(f"the {track.name} encoding table lacks column(s) {missing_cols}")
     full = _full(encoding)
     subjects = sorted(encoding["subject"].unique())
     have = full.groupby("model")["subject"].unique()
+    rule = "fit_encoding" if track.layered else "select_vision"
     for model in sorted(encoding["model"].unique()):
         lacking = sorted(set(subjects) - set(have.get(model, [])))
         if lacking:
             raise DataError(
-                f"the encoding table has no full-training-set fit of model {model!r} for "
-                f"subject(s) {lacking}; run its fits (fit_encoding) and rebuild the table"
+                f"the {track.name} encoding table has no full-training-set fit of model "
+                f"{model!r} for subject(s) {lacking}; run its fits ({rule}) and rebuild the table"
             )
-    bad = full[full["mean_r"].isna()]
+    bad = full[full["mean_r"].isna()] if finite else full.iloc[:0]
     if len(bad):
-        first = bad.iloc[0]
+        first = bad.iloc[0].to_dict()
         raise DataError(
-            f"the encoding table has no mean_r for {len(bad)} fit(s), e.g. {first['subject']} "
-            f"{first['model']} layer {first['layer']}; refit them"
+            f"the {track.name} encoding table has no mean_r for {len(bad)} fit(s), e.g. "
+            f"{track.describe(track.key(first))}; refit them"
         )
 
 
@@ -132,7 +135,10 @@ def bootstrap_means(
     floor: float | None = None,
     chunk: int = 100,
 ) -> pd.DataFrame:
-    """Mean test r and CC_norm of each fit on voxel resamples shared within a subject.
+    """Mean test r and CC_norm of each language fit on voxel resamples shared within a subject.
+
+    Reads the fits' scores and the subjects' noise ceilings, then `replicate_means` (the
+    vision track's tables call the same function on their vertices).
 
     Parameters
     ----------
@@ -154,9 +160,7 @@ def bootstrap_means(
     Returns
     -------
     DataFrame
-        One row per (fit, replicate): the columns of `KEY_COLUMNS`, ``replicate`` (0 ..
-        n_replicates - 1), ``mean_r`` and ``mean_cc_norm`` (mean over the resampled voxels
-        that have a ceiling).
+        The bootstrap table (`replicate_means`; one ROI, `CORTEX`).
 
     Raises
     ------
@@ -181,23 +185,100 @@ def bootstrap_means(
             )
         cc_max = np.broadcast_to(nc.cc_max, test_r.shape)
         cc_norm = normalized_correlation(test_r, cc_max, floor=floor)
-        rng = subject_stream(seed, str(subject))
-        mean_r, mean_cc = resampled_means(test_r, cc_norm, n_replicates, rng, chunk=chunk)
-        frame = fits[list(KEY_COLUMNS)].reset_index(drop=True)
-        long = frame.loc[frame.index.repeat(n_replicates)].reset_index(drop=True)
-        long["replicate"] = np.tile(np.arange(n_replicates), len(frame))
-        long["mean_r"] = mean_r.ravel()
-        long["mean_cc_norm"] = mean_cc.ravel()
-        out.append(long)
+        out.append(
+            replicate_means(
+                fits,
+                test_r,
+                cc_norm,
+                track=LANGUAGE,
+                n_replicates=n_replicates,
+                seed=seed,
+                chunk=chunk,
+            )
+        )
         logger.info(
             "%s: %d fits x %d voxel resamples of %d voxels",
             subject,
-            len(frame),
+            len(fits),
             n_replicates,
             n_voxels,
         )
     if not out:
         raise DataError("bootstrap_means: no fits to resample")
+    return pd.concat(out, ignore_index=True)
+
+
+def replicate_means(
+    fits: pd.DataFrame,
+    test_r: np.ndarray,
+    normalized: np.ndarray,
+    *,
+    track: Track,
+    n_replicates: int,
+    seed: int,
+    rois: Mapping[tuple[str, str], np.ndarray] | None = None,
+    chunk: int = 100,
+) -> pd.DataFrame:
+    """Step 1 of both tracks' scaling intervals: one subject's fits on shared resamples.
+
+    Per ROI (and over all voxels, `CORTEX`), ``n_replicates`` resamples of the voxels (with
+    replacement) are drawn once from a stream seeded by (seed, subject[/group/ROI]) and every
+    fit's means are computed on each (`resampled_means`), so the fits of one replicate compare.
+
+    Parameters
+    ----------
+    fits : DataFrame
+        One subject's fits, with the columns of ``track.key_columns``, in the order of the rows
+        of the arrays.
+    test_r, normalized : arrays of shape (n_fits, n_voxels)
+        Per voxel test r and the noise-normalised score (NaN where a voxel has no ceiling: the
+        same voxels for every fit).
+    track : Track
+        Names of the key columns and the metrics.
+    n_replicates, seed : int
+    rois : mapping (group, roi) -> bool array of shape (n_voxels,), optional
+        ROIs resampled within (an empty one is left out).
+    chunk : int
+        Replicates drawn at a time.
+
+    Returns
+    -------
+    DataFrame
+        The bootstrap table: ``track.key_columns``, `ROI_COLUMNS`, ``replicate`` and
+        ``track.metrics``, one row per fit, ROI and replicate.
+    """
+    if n_replicates < 1:
+        raise ValueError(f"n_replicates must be >= 1, got {n_replicates}")
+    subjects = fits["subject"].unique()
+    if len(subjects) != 1:
+        raise ValueError(f"replicate_means takes one subject's fits, got {list(subjects)}")
+    subject = str(subjects[0])
+    if test_r.shape != normalized.shape or test_r.shape[0] != len(fits):
+        raise ValueError(
+            f"{subject}: {len(fits)} fits, test_r {test_r.shape}, scores {normalized.shape}"
+        )
+    frame = fits[list(track.key_columns)].reset_index(drop=True)
+    out = []
+    for roi, mask in {CORTEX: None, **(rois or {})}.items():
+        if mask is not None and mask.shape != (test_r.shape[1],):
+            raise DataError(
+                f"{subject}: ROI {'/'.join(roi)} covers {mask.size} voxels, the fits "
+                f"{test_r.shape[1]}"
+            )
+        r = test_r if mask is None else test_r[:, mask]
+        s = normalized if mask is None else normalized[:, mask]
+        if r.shape[1] == 0:
+            continue  # an empty ROI has no means; its scaling fits are left out
+        name = subject if roi == CORTEX else "/".join((subject, *roi))
+        mean_r, mean_s = resampled_means(
+            r, s, n_replicates, subject_stream(seed, name), chunk=chunk
+        )
+        long = frame.loc[frame.index.repeat(n_replicates)].reset_index(drop=True)
+        long[ROI_COLUMNS[0]], long[ROI_COLUMNS[1]] = roi
+        long["replicate"] = np.tile(np.arange(n_replicates), len(frame))
+        long[track.metrics[0]] = mean_r.ravel()
+        long[track.metrics[1]] = mean_s.ravel()
+        out.append(long)
     return pd.concat(out, ignore_index=True)
 
 

@@ -32,8 +32,9 @@ import numpy as np
 
 from .._utils import DataError, atomic_path, write_json, write_provenance
 from ..encoding.folds import Fold
+from ..sweep import draw_subset
 from .dataset import check_image_counts, read_fmri
-from .splits import draw_images, image_folds, split_rows, standardize
+from .splits import image_folds, split_rows, standardize
 
 logger = logging.getLogger(__name__)
 
@@ -298,7 +299,7 @@ def fit_vision_selection(
     n_images, test_fraction, n_train
         See `fmriscaling.vision.splits.image_split`.
     subset_size : int, optional
-        Fit on a random subset of this many training images (`draw_images`).
+        Fit on a random subset of this many training images (`fmriscaling.sweep.draw_subset`).
     subset_seed : int
         Seed of that subset.
     n_folds, fold_seed
@@ -345,7 +346,10 @@ def fit_vision_selection(
     if held_out is not None:
         test_rows = held_out
     if subset_size is not None:
-        train_rows = draw_images(train_rows, int(subset_size), int(subset_seed))
+        train_rows = np.asarray(
+            draw_subset(train_rows.tolist(), int(subset_size), int(subset_seed), unit="images"),
+            dtype=np.int64,
+        )
     Y_train, Y_test = Y_all[train_rows], Y_test_all[test_rows]
 
     written = written_pooling(feature_dir)
@@ -545,7 +549,7 @@ def fit_vision_sweep(
     sizes : sequence of int
         Training-set sizes of the data-scaling sweep.
     seeds : sequence of int
-        One subset per seed and size (`draw_images`).
+        One subset per seed and size (`fmriscaling.sweep.draw_subset`).
     out_npzs : sequence of path-like
         The ``scores.npz`` of each (size, seed), sizes outer, seeds inner.
     **fit

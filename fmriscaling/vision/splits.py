@@ -3,8 +3,9 @@
 The challenge withheld its test fMRI, so the test set is the last ``test_fraction`` of the first
 ``n_images`` training images (Matsuyama et al.: the first 8,779, the smallest subject's count,
 last 10 % held out), unless test fMRI is given (`image_split`, `split_rows`). Training-set sizes
-of the data-scaling sweep are seeded random subsets of the remaining images (`draw_images`),
-always scored on the same held-out images. Cross-validation folds are shuffled K-fold splits of
+of the data-scaling sweep are seeded random subsets of the remaining images
+(`fmriscaling.sweep.draw_subset`, as the language track's stories), always scored on the same
+held-out images. Cross-validation folds are shuffled K-fold splits of
 the training images (`image_folds`: images are independent trials, unlike story TRs). Features
 and responses are z-scored with the training images' statistics (`standardize`).
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from ..encoding.folds import Fold
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TEST_SOURCES", "draw_images", "image_folds", "image_split", "split_rows", "standardize"]
+__all__ = ["TEST_SOURCES", "image_folds", "image_split", "split_rows", "standardize"]
 
 
 TEST_SOURCES = ("held_out", "test_split")
@@ -121,22 +121,6 @@ def split_rows(
     if n > used:
         raise DataError(f"vision.split.n_train is {n}, but {used} training images are used")
     return np.arange(n), None
-
-
-def draw_images(pool: Sequence[int], n: int, seed: int) -> np.ndarray:
-    """A reproducible random subset of ``n`` training rows (sorted); all of them when n = len.
-
-    The draw uses ``numpy.random.default_rng([seed, n])``, so each (size, seed) has its own
-    subset, independent of the other sizes.
-    """
-    pool = np.asarray(pool, dtype=np.int64)
-    n = int(n)
-    if not 1 <= n <= pool.size:
-        raise DataError(f"cannot draw {n} training images from {pool.size}")
-    if n == pool.size:
-        return pool.copy()
-    rng = np.random.default_rng([int(seed), n])
-    return np.sort(rng.choice(pool, size=n, replace=False))
 
 
 def image_folds(n_images: int, n_folds: int = 8, seed: int = 0, *, min_val: int = 3) -> list[Fold]:

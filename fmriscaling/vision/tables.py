@@ -8,11 +8,14 @@ stack both: ``axis="params"`` per family (each model's full fit vs model paramet
 for mean test r and the mean noise-normalised score (``metric``), with ``kind="vision"``.
 ``scaling_rois.csv`` repeats the fits per ROI.
 
-Intervals are the language track's two-level percentile bootstrap
-(`fmriscaling.scaling`): per subject, ``n_replicates`` resamples of the vertices (of each ROI)
-with replacement, drawn once from a stream seeded by (seed, subject[, ROI]) and shared by every
-fit of that subject; per replicate, subjects drawn with replacement (one draw for every fit),
-the replicate means averaged over the drawn subjects and the line refitted.
+Intervals are the language track's two-level percentile bootstrap, computed by the same
+functions (`fmriscaling.scaling.replicate_means`, `fmriscaling.scaling.scaling_fits` with
+`fmriscaling.scaling.VISION`): per subject, ``n_replicates`` resamples of the vertices (of each
+ROI) with replacement, drawn once from a stream seeded by (seed, subject[/ROI]) and shared by
+every fit of that subject; per replicate, subjects drawn with replacement (one draw for every
+fit), the replicate means averaged over the drawn subjects and the line refitted. Like the
+language track, the vision track writes that bootstrap table (``bootstrap_means.csv.gz``) and
+the replicate lines (``scaling_bootstrap.csv.gz``) beside its tables.
 """
 
 from __future__ import annotations
@@ -28,18 +31,9 @@ import numpy as np
 import pandas as pd
 
 from .._utils import DataError
-from ..outputs import VISION_TABLES
-from ..scaling.fits import (
-    FIT_COLUMNS as SCALING_COLUMNS,
-)
-from ..scaling.fits import (
-    fit_point,
-    lines_of_replicates,
-    mean_over_drawn_subjects,
-    subject_draws,
-    with_interval,
-)
-from ..scaling.resample import resampled_means, subject_stream
+from ..outputs import BOOTSTRAP_TABLE, SCALING_LINES, VISION_TABLES
+from ..scaling import FIT_COLUMNS as SCALING_COLUMNS
+from ..scaling import ROI_COLUMNS, VISION, replicate_means, scaling_fits
 from .scores import load_vision_noise_ceiling, noise_normalized_score, summarize
 
 logger = logging.getLogger(__name__)
@@ -47,7 +41,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "FIT_COLUMNS",
     "SCALING_COLUMNS",
-    "VertexReplicates",
     "collect_vision_tables",
     "vision_scaling",
     "write_vision_tables",
@@ -98,57 +91,6 @@ def _read_fit(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return arrays, json.loads(summary_path.read_text())
 
 
-#: what a scaling fit of the vision track is: one kind of model, told apart from text and speech
-MODEL_KIND = "vision"
-#: the whole-cortex "ROI" of the replicates (the encoding table's rows)
-CORTEX = ("cortex", "cortex")
-_METRICS = ("mean_r", "mean_noise_norm")
-
-
-class VertexReplicates:
-    """Means of each fit over shared vertex resamples, per subject and ROI (step 1 of the
-    bootstrap).
-
-    ``values[(subject, model, n_train_images, seed, roi_group, roi)]`` holds an array of shape
-    (2, n_replicates): mean test r and mean noise-normalised score (over the resampled
-    vertices that have a ceiling) of each replicate. `CORTEX` stands for all vertices.
-    """
-
-    def __init__(self, n_replicates: int, seed: int):
-        self.n_replicates = int(n_replicates)
-        self.seed = int(seed)
-        self.values: dict[tuple, np.ndarray] = {}
-
-    def add_subject(
-        self,
-        subject: str,
-        keys: Sequence[tuple],
-        test_r: np.ndarray,
-        score: np.ndarray,
-        masks: Mapping[tuple[str, str], np.ndarray],
-    ) -> None:
-        """Resample the vertices of one subject's fits (rows of ``test_r`` / ``score``, one per
-        key (model, n_train_images, seed)), over all vertices and within every ROI."""
-        for roi, mask in {CORTEX: None, **masks}.items():
-            r = test_r if mask is None else test_r[:, mask]
-            s = score if mask is None else score[:, mask]
-            if r.shape[1] == 0:
-                continue  # an empty ROI has no means; its scaling fits are skipped
-            stream = subject_stream(self.seed, "/".join((subject, *roi)))
-            mean_r, mean_s = resampled_means(r, s, self.n_replicates, stream)
-            for key, a, b in zip(keys, mean_r, mean_s, strict=True):
-                self.values[(subject, *key, *roi)] = np.stack([a, b])
-
-    def get(self, subject: str, model: str, n_train: int, seed: int, roi, metric: str):
-        key = (subject, model, int(n_train), int(seed), *roi)
-        if key not in self.values:
-            raise DataError(
-                f"no vertex resamples of {subject} {model} ({n_train} images, seed {seed}) in "
-                f"ROI {'/'.join(roi)}: the fit is missing from the vision table's inputs"
-            )
-        return self.values[key][_METRICS.index(metric)]
-
-
 def collect_vision_tables(
     entries: Sequence[Mapping[str, Any]],
     *,
@@ -180,7 +122,8 @@ def collect_vision_tables(
         ``n_vertices``, ``mean_r``, ``median_r``, ``mean_noise_norm``, ``median_noise_norm``,
         ``n_vertices_no_ceiling``) and ``"selection"`` (full fits: ``roi_group``, ``roi``,
         ``layer``, ``k``, ``n_vertices``, ``fraction``); with ``bootstrap``, also
-        ``"replicates"`` (`VertexReplicates`).
+        ``"bootstrap_means"``: the bootstrap table of both tracks
+        (`fmriscaling.scaling.replicate_means`), over all vertices and per ROI.
     """
     fits, rois, selection = [], [], []
     # per subject, the per-vertex scores of its full and subsample fits, for the bootstrap
@@ -217,7 +160,7 @@ def collect_vision_tables(
         }
         if bootstrap is not None and entry["kind"] in ("full", "subsample"):
             keys, rs, scores = per_vertex.setdefault(subject, ([], [], []))
-            keys.append((labels["model"], labels["n_train_images"], labels["seed"]))
+            keys.append(labels)
             rs.append(test_r)
             scores.append(score)
         whole_r, whole_s = summarize(test_r), summarize(score)
@@ -290,124 +233,69 @@ def collect_vision_tables(
         "selection": pd.DataFrame.from_records(selection),
     }
     if bootstrap is not None:
-        replicates = VertexReplicates(bootstrap["n_replicates"], bootstrap["seed"])
-        for subject, (keys, rs, scores) in per_vertex.items():
+        means = []
+        for subject, (keys, rs, scores) in sorted(per_vertex.items()):
             shapes = {r.shape for r in rs}
             if len(shapes) != 1:
                 raise DataError(f"{subject}: fits of different vertex counts {sorted(shapes)}")
-            replicates.add_subject(
-                subject, keys, np.stack(rs), np.stack(scores), roi_masks[subject]
+            means.append(
+                replicate_means(
+                    pd.DataFrame.from_records(keys),
+                    np.stack(rs),
+                    np.stack(scores),
+                    track=VISION,
+                    n_replicates=bootstrap["n_replicates"],
+                    seed=bootstrap["seed"],
+                    rois=roi_masks[subject],
+                )
             )
-        tables["replicates"] = replicates
+        tables[BOOTSTRAP_TABLE] = pd.concat(means, ignore_index=True) if means else None
     return tables
 
 
 def vision_scaling(
     table: pd.DataFrame,
-    replicates: VertexReplicates,
+    means: pd.DataFrame,
     *,
     by: Sequence[str] = (),
-    metrics: Sequence[str] = _METRICS,
     ci: float = 0.95,
     seed: int = 0,
     resample_subjects: bool = True,
-) -> pd.DataFrame:
-    """Log-linear scaling fits of the vision track, with percentile bootstrap intervals.
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The vision track's scaling fits: `fmriscaling.scaling.scaling_fits` with
+    `fmriscaling.scaling.VISION` on its full and subsample fits (ensembles are left out).
 
     - ``axis="params"``, per family with >= 2 model sizes: each model's full-training-set fit,
       ``metric`` averaged over subjects, against ``log10(n_params)``.
-    - ``axis="images"``, per model with >= 2 training-set sizes: ``metric`` averaged over seeds
-      per subject, then over subjects, per number of training images (the full fit is the
-      largest size), against ``log10(n_train_images)``.
-
-    A line needs every subject at every point with a finite value; one that lacks any (an ROI
-    without vertices, no noise ceiling for the score) is left out, with a log line saying so.
+    - ``axis="images"``, per model with >= 2 training-set sizes: ``metric`` averaged over the
+      fits at each number of training images (the full fit is the largest size), against
+      ``log10(n_train_images)``.
 
     Parameters
     ----------
     table : DataFrame
         ``encoding.csv`` (whole-cortex rows) or ``rois.csv`` (with ``by=("roi_group",
-        "roi")``); ensembles are left out.
-    replicates : VertexReplicates
-        The vertex resamples of the same fits (`collect_vision_tables` with ``bootstrap``).
-    by : sequence of str
-        ``()`` for the whole cortex, or ``("roi_group", "roi")``: one fit per ROI, its labels
-        kept as columns.
-    metrics : sequence of str
-        ``"mean_r"`` and / or ``"mean_noise_norm"``.
-    ci : float
-        Coverage of the intervals.
-    seed : int
-        Seed of the subject draws (`fmriscaling.scaling.fits.subject_draws`).
-    resample_subjects : bool
-        Draw subjects with replacement in each replicate (else keep them all).
+        "roi")``).
+    means : DataFrame
+        The bootstrap table of the same fits (`collect_vision_tables` with ``bootstrap``).
+    by, ci, seed, resample_subjects
+        See `fmriscaling.scaling.scaling_fits`.
 
     Returns
     -------
-    fits : DataFrame
-        `SCALING_COLUMNS`, then the ``by`` columns.
+    fits, lines : DataFrame
+        `SCALING_COLUMNS` then the ``by`` columns; the replicate lines.
     """
-    by = list(by)
-    if by not in ([], ["roi_group", "roi"]):
-        raise ValueError(f"by must be () or ('roi_group', 'roi'), got {by}")
     fits = table[table["kind"].isin(["full", "subsample"])] if len(table) else table
-    subjects = sorted(str(v) for v in fits["subject"].unique()) if len(fits) else []
-    n_rep = replicates.n_replicates
-    draws = subject_draws(n_rep, len(subjects), seed, resample_subjects)
-    common = dict(n_subjects=len(subjects), n_replicates=n_rep, ci=ci)
-    rows: list[dict[str, Any]] = []
-
-    def line(axis, metric, points, roi, **labels):
-        """One fit over ``points`` (frames of one x value each, all subjects' rows)."""
-        what = f"{axis} fit of {metric} for {labels} in ROI {'/'.join(roi)}"
-        xs, point_y, per_subject = [], [], []
-        for x, rows_at in points:
-            by_subject = rows_at.groupby("subject")
-            if sorted(by_subject.groups) != subjects or not np.isfinite(rows_at[metric]).all():
-                logger.info("%s: left out (a subject or a finite value missing at %s)", what, x)
-                return
-            xs.append(float(x))
-            point_y.append(by_subject[metric].mean().mean())
-            per_subject.append(
-                [
-                    np.mean(
-                        [
-                            replicates.get(s, r.model, r.n_train_images, r.seed, roi, metric)
-                            for r in group.itertuples()
-                        ],
-                        axis=0,
-                    )
-                    for s, group in sorted(by_subject, key=lambda item: item[0])
-                ]
-            )
-        x, y = np.array(xs), np.array(point_y)
-        fit = fit_point(axis, metric, x, y, kind=MODEL_KIND, layer=None, **labels)
-        y_rep = mean_over_drawn_subjects(np.array(per_subject).transpose(1, 0, 2), draws)
-        slopes, intercepts = lines_of_replicates(x, y_rep)
-        rows.append(
-            with_interval(fit, slopes, intercepts, ci)
-            | common
-            | (dict(roi_group=roi[0], roi=roi[1]) if by else {})
-        )
-
-    groups = fits.groupby(by, sort=True) if by else [(CORTEX, fits)]
-    for roi, group in groups:
-        roi = tuple(roi)
-        for metric in metrics:
-            full = group[group["full_train"].astype(bool)]
-            for family, members in full.groupby("family", sort=True):
-                sizes = members.groupby("model")["n_params"].first().dropna().sort_values()
-                if sizes.nunique() < 2:
-                    continue
-                points = [(sizes[m], members[members["model"] == m]) for m in sizes.index]
-                line("params", metric, points, roi, family=family)
-            for (family, model), members in group.groupby(["family", "model"], sort=True):
-                if members["n_train_images"].nunique() < 2:
-                    continue
-                points = list(members.groupby("n_train_images", sort=True))
-                line("images", metric, points, roi, family=family, model=model)
-    columns = [*SCALING_COLUMNS, *by]
-    return pd.DataFrame.from_records(rows, columns=columns)[columns]
+    return scaling_fits(
+        fits,
+        means,
+        track=VISION,
+        by=by,
+        ci=ci,
+        seed=seed,
+        resample_subjects=resample_subjects,
+    )
 
 
 def write_vision_tables(
@@ -439,7 +327,9 @@ def write_vision_tables(
     feature_dirs : mapping model -> path
         Feature folders of the vision models.
     outputs : mapping table name -> path
-        ``encoding``, ``rois``, ``selection``, ``scaling``, ``scaling_rois`` CSV paths.
+        ``encoding``, ``rois``, ``selection``, ``scaling``, ``scaling_rois`` CSV paths, and
+        the gzipped ``bootstrap_means`` and ``scaling_bootstrap`` (the whole-cortex lines and
+        the ROIs' lines, with ROI columns).
     bootstrap : mapping, optional
         ``n_replicates``, ``seed``, ``resample_subjects`` of the intervals (the config's
         ``scaling.bootstrap``, shared with the language track); default 1000, 0, true.
@@ -475,13 +365,20 @@ def write_vision_tables(
     boot = {"n_replicates": 1000, "seed": 0, "resample_subjects": True, **(bootstrap or {})}
     tables = collect_vision_tables(filled, ceilings=ceilings, roi_masks=masks, bootstrap=boot)
     options = dict(ci=ci, seed=boot["seed"], resample_subjects=boot["resample_subjects"])
-    tables["scaling"] = vision_scaling(tables["encoding"], tables["replicates"], **options)
-    tables["scaling_rois"] = vision_scaling(
-        tables["rois"], tables["replicates"], by=("roi_group", "roi"), **options
+    means = tables[BOOTSTRAP_TABLE]
+    if means is None:
+        raise DataError("the vision table has no full or subsample fit to resample")
+    tables["scaling"], whole = vision_scaling(tables["encoding"], means, **options)
+    tables["scaling_rois"], per_roi = vision_scaling(
+        tables["rois"], means, by=ROI_COLUMNS, **options
     )
-    unknown = sorted(set(outputs) - set(VISION_TABLES))
+    tables[SCALING_LINES] = pd.concat(
+        [whole.assign(roi_group="cortex", roi="cortex"), per_roi], ignore_index=True
+    )
+    known = (*VISION_TABLES, BOOTSTRAP_TABLE, SCALING_LINES)
+    unknown = sorted(set(outputs) - set(known))
     if unknown:
-        raise ValueError(f"write_vision_tables: unknown tables {unknown}; known: {VISION_TABLES}")
+        raise ValueError(f"write_vision_tables: unknown tables {unknown}; known: {known}")
     for name, path in outputs.items():
         write_table(tables[name], path)
     return tables

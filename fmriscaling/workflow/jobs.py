@@ -457,7 +457,7 @@ def _vision(study: Study) -> list[Job]:
     jobs.append(
         Job(
             "vision_table",
-            outputs=[vpath("table", name=n) for n in study.vision_table_names],
+            outputs=[fill(f, dataset=d) for f in study.vision_table_outputs().values()],
             inputs=study.vision_entry_files("npz"),
             wildcards=dict(dataset=d),
         )

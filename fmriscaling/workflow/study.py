@@ -24,8 +24,8 @@ from .._pycortex import SUBJECT_FILES, transform_files
 from .._utils import ConfigError
 from ..config import alpha_grid, model_layers, stack_members, validate_config
 from ..download.manifest import manifest_stories, read_manifest, relpath_for, select_files
-from ..encoding.subsample import draw_stories, story_count_grid
 from ..rois import annotation_relpath
+from ..sweep import draw_subset, sweep_sizes
 from ..vision.dataset import ROI_CLASSES
 from .paths import fill, language_paths, log_key, vision_paths
 from .vision import NEVER, VisionTrack, alternatives
@@ -349,7 +349,7 @@ class Study(VisionTrack):
         """Training stories of a group's fit: all of them, or the draw of ``n`` stories with
         ``seed`` (subjects with one story list get one draw)."""
         stories = self.train_stories(subjects[0])
-        return stories if n is None else draw_stories(stories, int(n), int(seed))
+        return stories if n is None else draw_subset(stories, int(n), int(seed))
 
     def alphas(self) -> list[float]:
         """The ridge penalty grid (``encoding.alphas``: log-spaced)."""
@@ -359,8 +359,7 @@ class Study(VisionTrack):
         """Story counts of the data-size sweep, below all: the full fit is the all-stories
         point (a subset of every story is the same for every seed)."""
         n_all = len(self.train_stories(subject))
-        grid = story_count_grid(n_all, self.config["subsampling"]["n_stories"])
-        return [n for n in grid if n < n_all]
+        return sweep_sizes(n_all, self.config["subsampling"]["n_stories"], unit="stories")
 
     def encoding_params(self) -> dict[str, Any]:
         """The settings of every fit job (its ``encoding`` param: a change reruns the fits)."""

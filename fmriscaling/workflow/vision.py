@@ -12,7 +12,7 @@ from typing import Any
 from .. import outputs
 from .._utils import ConfigError, DataError
 from ..config import alpha_grid
-from ..encoding.subsample import story_count_grid
+from ..sweep import sweep_sizes
 from ..vision.dataset import ROI_CLASSES, check_algonauts_dir
 from .paths import fill
 
@@ -178,8 +178,7 @@ class VisionTrack:
             n_full = min(self.vision_full_train(s) for s in self.vision_subjects)
         except DataError:
             return []  # a local copy is missing or incomplete: vision_targets() reports it
-        grid = story_count_grid(n_full, self.vision["subsampling"]["n_train"])
-        return [n for n in grid if n < n_full]
+        return sweep_sizes(n_full, self.vision["subsampling"]["n_train"], unit="images")
 
     def vision_image_sets(self) -> list[tuple[str, str]]:
         """(image set name, image folder) of every subject: its training split, and its test
@@ -313,6 +312,13 @@ class VisionTrack:
     @property
     def vision_table_names(self) -> list[str]:
         return list(outputs.VISION_TABLES)
+
+    def vision_table_outputs(self) -> dict[str, str]:
+        """Named outputs of the vision_table rule: its tables, then the bootstrap table and the
+        replicate lines of the scaling fits (gzipped, the language track's schema)."""
+        tables = {name: self.path("table", name=name) for name in self.vision_table_names}
+        gz = (outputs.BOOTSTRAP_TABLE, outputs.SCALING_LINES)
+        return tables | {name: self.path("table_gz", name=name) for name in gz}
 
     @property
     def vision_figure_names(self) -> list[str]:
