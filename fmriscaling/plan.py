@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 JOB_OVERHEAD_S: dict[str, float] = {
     "generate_demo_dataset": 8.4,
     "generate_demo_vision_dataset": 4.9,
-    "build_tiny_model": 4.0,
+    "build_tiny_models": 8.0,
     "story_timing": 0.5,
     "extract_text_features": 5.4,
     "extract_speech_features": 14.7,
@@ -128,7 +128,7 @@ class CostModel:
         self.pricers: dict[str, Callable[[Job, cost.Device], tuple[float, float]]] = {
             "generate_demo_dataset": lambda job, device: (0.0, self._demo_bytes()),
             "generate_demo_vision_dataset": self._small,
-            "build_tiny_model": self._small,
+            "build_tiny_models": self._small,
             "story_timing": self._small,
             "extract_text_features": self._extract,
             "extract_speech_features": self._extract,

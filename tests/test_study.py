@@ -140,7 +140,10 @@ def test_demo_targets_and_jobs():
     assert len([t for t in targets if "demo-vision" in t]) == 5 + 5 * 2  # tables, figures x 2
     jobs = s.jobs()
     counts = rules_of(jobs)
-    assert sum(counts.values()) == 101
+    assert sum(counts.values()) == 94
+    # the 8 tiny models (3 LMs, 2 speech, 3 vision) in one job
+    (build,) = [j for j in jobs if j.rule == "build_tiny_models"]
+    assert len(build.outputs) == 8 and len(build.inputs) == 13  # every story's TextGrid
     assert counts["fit_encoding"] == 18 and counts["fit_encoding_subset"] == 9  # 3 x 3 x 1
     assert counts["stack_member"] == 6 and counts["stack_regression"] == 4
     assert s.vision_sweep_sizes == [12, 30, 76] and counts["select_vision_sweep"] == 2

@@ -86,22 +86,26 @@ class _Replicates:
         self.n_replicates = int(means["replicate"].max()) + 1
         if not all(c in means for c in ROI_COLUMNS):  # a table of all voxels only
             means = means.assign(**dict(zip(ROI_COLUMNS, CORTEX, strict=True)))
-        self.values: dict[tuple, pd.DataFrame] = {}
+        # per (fit, ROI): the positions of its rows in replicate order
+        self.rows: dict[tuple, np.ndarray] = {}
         columns = [*track.key_columns, *ROI_COLUMNS]
-        for key, group in means.groupby(columns, sort=False):
+        replicate = means["replicate"].to_numpy()
+        for key, positions in means.groupby(columns, sort=False).indices.items():
             labels = dict(zip(columns, key, strict=True))
             roi = tuple(labels[c] for c in ROI_COLUMNS)
-            self.values[(track.key(labels), roi)] = group.sort_values("replicate")
+            order = np.argsort(replicate[positions], kind="stable")
+            self.rows[(track.key(labels), roi)] = positions[order]
+        self.metrics = {m: means[m].to_numpy(dtype=np.float64) for m in track.metrics}
 
     def get(self, row: Mapping[str, Any], roi: tuple, metric: str, what: str) -> np.ndarray:
         key = self.track.key(row)
-        if (key, roi) not in self.values:
+        if (key, roi) not in self.rows:
             where = "" if roi == CORTEX else f" in ROI {'/'.join(roi)}"
             raise DataError(
                 f"the bootstrap table has no replicates of {self.track.describe(key)}{where}, "
                 f"needed for {what}; rebuild it (rule bootstrap_means or vision_table)"
             )
-        values = self.values[(key, roi)][metric].to_numpy(dtype=np.float64)
+        values = self.metrics[metric][self.rows[(key, roi)]]
         if values.size != self.n_replicates:
             raise DataError(f"{key}: {values.size} replicates, expected {self.n_replicates}")
         return values
@@ -264,9 +268,14 @@ def _line(points, subjects, metric, reps: _Replicates, roi, draws, what, *, stri
     """x, y (mean over the fits at each point) and the replicate means over drawn subjects
     (n_points, n_replicates) of one line; None when the line is left out."""
     xs, ys, per_subject = [], [], []
+    columns = reps.track.key_columns
     for x, y, rows_at in points:
-        by_subject = rows_at.groupby("subject", sort=True)
-        lacking = sorted(set(subjects) - {str(s) for s in by_subject.groups})
+        # each subject's replicates at this point (several seeds: their mean)
+        replicates: dict[str, list[np.ndarray]] = {}
+        for values in zip(*(rows_at[c].to_numpy() for c in columns), strict=True):
+            row = dict(zip(columns, values, strict=True))
+            replicates.setdefault(str(row["subject"]), []).append(reps.get(row, roi, metric, what))
+        lacking = sorted(set(subjects) - set(replicates))
         if lacking:
             message = f"{what}: subject(s) {lacking} have no fit at x = {x:g}"
             if strict:
@@ -279,12 +288,7 @@ def _line(points, subjects, metric, reps: _Replicates, roi, draws, what, *, stri
             return None
         xs.append(float(x))
         ys.append(float(y[metric]))
-        per_subject.append(
-            [
-                np.mean([reps.get(r, roi, metric, what) for r in group.to_dict("records")], axis=0)
-                for _, group in by_subject
-            ]
-        )
+        per_subject.append([np.mean(replicates[s], axis=0) for s in subjects])
     boot = mean_over_drawn_subjects(np.array(per_subject).transpose(1, 0, 2), draws)
     return np.array(xs), np.array(ys), boot
 

@@ -91,18 +91,17 @@ def _heavy(study: Study, runtime_key: str) -> dict[str, Any]:
 def _models(study: Study) -> list[Job]:
     """Snapshots of the models the study runs: built (demo) or downloaded (hub)."""
     jobs = []
-    for model in study.models:
-        if model in study.built_models:
-            jobs.append(
-                Job(
-                    "build_tiny_model",
-                    outputs=[study.path("model", model=model)],
-                    inputs=study.tiny_model_corpus(model),
-                    wildcards=dict(model=model),
-                    params=dict(model=model),
-                )
+    if study.built_models:
+        jobs.append(
+            Job(
+                "build_tiny_models",
+                outputs=[study.path("model", model=m) for m in study.built_models],
+                inputs=study.tiny_models_corpus(),
+                params=dict(models=list(study.built_models)),
             )
-        elif model in study.hub_models:
+        )
+    for model in study.models:
+        if model in study.hub_models:
             jobs.append(
                 Job(
                     "download_model",

@@ -260,11 +260,22 @@ class Study(VisionTrack):
         """One field of a model's ``source`` (hub id, revision, gated, build), False if absent."""
         return self.models[model]["source"].get(key, False)
 
-    def tiny_model_corpus(self, model: str) -> list[str]:
-        """Text models train their tokenizer on the demo stories; speech models need nothing."""
-        if self.models[model]["kind"] != "text":
+    def tiny_models_corpus(self) -> list[str]:
+        """Tiny text models train their tokenizer on the demo stories; speech and vision models
+        need nothing."""
+        if not any(self.models[m]["kind"] == "text" for m in self.built_models):
             return []
         return [self.path("textgrid", dataset=self.dataset, story=s) for s in self.all_stories]
+
+    def tiny_model_builds(self) -> dict[str, dict[str, Any]]:
+        """What rule build_tiny_models builds: per model its kind, ``source.build`` (arch,
+        preset, seed) and the layer count the config declares."""
+        return {
+            m: dict(
+                kind=self.kind_of(m), build=self.source_field(m, "build"), n_layers=self.n_layers(m)
+            )
+            for m in self.built_models
+        }
 
     # ------------------------------------------------------------------------- downloads
 
