@@ -353,33 +353,3 @@ def test_demo_runs_the_vision_track_and_finds_its_ground_truth(demo):
                 scores["pool"] == truth["true_pool"]
             )
             assert right[at].mean() > 0.6, (subject, driver)
-
-
-def _vision_overlay(tmp_path: Path, data_dir: Path, subjects: list[str]) -> Path:
-    overlay = tmp_path / "local.yaml"
-    overlay.write_text(
-        f"vision:\n  dataset: {{dir: {data_dir}, subjects: {json.dumps(subjects)}}}\n"
-    )
-    return overlay
-
-
-def test_a_local_copy_is_checked_then_planned(demo, tmp_path):
-    workdir = copy_workflow(tmp_path / "wf")
-    data = tmp_path / "algonauts"
-    shutil.copytree(demo / "results" / "data" / "demo-vision" / "subj01", data / "subj01")
-    overlay = _vision_overlay(tmp_path, data, ["subj01"])
-    overlays = ("config/algonauts2023.yaml", str(overlay))
-    jobs = pending_jobs(workdir, overlays=overlays)
-    # the real study's models are not downloaded: snapshots, then extraction and selection
-    assert jobs["download_model"] == jobs["extract_vision_features"] == 12
-    assert jobs["select_vision"] == 12 and jobs["vision_noise_ceiling"] == 1
-    assert "generate_demo_vision_dataset" not in jobs and "fit_encoding" not in jobs
-    args = ("-n", "--configfile", *overlays)
-    rh = data / "subj01/training_split/training_fmri/rh_training_fmri.npy"
-    rh.unlink()
-    proc = snakemake(workdir, *args, check=False)
-    assert proc.returncode != 0 and str(rh) in proc.stdout + proc.stderr
-    np.save(rh, np.zeros((5, 3), np.float32))
-    proc = snakemake(workdir, *args, check=False)
-    assert "subj01 rh: 240 images in" in proc.stdout + proc.stderr
-    assert "but 5 fMRI rows" in proc.stdout + proc.stderr

@@ -1,11 +1,15 @@
 """The workflow through the Snakemake CLI without running it: config errors at start, what a
-parse imports, a missing vision dataset, rules a study does not have, the plan of one target.
+parse imports, a missing vision dataset, a local copy checked, rules a study does not have, the
+plan of one target.
 (Apart from tests/test_workflow.py, whose tests need the demo's run: these run beside it.)"""
 
 from __future__ import annotations
 
+import json
 import subprocess
+from pathlib import Path
 
+import numpy as np
 import pytest
 from _workflow import copy_workflow, pending_jobs, snakemake
 
@@ -75,3 +79,43 @@ def test_one_subject_s_scores_plan_its_group_s_fit(tmp_path):
     jobs = pending_jobs(workdir, target, overlays=("config/lebel2023.yaml",))
     assert jobs["prepare_responses"] == 3 and jobs["fit_encoding"] == 1
     assert "fit_encoding_subset" not in jobs
+
+
+def _vision_overlay(tmp_path: Path, data_dir: Path, subjects: list[str]) -> Path:
+    overlay = tmp_path / "local.yaml"
+    overlay.write_text(
+        f"vision:\n  dataset: {{dir: {data_dir}, subjects: {json.dumps(subjects)}}}\n"
+    )
+    return overlay
+
+
+def test_a_local_copy_is_checked_then_planned(tmp_path):
+    """A local copy of the challenge data (here: a synthetic one in its layout, 240 training
+    images) is checked image for image before the real study's jobs are planned."""
+    from fmriscaling.demo.tiny_vision import TINY_VISION_PRESETS, build_tiny_vision_model
+    from fmriscaling.demo.vision import generate_vision_dataset
+
+    workdir = copy_workflow(tmp_path / "wf")
+    data = tmp_path / "algonauts"
+    truth = tmp_path / "tiny-clip-m"
+    build_tiny_vision_model(truth, **TINY_VISION_PRESETS["clip-m"])
+    generate_vision_dataset(
+        data, subjects=["subj01"], truth_model_dir=truth, n_train_images=240, n_vertices=20,
+        truth={"early": {"layer": 1, "pool": 4}, "higher": {"layer": 3, "pool": 1}},
+    )  # fmt: skip
+    overlay = _vision_overlay(tmp_path, data, ["subj01"])
+    overlays = ("config/algonauts2023.yaml", str(overlay))
+    jobs = pending_jobs(workdir, overlays=overlays)
+    # the real study's models are not downloaded: snapshots, then extraction and selection
+    assert jobs["download_model"] == jobs["extract_vision_features"] == 12
+    assert jobs["select_vision"] == 12 and jobs["vision_noise_ceiling"] == 1
+    assert "generate_demo_vision_dataset" not in jobs and "fit_encoding" not in jobs
+    args = ("-n", "--configfile", *overlays)
+    rh = data / "subj01/training_split/training_fmri/rh_training_fmri.npy"
+    rh.unlink()
+    proc = snakemake(workdir, *args, check=False)
+    assert proc.returncode != 0 and str(rh) in proc.stdout + proc.stderr
+    np.save(rh, np.zeros((5, 3), np.float32))
+    proc = snakemake(workdir, *args, check=False)
+    assert "subj01 rh: 240 images in" in proc.stdout + proc.stderr
+    assert "but 5 fMRI rows" in proc.stdout + proc.stderr
