@@ -27,10 +27,13 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """``snakemake --cores 2 --workflow-profile config/profiles/default ARGS`` in ``workdir``."""
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, cores: int = 2
+) -> subprocess.CompletedProcess:
+    """``snakemake --cores CORES --workflow-profile config/profiles/default ARGS`` in
+    ``workdir``."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", MPLBACKEND="Agg")
-    cmd = [SNAKEMAKE, "--cores", "2", "--workflow-profile", "config/profiles/default", *args]
+    cmd = [SNAKEMAKE, "--cores", str(cores), "--workflow-profile", "config/profiles/default", *args]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(
