@@ -246,12 +246,25 @@ class CostModel:
         read = 4.0 * (n + n_test) * v  # the prepared float32 responses
         read += 4.0 * (n + n_test) * model.hidden_size  # one layer's features
         seconds = flops.gemm / device.gemm + flops.eigh / device.eigh + read / device.read
+        seconds += self._permutation_flops(n_test, v) / device.gemm
         disk = 4.0 * v * SCORE_ARRAYS + 2e3 * len(voxels)
+        if self.config["statistics"]["n_permutations"] > 0:
+            disk += 9.0 * v  # p and q (float32) and the significance flag of every voxel
         if enc["save_weights"]:
             disk += 4.0 * p * v
         if enc["save_predictions"]:
             disk += 4.0 * v * (2 * n_test + n)
         return seconds, disk
+
+    def _permutation_flops(self, n_test: int, v: int) -> float:
+        """The block permutation test of a fit's voxels (`fmriscaling.encoding.significance`):
+        the table of block products, then one matrix product over every permutation."""
+        stats = self.config["statistics"]
+        n_perm, block = stats["n_permutations"], stats["block_trs"]
+        if n_perm <= 0:
+            return 0.0
+        n_blocks = max(n_test // block, 2)
+        return 2.0 * v * n_blocks * n_blocks * (block + n_perm)
 
     def _extract(self, job: Job, device: cost.Device) -> tuple[float, float]:
         from .features.audio import window_bounds

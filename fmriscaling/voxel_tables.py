@@ -78,6 +78,7 @@ def voxel_table(
     cc_max: np.ndarray,
     floor: float | None = None,
     labels: VoxelLabels | None = None,
+    significance: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """One row per voxel of a subject: its best model's test r, the ceiling, CC_norm, labels.
 
@@ -93,12 +94,15 @@ def voxel_table(
         Floor on CC_max when normalising (``cc_norm = r / max(cc_max, floor)``).
     labels : VoxelLabels, optional
         Adds ``hemisphere``, ``distance_mm`` and one column per atlas.
+    significance : mapping, optional
+        ``test_p``, ``test_q``, ``significant`` of the fit (its permutation test): columns
+        beside ``test_r``.
 
     Returns
     -------
     DataFrame
-        subject, voxel, model, layer, test_r, cc_max, has_ceiling, cc_norm[, hemisphere,
-        distance_mm, <atlas>...].
+        subject, voxel, model, layer, test_r[, test_p, test_q, significant], cc_max,
+        has_ceiling, cc_norm[, hemisphere, distance_mm, <atlas>...].
     """
     test_r = np.asarray(test_r, dtype=np.float64)
     cc_max = np.asarray(cc_max, dtype=np.float64)
@@ -113,6 +117,11 @@ def voxel_table(
             "model": model,
             "layer": int(layer),
             "test_r": test_r,
+            **{
+                name: np.asarray(values)
+                for name, values in (significance or {}).items()
+                if name in ("test_p", "test_q", "significant")
+            },
             "cc_max": cc_max,
             "has_ceiling": np.isfinite(cc_max) & (cc_max > 0),
             "cc_norm": normalized_correlation(test_r, cc_max, floor=floor),
@@ -176,7 +185,9 @@ def roi_summary(voxels: pd.DataFrame, roi_voxels: pd.DataFrame) -> pd.DataFrame:
     -------
     DataFrame
         subject, roi, source, model, layer, n_voxels, n_voxels_ceiling, mean_r, mean_cc_max,
-        mean_cc_norm; ``cc_max`` and ``cc_norm`` are averaged over voxels with a ceiling.
+        mean_cc_norm, fraction_significant (of the ROI's voxels, FDR-controlled over the
+        subject's voxels; NaN without a permutation test); ``cc_max`` and ``cc_norm`` are
+        averaged over voxels with a ceiling.
         ROI ``cortex`` (source ``all``) is every voxel; ROIs without voxels are kept, with NaN
         means.
     """
@@ -190,6 +201,10 @@ def roi_summary(voxels: pd.DataFrame, roi_voxels: pd.DataFrame) -> pd.DataFrame:
     ceiling = both["has_ceiling"].astype(bool)
     both["cc_max_valid"] = both["cc_max"].where(ceiling)
     both["cc_norm_valid"] = both["cc_norm"].where(ceiling)
+    # NaN when the fit had no permutation test
+    both["significant_or_nan"] = (
+        both["significant"].astype(float) if "significant" in both else np.nan
+    )
     table = (
         both.groupby(["subject", "roi", "source"], sort=False)
         .agg(
@@ -200,6 +215,7 @@ def roi_summary(voxels: pd.DataFrame, roi_voxels: pd.DataFrame) -> pd.DataFrame:
             mean_r=("test_r", "mean"),
             mean_cc_max=("cc_max_valid", "mean"),
             mean_cc_norm=("cc_norm_valid", "mean"),
+            fraction_significant=("significant_or_nan", "mean"),
         )
         .reset_index()
     )
@@ -223,6 +239,7 @@ def roi_summary(voxels: pd.DataFrame, roi_voxels: pd.DataFrame) -> pd.DataFrame:
             "mean_r",
             "mean_cc_max",
             "mean_cc_norm",
+            "fraction_significant",
         ]
     ]
 
@@ -310,6 +327,7 @@ def voxel_tables_files(
         key = (subject, str(row["model"]), int(row["layer"]))
         with np.load(scores[key], allow_pickle=False) as f:
             test_r = f["test_r"]
+            significance = {n: f[n] for n in ("test_p", "test_q", "significant") if n in f.files}
         subject_labels = load_voxel_labels(labels[subject]) if subject in labels else None
         voxel_parts.append(
             voxel_table(
@@ -320,6 +338,7 @@ def voxel_tables_files(
                 cc_max=unfloored_cc_max(load_noise_ceiling(ceiling_file)),
                 floor=floor,
                 labels=subject_labels,
+                significance=significance,
             )
         )
         if subject_labels is not None:

@@ -62,6 +62,7 @@ rule stack_regression:
         calibrate=config["stacking"]["calibrate"],
         block_voxels=config["stacking"]["block_voxels"],
         tol=config["stacking"]["tol"],
+        statistics=config["statistics"],
     script:
         "../workflow_scripts/stack_regression.py"
 

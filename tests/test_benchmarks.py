@@ -171,3 +171,19 @@ def test_study_bench_compares_equal_fits_both_ways(tmp_path, monkeypatch):
     assert report["max_abs_test_r_difference"] == 0 and report["same_alpha_fraction"] == 1
     assert raw["mean_test_r"] == shared["mean_test_r"]
     assert report["size"]["n_subjects"] == 3 and report["size"]["n_features"] == 160
+
+
+def test_permutation_bench_times_the_test_and_checks_it_against_a_loop(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location(
+        "permutation_bench", BENCH.with_name("permutation_bench.py")
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setitem(bench.SIZES, "small", (400, 120, 99))
+    out = tmp_path / "perm.json"
+    report = bench.main(["--size", "small", "--json", str(out)])
+    assert json.loads(out.read_text()) == report
+    assert report["seconds"] > 0 and report["n_voxels"] == 400
+    # a tenth of the voxels share a signal of r ~ 0.3 over 120 TRs: found; the null ones not
+    assert report["rate_p_below_0.05_signal"] > 0.8
+    assert report["rate_p_below_0.05_null"] < 0.1

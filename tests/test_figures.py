@@ -337,6 +337,35 @@ def test_flatmap_draws_into_the_given_axes(cortex_dataset, ax):
         )
 
 
+def test_flatmap_dims_the_voxels_given_a_lower_opacity(cortex_dataset, ax):
+    """Non-significant voxels are drawn with opacity 0.3 (a pycortex VolumeRGB): the image
+    carries both opacities, and the colours of the opaque pixels are the colormap's."""
+    root, _ = cortex_dataset
+    db = root / "derivative" / "pycortex-db"
+    mask = db / "UTS01" / "transforms" / "UTS01_auto" / "mask_thick.nii.gz"
+    values = np.full(300, 0.8)
+    opacity = np.where(np.arange(300) % 2 == 0, 1.0, 0.3)
+    plot_flatmap(
+        values, db_dir=db, subject="UTS01", xfmname="UTS01_auto", mask=mask, ax=ax, height=256,
+        pixelwise=False, with_rois=False, with_curvature=False, vmin=0.0, vmax=1.0,
+        cmap="viridis", opacity=opacity,
+    )  # fmt: skip
+    image = np.asarray(ax.images[0].get_array(), dtype=float)
+    assert image.ndim == 3 and image.shape[2] == 4
+    scale = 255.0 if image.max() > 1 else 1.0
+    alpha = image[..., 3] / scale
+    drawn = alpha[alpha > 0.05]
+    assert np.isclose(drawn, 1.0, atol=0.02).mean() > 0.2
+    assert np.isclose(drawn, 0.3, atol=0.02).mean() > 0.2
+    from matplotlib import colormaps
+
+    opaque = image[np.isclose(alpha, 1.0, atol=0.02)][:, :3] / scale
+    np.testing.assert_allclose(opaque.mean(axis=0), colormaps["viridis"](0.8)[:3], atol=0.02)
+    with pytest.raises(DataError, match="299 opacities for 300 voxels"):
+        plot_flatmap(values, db_dir=db, subject="UTS01", xfmname="UTS01_auto", mask=mask,
+                     ax=ax, opacity=opacity[:-1], with_rois=False)  # fmt: skip
+
+
 def test_a_dataset_without_pycortex_surfaces_falls_back_to_nilearn(tmp_path, caplog, rng):
     root = tmp_path / "ds"
     generate_dataset(root, subjects=("UTS01",), n_train_stories=2, n_voxels=50, n_latent=4,

@@ -93,23 +93,26 @@ def test_known_flops_give_known_seconds(tmp_path):
     rows = facts.story_rows("synthstory01")
     assert rows == 120 - 20  # mean of story_n_trs [100, 140], minus 20 trimmed
     n, n_test, v, p = 12 * rows, 150 - 20 - 40, 2 * 300, 4 * 64
-    flops = cost.ridge_flops(n, p, v, n_test, [(n - n // 5, n // 5)] * 5, 13)
+    n_alphas = study.config["encoding"]["alphas"]["num"]
+    flops = cost.ridge_flops(n, p, v, n_test, [(n - n // 5, n // 5)] * 5, n_alphas)
+    # the permutation test: 9 blocks of 10 TRs, a 9 x 9 table per voxel, 1000 permutations
+    permutations = 2.0 * v * 9 * 9 * (10 + 1000)
     read = 4.0 * v * (n + n_test) + 4.0 * (n + n_test) * 64
     model = CostModel(study, facts, cpu=one)
     priced = model(job)
     assert priced.where == "CPU"
     assert priced.seconds == pytest.approx(
-        JOB_OVERHEAD_S["fit_encoding"] + flops.total / 1e12 + read / 1e12
+        JOB_OVERHEAD_S["fit_encoding"] + flops.total / 1e12 + read / 1e12 + permutations / 1e12
     )
-    assert priced.disk_bytes == pytest.approx(4.0 * v * 3 + 2 * 2e3)
+    assert priced.disk_bytes == pytest.approx(4.0 * v * 3 + 2 * 2e3 + 9.0 * v)
     # a data-size fit of 4 of the 12 stories: a third of the training TRs
     subset = next(j for j in jobs if j.rule == "fit_encoding_subset" and j.wildcards.get("n") == 4)
     assert len(subset.params["train_stories"]) == 4
     m = 4 * rows
-    sub = cost.ridge_flops(m, p, v, n_test, [(m - m // 5, m // 5)] * 5, 13)
+    sub = cost.ridge_flops(m, p, v, n_test, [(m - m // 5, m // 5)] * 5, n_alphas)
     read = 4.0 * v * (m + n_test) + 4.0 * (m + n_test) * 64
     assert model(subset).seconds == pytest.approx(
-        JOB_OVERHEAD_S["fit_encoding_subset"] + sub.total / 1e12 + read / 1e12
+        JOB_OVERHEAD_S["fit_encoding_subset"] + sub.total / 1e12 + read / 1e12 + permutations / 1e12
     )
 
 

@@ -560,3 +560,27 @@ def test_bad_stacks_name_the_key(change, message):
     change(config)
     with pytest.raises(ConfigError, match=message):
         validate_config(config)
+
+
+def test_the_stack_s_test_r_gets_a_permutation_p_per_voxel(two_drivers, tmp_path):
+    """With statistics, the stacked test prediction is tested like a fit's: the p of every
+    voxel is the block permutation test of the stack's own test prediction (streamed in
+    blocks), and the member labels stay as they were."""
+    from fmriscaling.encoding.significance import fdr, permutation_pvalues
+
+    members, Y, _, n = two_drivers
+    paths = _write_members(tmp_path, members, Y, n)
+    out = tmp_path / "scores.npz"
+    stats = {"n_permutations": 199, "block_trs": 5, "fdr_q": 0.05, "seed": 3}
+    summary = stack_regression(member_files=paths, members=LABELS, out_npz=out,
+                               backend="numpy", block_voxels=7, statistics=stats)  # fmt: skip
+    scores = np.load(out)
+    assert list(scores["members"]) == ["m0/layer-0", "m1/layer-1"]
+    mix = scores["weights"] * scores["calibration"]
+    stacked = np.einsum("ktv,kv->tv", np.stack([test for _, test in members]), mix)
+    expected = permutation_pvalues(stacked, Y[n:], block_trs=5, n_permutations=199, seed=3)
+    np.testing.assert_allclose(scores["stack_p"], expected["p"], atol=1e-9)
+    q, significant = fdr(expected["p"], q=0.05)
+    np.testing.assert_allclose(scores["stack_q"], q, rtol=1e-6)
+    np.testing.assert_array_equal(scores["stack_significant"], significant)
+    assert summary["n_significant"] == significant.sum() > 0

@@ -159,6 +159,44 @@ def test_demo_recovers_known_signal(demo):
     assert high.mean() > low.mean() + 0.05
 
 
+def test_demo_carries_significance_and_the_alpha_diagnostics_everywhere(demo):
+    """Every fit has per-voxel p, q and significance; the tables count them; the demo's
+    default alpha grid raises no edge warning."""
+    truth = np.load(demo / "results/data/demo/ground_truth/UTS01.npz", allow_pickle=False)
+    scores = np.load(
+        demo / "results/encoding/demo/UTS01/tiny-opt-m/layer-2/scores.npz", allow_pickle=False
+    )
+    p, q, significant = scores["test_p"], scores["test_q"], scores["significant"]
+    assert p.min() >= 1 / 1001 and p.max() <= 1 and (q >= p - 1e-7).all()
+    np.testing.assert_array_equal(significant, q <= 0.05)
+    # the predictable voxels (high analytic ceiling) are found far more often than the others
+    snr = truth["cc_max"]
+    high, low = snr > np.quantile(snr, 0.75), snr < np.quantile(snr, 0.25)
+    assert significant[high].mean() > significant[low].mean() + 0.2
+    tables = demo / "results" / "tables" / "demo"
+    encoding = pd.read_csv(tables / "encoding.csv")
+    assert encoding["fraction_significant"].between(0, 1).all()
+    row = encoding[(encoding["subject"] == "UTS01") & (encoding["model"] == "tiny-opt-m")
+                   & (encoding["layer"] == 2) & encoding["full_train"]].iloc[0]  # fmt: skip
+    assert row["n_significant"] == significant.sum()
+    assert encoding["fraction_alpha_min"].between(0, 1).all()
+    assert (encoding[["fraction_alpha_min", "fraction_alpha_max"]] <= 0.05).all().all()
+    logs = (demo / "results/logs/fit_encoding").rglob("*.log")
+    assert not [log for log in logs if "widen encoding.alphas" in log.read_text()]
+    assert pd.read_csv(tables / "headline.csv")["best_fraction_significant"].between(0, 1).all()
+    rois = pd.read_csv(tables / "rois.csv")
+    assert rois.loc[rois["n_voxels"] > 0, "fraction_significant"].between(0, 1).all()
+    voxels = pd.read_csv(tables / "voxels.csv.gz")
+    assert {"test_p", "test_q", "significant"} <= set(voxels.columns)
+    assert pd.read_csv(tables / "stacking.csv")["fraction_significant_stack"].notna().any()
+    vision = pd.read_csv(demo / "results/tables/demo-vision/encoding.csv")
+    fits = vision[vision["kind"] != "ensemble"]
+    assert fits["fraction_significant"].between(0, 1).all()
+    # the tiny-clip-m vertices are driven by its features: most are found
+    best = fits[(fits["model"] == "tiny-clip-m") & (fits["kind"] == "full")]
+    assert (best["fraction_significant"] > 0.5).all()
+
+
 def test_demo_is_complete_and_a_deleted_target_is_rebuilt_alone(demo, demo_copy):
     assert pending_jobs(demo) == {}
     target = demo_copy / "results/encoding/demo/UTS02/tiny-opt-s/layer-1/scores.npz"

@@ -14,10 +14,16 @@ if TYPE_CHECKING:
 def main(smk) -> None:
     log_to_file(smk.log[0])
     outputs = {name: list(smk.output[name]) for name in smk.params.names}
+    encoding = pd.read_csv(smk.input.encoding)
+    metrics = ["mean_r", "mean_cc_norm"]
+    # with the permutation test (statistics.n_permutations > 0): a row of the fraction of
+    # voxels significant at the FDR level, against the same axes
+    if encoding.get("fraction_significant", pd.Series(dtype=float)).notna().any():
+        metrics.append("fraction_significant")
     written = scaling_report(
-        pd.read_csv(smk.input.encoding),
+        encoding,
         outputs,
-        metrics=("mean_r", "mean_cc_norm"),
+        metrics=metrics,
         fits=pd.read_csv(smk.input.scaling),
         bootstrap=pd.read_csv(smk.input.lines),
     )

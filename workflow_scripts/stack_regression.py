@@ -23,6 +23,7 @@ def main(smk) -> None:
         calibrate=p.calibrate,
         block_voxels=p.block_voxels,
         tol=p.tol,
+        statistics=p.statistics,
         params=dict(p.items()),
         meta=dict(p.labels),
     )

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .._utils import DataError, atomic_path, config_hash, write_json, write_provenance
+from .significance import alpha_edges, significance_of, warn_at_alpha_edges
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,11 @@ class EncodingSettings:
         (n_train_trs, n_voxels).
     seed : int, default 0
         Seed of the bootstrap chunks.
+    statistics : mapping, optional
+        The config's ``statistics``: ``n_permutations`` (0 or None: no test), ``block_trs``,
+        ``fdr_q``, ``seed`` of the block permutation test of every voxel's test r
+        (`fmriscaling.encoding.significance`), and ``alpha_edge_warning``, the fraction of
+        voxels with a positive CV score at an end of the alpha grid above which the fit warns.
     """
 
     alphas: Sequence[float]
@@ -96,6 +102,11 @@ class EncodingSettings:
     save_weights: bool = False
     save_predictions: bool = False
     seed: int = 0
+    statistics: Mapping[str, Any] | None = None
+
+    @property
+    def n_permutations(self) -> int:
+        return int((self.statistics or {}).get("n_permutations") or 0)
 
 
 @dataclass
@@ -343,7 +354,7 @@ def _fit(settings, X_train, folds, X_test, targets: Sequence[_Target]):
         n_targets_batch=settings.n_targets_batch,
         score_dtype=settings.score_dtype,
         return_weights=settings.save_weights,
-        return_test_pred=settings.save_predictions,
+        return_test_pred=settings.save_predictions or settings.n_permutations > 0,
         return_oof_pred=settings.save_predictions,
     )
     return result, n_folds
@@ -390,6 +401,28 @@ def _write(
             arrays["test_pred"] = np.asarray(result.test_pred[:, cols], dtype=np.float32)
             arrays["test_true"] = target.Y_test
             arrays["oof_pred"] = np.asarray(result.oof_pred[:, cols], dtype=np.float32)
+        where = _fit_name(target, test_story)
+        significance = {}
+        if settings.n_permutations > 0:
+            significance = significance_of(
+                result.test_pred[:, cols],
+                target.Y_test,
+                settings.statistics,
+                device="cuda" if str(result.backend).endswith("cuda") else "cpu",
+                what=where,
+            )
+            arrays.update({k: significance.pop(k) for k in ("test_p", "test_q", "significant")})
+        curves = None if result.cv_scores_all is None else result.cv_scores_all[:, cols]
+        edges = alpha_edges(
+            best_alpha, cv_score, settings.alphas, curves, score_dtype=result.score_dtype
+        )
+        warn_at_alpha_edges(
+            edges,
+            settings.alphas,
+            limit=(settings.statistics or {}).get("alpha_edge_warning", 0.05),
+            what=where,
+            key="encoding.alphas",
+        )
         with atomic_path(target.out_npz, suffix=".npz") as tmp:
             np.savez(tmp, **arrays)
         summary: dict[str, Any] = {
@@ -415,6 +448,8 @@ def _write(
             "median_test_r": float(np.median(test_r)),
             "median_alpha": float(np.median(best_alpha)),
             "mean_cv_score": float(cv_score.astype(np.float64).mean()),
+            **edges,
+            **significance,
         }
         write_json(scores_json_path(target.out_npz), summary)
         write_provenance(
@@ -437,6 +472,12 @@ def _write(
         )
         summaries.append(summary)
     return summaries
+
+
+def _fit_name(target: _Target, test_story: str) -> str:
+    """A fit in messages: its scores file (dataset, subject, model, layer and subset are in
+    the path) and its test story."""
+    return f"{target.out_npz} (test story {test_story})"
 
 
 def _check_finite_scores(out_npz, test_r, best_alpha, cv_score, test_story, feature_file) -> None:

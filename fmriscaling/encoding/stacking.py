@@ -41,6 +41,7 @@ from .backend import _free_memory_bytes, _PeakMemory, using_backend
 from .noise_ceiling import load_noise_ceiling, normalized_correlation, summarize_normalized
 from .oof import MemberPredictions
 from .ridge import pearson_columns
+from .significance import significance_of
 from .simplex import solve_simplex_qp_on, solver_backend
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ STACKING_COLUMNS: tuple[str, ...] = (
     "n_voxels",
     "mean_r_stack",
     "mean_cc_norm_stack",
+    "fraction_significant_stack",
     "best_member",
     "mean_r_best_member",
     "mean_gain",
@@ -189,6 +191,7 @@ def stack_regression(
     tol: float = 1e-9,
     max_iter: int | None = None,
     calibrate: bool = True,
+    statistics: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -232,6 +235,10 @@ def stack_regression(
         predictions, not their r), and stacking weighs squared errors. A member that
         anti-predicts a voxel out of fold gets ``β = 0`` there (it predicts nothing). False:
         the raw predictions, as Lin et al. stack them (their ridge picks alphas by R²).
+    statistics : mapping, optional
+        The config's ``statistics``: with ``n_permutations`` > 0, the stack's test r gets a
+        block permutation p, a Benjamini-Hochberg q and a significance flag per voxel
+        (``stack_p``, ``stack_q``, ``stack_significant``; `fmriscaling.encoding.significance`).
     params : mapping, optional
         Rule params stored in the provenance.
     meta : mapping, optional
@@ -296,6 +303,9 @@ def stack_regression(
                 width,
             )
             held = first.oof_rows
+            n_permutations = int((statistics or {}).get("n_permutations") or 0)
+            # the stacked test predictions, kept for the permutation test
+            stacked_test = y_test_all = None
             for cols in (slice(a, min(a + width, n_voxels)) for a in range(0, n_voxels, width)):
                 oof = np.empty((cols.stop - cols.start, k, n_rows), np.float32)
                 for i, member in enumerate(files):
@@ -321,6 +331,12 @@ def stack_regression(
                 mix = solved.weights.T * (gain.T if calibrate else 1.0)  # (k, b)
                 stacked = (preds * bk.asarray(mix.astype(np.float32))[:, None, :]).sum(0)
                 out["stack_r"][cols] = bk.to_numpy(pearson_columns(bk, stacked, y_test))
+                if n_permutations > 0:
+                    if stacked_test is None:
+                        stacked_test = np.empty((stacked.shape[0], n_voxels), np.float32)
+                        y_test_all = np.empty((stacked.shape[0], n_voxels), np.float32)
+                    stacked_test[:, cols] = bk.to_numpy(stacked)
+                    y_test_all[:, cols] = bk.to_numpy(y_test)
                 out["weights"][:, cols] = solved.weights.T
                 out["oof_mse"][:, cols] = np.diagonal(R, axis1=1, axis2=2).T
                 out["stack_oof_mse"][cols] = solved.objective
@@ -338,6 +354,13 @@ def stack_regression(
     if ceiling is not None:
         cc_norm = normalized_correlation(out["stack_r"], ceiling.cc_max, floor=floor)
         out["cc_norm"] = cc_norm.astype(np.float32)
+    significance = {}
+    if stacked_test is not None:
+        significance = significance_of(
+            stacked_test, y_test_all, statistics, what=f"{out_npz} (stack)"
+        )
+        renamed = {"test_p": "stack_p", "test_q": "stack_q", "significant": "stack_significant"}
+        out.update({new: significance.pop(old) for old, new in renamed.items()})
     labels = {
         "members": np.array(names),
         "models": np.array([str(m.attrs["model"]) for m in files]),
@@ -363,6 +386,7 @@ def stack_regression(
         "backend": backend_name,
         "seconds": time.perf_counter() - start,
         "peak_memory_bytes": int(peak_bytes),
+        **significance,
     }
     write_provenance(out_npz, params, summary=summary, member_files=[str(p) for p in member_files])
     logger.info(
@@ -492,6 +516,12 @@ def summarize_stack(
         "n_voxels": n,
         "mean_r_stack": _mean(scores["stack_r"][voxels]),
         "mean_cc_norm_stack": mean_cc,
+        # of the set's voxels, FDR-controlled over the subject's (NaN: no permutation test)
+        "fraction_significant_stack": (
+            _mean(scores["stack_significant"][voxels].astype(np.float64))
+            if "stack_significant" in scores
+            else float("nan")
+        ),
         "best_member": str(scores["members"][best]) if n else None,  # none in an empty set
         "mean_r_best_member": float(mean_member_r[best]),
         "mean_gain": _mean(scores["gain"][voxels]),

@@ -35,9 +35,15 @@ METRIC_LABELS = {
     "mean_r": "mean test correlation r",
     "mean_cc_norm": "mean test CC_norm",
     "mean_cv_score": "mean CV score",
+    "fraction_significant": "fraction of voxels significant (FDR)",
 }
 #: Short unit used in slope texts ("+0.012 r per 10x").
-METRIC_UNITS = {"mean_r": "r", "mean_cc_norm": "CC_norm", "mean_cv_score": "CV score"}
+METRIC_UNITS = {
+    "mean_r": "r",
+    "mean_cc_norm": "CC_norm",
+    "mean_cv_score": "CV score",
+    "fraction_significant": "fraction",
+}
 
 # one sequential colormap per family, in the hue order of seaborn's "colorblind" palette
 _SEQUENTIAL_CMAPS = ("Blues", "Oranges", "Greens", "Reds", "Purples", "YlOrBr", "RdPu", "Greys")

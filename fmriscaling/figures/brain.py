@@ -44,6 +44,9 @@ __all__ = [
 ]
 
 #: Colour map and range of each map of the per-subject figure (None: from the data).
+#: opacity of a voxel the permutation test did not find significant, in the r and CC_norm maps
+NOT_SIGNIFICANT_OPACITY = 0.3
+
 MAP_STYLES: dict[str, dict[str, Any]] = {
     "test_r": {"label": "test r", "cmap": "inferno", "vmin": 0.0, "vmax": None},
     "cc_norm": {"label": "CC_norm", "cmap": "viridis", "vmin": 0.0, "vmax": 1.0},
@@ -82,6 +85,7 @@ def plot_flatmap(
     height: int = 1024,
     pixelwise: bool = True,
     roi_layer: dict | None = None,
+    opacity: Any = None,
 ) -> Axes:
     """A pycortex flatmap of one value per mask voxel.
 
@@ -117,6 +121,10 @@ def plot_flatmap(
     roi_layer : dict, optional
         Shared by the maps of one figure: the ROI outlines Inkscape rasterised for the first
         map are kept in it and drawn again on the others (one Inkscape call per figure).
+    opacity : array of shape (n_voxels,), optional
+        Per-voxel opacity in [0, 1] (e.g. non-significant voxels dimmed): the colours are
+        computed here and drawn as a pycortex ``VolumeRGB`` with that alpha, over the
+        curvature.
 
     Returns
     -------
@@ -145,7 +153,12 @@ def plot_flatmap(
     rois = resolve_rois(with_rois)
     reuse = rois and roi_layer is not None and "image" in roi_layer
     with pycortex_session(db_dir, [subject]) as cortex:
-        data = cortex.Volume(volume, subject, xfmname, cmap=cmap, vmin=vmin, vmax=vmax)
+        if opacity is None:
+            data = cortex.Volume(volume, subject, xfmname, cmap=cmap, vmin=vmin, vmax=vmax)
+        else:
+            data = _rgba_volume(
+                cortex, values, opacity, mask_zyx, subject, xfmname, cmap, vmin, vmax
+            )
         cortex.quickflat.make_figure(
             data,
             fig=ax,
@@ -175,6 +188,31 @@ def plot_flatmap(
         )
         bar.set_label(label, fontsize="small")
     return ax
+
+
+def _rgba_volume(cortex, values, opacity, mask_zyx, subject, xfmname, cmap, vmin, vmax):
+    """A pycortex ``VolumeRGB`` of ``values`` coloured by ``cmap`` with per-voxel opacity
+    (NaN values transparent)."""
+    from matplotlib import colormaps
+
+    opacity = np.asarray(opacity, dtype=np.float64)
+    if opacity.shape != values.shape:
+        raise DataError(f"{opacity.size} opacities for {values.size} voxels")
+    rgba = colormaps[cmap](Normalize(vmin, vmax, clip=True)(np.nan_to_num(values)))
+    alpha = np.where(np.isfinite(values), np.clip(opacity, 0.0, 1.0), 0.0)
+
+    def channel(column: np.ndarray, dtype=np.uint8, scale: float = 255.0) -> np.ndarray:
+        volume = np.zeros(mask_zyx.shape, dtype)
+        volume[mask_zyx] = np.round(column * scale) if dtype == np.uint8 else column
+        return volume
+
+    red, green, blue = (
+        cortex.Volume(channel(rgba[:, i]), subject, xfmname, vmin=0, vmax=255) for i in range(3)
+    )
+    alpha_volume = cortex.Volume(
+        channel(alpha, np.float32, 1.0), subject, xfmname, vmin=0.0, vmax=1.0
+    )
+    return cortex.VolumeRGB(red, green, blue, subject, xfmname, alpha=alpha_volume)
 
 
 def _map_values(voxels: pd.DataFrame, weights: Mapping[str, np.ndarray] | None):
@@ -245,6 +283,17 @@ def draw_brain_maps(
             subject,
             Path(db_dir) / subject,
         )
+    # the best model's maps dim the voxels its permutation test did not find (FDR-controlled)
+    opacity = None
+    if "significant" in voxels:
+        significant = voxels.sort_values("voxel")["significant"].to_numpy(dtype=bool)
+        opacity = np.where(significant, 1.0, NOT_SIGNIFICANT_OPACITY)
+        logger.info(
+            "%s: %d of %d voxels significant; the others are dimmed in the r and CC_norm maps",
+            subject,
+            int(significant.sum()),
+            significant.size,
+        )
     ncols = 2 if len(panels) > 3 else 1
     nrows = -(-len(panels) // ncols)
     width, row_height = (7.0, 4.2) if flat else (12.0, 3.2)
@@ -263,9 +312,12 @@ def draw_brain_maps(
             else:
                 title = f"{subject} {style['label']}: {model} layer {layer} (best by CV)"
             colours = {k: style[k] for k in ("cmap", "vmin", "vmax")}
+            dim = opacity if name in ("test_r", "cc_norm") else None
+            if dim is not None:
+                title += "; not significant: dimmed"
             if flat:
                 ax = fig.add_subplot(nrows, ncols, i + 1)
-                plot_flatmap(values, ax=ax, label=style["label"], **colours, **flatmap)
+                plot_flatmap(values, ax=ax, label=style["label"], opacity=dim, **colours, **flatmap)
                 ax.set_title(title, fontsize="medium")
                 continue
             row, col = divmod(i, ncols)

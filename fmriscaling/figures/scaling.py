@@ -426,7 +426,9 @@ def scaling_report(
     metric : str
         Column drawn on the y axes (one panel per figure).
     metrics : sequence of str, optional
-        Several columns, one panel (row) each; overrides ``metric``.
+        Several columns, one panel (row) each; overrides ``metric``. A metric the fits do not
+        cover (``fraction_significant``: the fraction of voxels significant at the FDR level)
+        is drawn without lines.
     fits, bootstrap : pandas.DataFrame, optional
         Scaling fits and their replicate lines (`fmriscaling.scaling.scaling_fits`): lines,
         legends and confidence bands of the size and data figures come from them.
@@ -473,6 +475,10 @@ def scaling_report(
                         if has_kind
                         else {k: v for k, v in options.items() if k != "model_kind"}
                     )
+                    if fits is not None and panel_metric not in set(fits["metric"]):
+                        # a metric without scaling fits (the fraction of significant voxels):
+                        # its points and their spread, no line
+                        options = {k: v for k, v in options.items() if k not in bands}
                     plot(table, metric=panel_metric, ax=axes[row, col], **options)
         written[name] = files
     return written

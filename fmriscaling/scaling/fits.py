@@ -54,7 +54,8 @@ FIT_COLUMNS = (
 HEADLINE_COLUMNS = (
     "axis", "kind", "family", "model", "layer", "n_points", "slope_per_decade", "slope_lo",
     "slope_hi", "pct_per_decade", "pct_lo", "pct_hi", "r", "best_model", "best_layer",
-    "best_relative_depth", "best_mean_r", "best_mean_cc_norm", "paper_name",
+    "best_relative_depth", "best_mean_r", "best_mean_cc_norm", "best_fraction_significant",
+    "paper_name",
     "paper_pct_per_decade", "paper_fit_r",
 )  # fmt: skip
 _AXIS_X = {"stories": "n_train_stories", "trs": "n_train_trs"}
@@ -375,11 +376,15 @@ def headline_table(
     DataFrame
         axis, kind, family, model, layer, n_points, slope_per_decade, slope_lo, slope_hi,
         pct_per_decade, pct_lo, pct_hi, r, best_model, best_layer, best_relative_depth,
-        best_mean_r, best_mean_cc_norm, paper_name, paper_pct_per_decade, paper_fit_r.
+        best_mean_r, best_mean_cc_norm, best_fraction_significant (the subject-mean fraction
+        of voxels significant at the FDR level), paper_name, paper_pct_per_decade,
+        paper_fit_r.
     """
     aliases = dict(aliases or {})
     by_name = {(p["axis"], p["name"]): p for p in paper}
     full = _full(encoding)
+    if "fraction_significant" not in full:  # a table from before the permutation test
+        full = full.assign(fraction_significant=np.nan)
     # per model: the layer with the best subject-mean CV score (never the test score)
     per_layer = (
         full.groupby(["family", "model", "layer"], sort=True)
@@ -388,6 +393,7 @@ def headline_table(
             mean_r=("mean_r", "mean"),
             mean_cc_norm=("mean_cc_norm", "mean"),
             relative_depth=("relative_depth", "mean"),
+            fraction_significant=("fraction_significant", "mean"),
         )
         .reset_index()
     )
@@ -412,6 +418,7 @@ def headline_table(
                 "best_relative_depth": float(best["relative_depth"]),
                 "best_mean_r": float(best["mean_r"]),
                 "best_mean_cc_norm": float(best["mean_cc_norm"]),
+                "best_fraction_significant": float(best["fraction_significant"]),
                 "paper_name": ref.get("name"),
                 "paper_pct_per_decade": ref.get("pct_per_decade"),
                 "paper_fit_r": ref.get("fit_r"),

@@ -32,6 +32,7 @@ import numpy as np
 
 from .._utils import DataError, atomic_path, write_json, write_provenance
 from ..encoding.folds import Fold
+from ..encoding.significance import alpha_edges, significance_of, warn_at_alpha_edges
 from ..sweep import draw_subset
 from .dataset import check_image_counts, read_fmri
 from .splits import image_folds, split_rows, standardize
@@ -74,6 +75,8 @@ class Selection:
     backend, score_dtype : str
     fit_seconds : float
     peak_memory_bytes : int
+    cv_curve : float32 array of shape (n_alphas, n_vertices), optional
+        Each vertex's CV score at every alpha, of its chosen candidate.
     """
 
     candidates: list[tuple[int, int]]
@@ -87,6 +90,7 @@ class Selection:
     score_dtype: str = ""
     fit_seconds: float = 0.0
     peak_memory_bytes: int = 0
+    cv_curve: np.ndarray | None = None
 
     @property
     def layer(self) -> np.ndarray:
@@ -149,6 +153,8 @@ def select_per_vertex(
     best_alpha = np.zeros(n_vertices, dtype=np.float32)
     test_r = np.zeros(n_vertices, dtype=np.float32)
     test_pred = np.zeros(Y_test.shape, dtype=np.float32) if return_test_pred else None
+    # the chosen candidate's CV curve over the alphas (the alpha-grid diagnostic reads it)
+    cv_curve = np.zeros((len(alphas), n_vertices), dtype=np.float32)
     fits: list[dict[str, Any]] = []
     backend_name = dtype_used = ""
     peak = 0
@@ -177,6 +183,8 @@ def select_per_vertex(
         best[better] = i
         best_alpha[better] = result.alphas[better]
         test_r[better] = result.test_r[better]
+        if result.cv_scores_all is not None:
+            cv_curve[:, better] = result.cv_scores_all[:, better]
         if test_pred is not None:
             test_pred[:, better] = result.test_pred[:, better]
         backend_name, dtype_used = result.backend, result.score_dtype
@@ -212,6 +220,7 @@ def select_per_vertex(
         fits=fits,
         backend=backend_name,
         score_dtype=dtype_used,
+        cv_curve=cv_curve,
         fit_seconds=time.perf_counter() - started,
         peak_memory_bytes=peak,
     )
@@ -268,6 +277,7 @@ def fit_vision_selection(
     solver: str = "auto",
     score_dtype: str = "auto",
     save_predictions: bool = False,
+    statistics: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -306,6 +316,12 @@ def fit_vision_selection(
         See `image_folds`.
     backend, solver, score_dtype, save_predictions
         See `select_per_vertex`.
+    statistics : mapping, optional
+        The config's ``statistics``: with ``n_permutations`` > 0, every vertex's test r gets a
+        permutation p-value (test images are exchangeable: single images permuted, not blocks),
+        a Benjamini-Hochberg q over the subject's vertices and a significance flag
+        (`fmriscaling.encoding.significance.significance_of`); ``alpha_edge_warning`` sets
+        when the alpha-grid diagnostic warns.
     params : mapping, optional
         The rule's params, stored in the provenance.
     meta : mapping, optional
@@ -318,6 +334,7 @@ def fit_vision_selection(
     """
     from .features import read_pooled, written_pooling
 
+    n_permutations = int((statistics or {}).get("n_permutations") or 0)
     feature_dir = Path(feature_dir)
     train_set = f"{subject}_train"
     Y_all, sizes = _stack_hemispheres(
@@ -392,9 +409,23 @@ def fit_vision_selection(
         backend=backend,
         solver=solver,
         score_dtype=score_dtype,
-        return_test_pred=save_predictions,
+        return_test_pred=save_predictions or n_permutations > 0,
     )
     cv_best = sel.cv_scores[sel.best, np.arange(sel.best.size)]
+    where = f"{out_npz} ({subject})"
+    significance = {}
+    if n_permutations > 0:
+        significance = significance_of(
+            sel.test_pred, Y_test, statistics, block_trs=1, device=_device(sel.backend), what=where
+        )
+    edges = alpha_edges(sel.alphas, cv_best, alphas, sel.cv_curve, score_dtype=sel.score_dtype)
+    warn_at_alpha_edges(
+        edges,
+        alphas,
+        limit=(statistics or {}).get("alpha_edge_warning", 0.05),
+        what=where,
+        key="vision.selection.alphas",
+    )
     arrays: dict[str, np.ndarray] = {
         "test_r": sel.test_r,
         "cv_score": cv_best.astype(np.float32),
@@ -412,6 +443,8 @@ def fit_vision_selection(
     }
     if save_predictions:
         arrays["test_pred"] = sel.test_pred
+    if significance:
+        arrays.update({k: significance.pop(k) for k in ("test_p", "test_q", "significant")})
     with atomic_path(out_npz, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
     chosen = np.bincount(sel.best, minlength=len(candidates))
@@ -434,6 +467,8 @@ def fit_vision_selection(
         "median_test_r": float(np.median(sel.test_r)),
         "mean_cv_score": float(cv_best.astype(np.float64).mean()),
         "median_alpha": float(np.median(sel.alphas)),
+        **edges,
+        **significance,
         "candidates": [
             {**fit, "n_vertices_chosen": int(n)} for fit, n in zip(sel.fits, chosen, strict=True)
         ],
@@ -533,6 +568,11 @@ def fit_vision_ensemble(
         {m: round(v, 4) for m, v in summary["member_mean_test_r"].items()},
     )
     return summary
+
+
+def _device(backend: str) -> str:
+    """Where the permutation test runs: the GPU when the fit ran there."""
+    return "cuda" if "cuda" in str(backend) else "cpu"
 
 
 def fit_vision_sweep(

@@ -65,8 +65,12 @@ FIT_COLUMNS: tuple[str, ...] = (
     "mean_cv_score",
     "n_vertices",
     "n_vertices_no_ceiling",
+    "n_significant",
+    "fraction_significant",
     "n_candidates",
     "median_alpha",
+    "fraction_alpha_min",
+    "fraction_alpha_max",
     "solvers",
     "backend",
     "score_dtype",
@@ -164,6 +168,7 @@ def collect_vision_tables(
             rs.append(test_r)
             scores.append(score)
         whole_r, whole_s = summarize(test_r), summarize(score)
+        significant = arrays.get("significant")
         cv = arrays.get("cv_score")
         fits.append(
             {
@@ -177,8 +182,13 @@ def collect_vision_tables(
                 "mean_cv_score": float(np.mean(cv)) if cv is not None else np.nan,
                 "n_vertices": int(test_r.size),
                 "n_vertices_no_ceiling": whole_s["n_missing"],
+                # the permutation test (NaN: none, e.g. the ensemble)
+                "n_significant": summary.get("n_significant", np.nan),
+                "fraction_significant": summary.get("fraction_significant", np.nan),
                 "n_candidates": summary.get("n_candidates"),
                 "median_alpha": summary.get("median_alpha", np.nan),
+                "fraction_alpha_min": summary.get("fraction_alpha_min", np.nan),
+                "fraction_alpha_max": summary.get("fraction_alpha_max", np.nan),
                 "solvers": "+".join(summary.get("solvers", [])) or None,
                 "backend": summary.get("backend"),
                 "score_dtype": summary.get("score_dtype"),
@@ -204,6 +214,11 @@ def collect_vision_tables(
                     "mean_noise_norm": s_roi["mean"],
                     "median_noise_norm": s_roi["median"],
                     "n_vertices_no_ceiling": s_roi["n_missing"],
+                    "fraction_significant": (
+                        float(significant[mask].mean())
+                        if significant is not None and mask.any()
+                        else np.nan
+                    ),
                 }
             )
         if entry["kind"] == "full" and "candidates" in arrays:

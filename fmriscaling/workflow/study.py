@@ -388,6 +388,7 @@ class Study(VisionTrack):
             score_dtype=enc["score_dtype"],
             save_weights=enc["save_weights"],
             save_predictions=enc["save_predictions"],
+            statistics=self.config["statistics"],
         )
         if enc["cv"] == "bootstrap":
             # only bootstrap CV draws chunks: a story-CV fit does not rerun when these change
@@ -396,7 +397,7 @@ class Study(VisionTrack):
 
     def stack_member_params(self) -> dict[str, Any]:
         """A stack member is its model's ridge fit (same designs, folds and alpha search)."""
-        skip = ("solver_impl", "save_weights", "save_predictions")
+        skip = ("solver_impl", "save_weights", "save_predictions", "statistics")
         return {k: v for k, v in self.encoding_params().items() if k not in skip}
 
     # --------------------------------------------------------------------------- entries

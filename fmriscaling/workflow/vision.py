@@ -255,6 +255,7 @@ class VisionTrack:
             backend=enc["backend"],
             solver=enc["solver"],
             score_dtype=enc["score_dtype"],
+            statistics=self.config["statistics"],
         )
 
     def vision_sweep_outputs(self, ext: str) -> list[str]:
