@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from himalaya.backend import get_backend
@@ -531,14 +533,33 @@ def test_bfloat16_scoring_needs_a_torch_backend(rng):
     assert res.score_dtype == "float32"
 
 
-def test_score_dtype_auto_on_cpu_follows_amx(monkeypatch):
+@pytest.mark.parametrize("flags", [["amx_bf16", "avx512_bf16"], ["avx512_bf16"], ["amx_bf16"]])
+def test_score_dtype_auto_on_cpu_follows_its_bf16_instructions(monkeypatch, caplog, flags):
+    """AMX or AVX512-BF16 (a Zen 4 has the second only) resolve to bfloat16; neither, float32;
+    the log names the instruction sets behind the choice."""
     import torch
 
     assert resolve_score_dtype("auto", "numpy") == "float32"
     assert resolve_score_dtype("float32", "torch") == "float32"
     assert resolve_score_dtype("bfloat16", "torch") == "bfloat16"
-    monkeypatch.setattr(backend_module, "_cpu_has_amx_bf16", lambda: False)
+    monkeypatch.setattr(backend_module, "_cpu_bf16_flags", lambda: [])
     assert resolve_score_dtype("auto", "torch") == "float32"
-    monkeypatch.setattr(backend_module, "_cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setattr(backend_module, "_cpu_bf16_flags", lambda: flags)
     fast = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert resolve_score_dtype("auto", "torch") == ("bfloat16" if fast else "float32")
+    with caplog.at_level(logging.INFO, logger=backend_module.__name__):
+        assert resolve_score_dtype("auto", "torch") == ("bfloat16" if fast else "float32")
+    assert f"CPU bfloat16 instructions: {', '.join(flags)}" in caplog.text
+
+
+def test_the_cpu_flags_are_read_from_cpuinfo(monkeypatch, tmp_path):
+    import builtins
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512vl\n")
+    real_open = builtins.open
+    monkeypatch.setattr(
+        builtins,
+        "open",
+        lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **k),
+    )
+    assert backend_module._cpu_bf16_flags() == ["avx512_bf16"]
