@@ -24,9 +24,11 @@ N_VERTICES = 12
 CANDIDATES = np.array([[0, 1], [1, 1], [1, 4]])
 
 
-def _write_fit(path, test_r, candidate=None, n_train=100):
+def _write_fit(path, test_r, candidate=None, n_train=100, significant=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"test_r": np.asarray(test_r, np.float32)}
+    if significant is not None:
+        arrays["significant"] = np.asarray(significant, bool)
     if candidate is not None:
         arrays.update(
             candidate=np.asarray(candidate), candidates=CANDIDATES,
@@ -35,6 +37,9 @@ def _write_fit(path, test_r, candidate=None, n_train=100):
     np.savez(path, **arrays)
     summary = {"n_train_images": n_train, "n_test_images": 20, "test_source": "held_out",
                "n_candidates": 3, "solvers": ["dual", "primal"], "median_alpha": 10.0}  # fmt: skip
+    if significant is not None:
+        summary.update(n_significant=int(np.sum(significant)),
+                       fraction_significant=float(np.mean(significant)))  # fmt: skip
     path.with_suffix(".json").write_text(json.dumps(summary))
 
 
@@ -188,3 +193,41 @@ def test_every_figure_is_drawn(fits, tmp_path):
     assert set(written) == set(VISION_FIGURES)
     for name in VISION_FIGURES:
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_significance_is_counted_per_fit_and_roi_and_drawn_beside_the_scores(fits, tmp_path):
+    """Fits with a permutation test: encoding.csv counts the significant vertices, rois.csv
+    gives each ROI's fraction, and the size and data figures gain a panel."""
+    from PIL import Image
+
+    from fmriscaling.vision.tables import collect_vision_tables
+
+    tables, masks = fits
+    entries = []
+    for i, row in enumerate(tables["encoding"].to_dict("records")):
+        path = tmp_path / "sig" / f"{i}.npz"
+        significant = np.arange(N_VERTICES) % (2 + i % 3) == 0
+        _write_fit(path, np.full(N_VERTICES, 0.3 + 0.01 * i), np.zeros(N_VERTICES, int),
+                   n_train=row["n_train_images"], significant=significant)  # fmt: skip
+        entries.append(dict(row, n_train=None if row["full_train"] else row["n_train_images"],
+                            path=path))  # fmt: skip
+    with_sig = collect_vision_tables(entries, ceilings=None,
+                                     roi_masks={"subj01": masks, "subj02": masks})  # fmt: skip
+    enc = with_sig["encoding"]
+    expected = [float(np.mean(np.arange(N_VERTICES) % (2 + i % 3) == 0)) for i in range(len(enc))]
+    np.testing.assert_allclose(enc["fraction_significant"], expected)
+    rois = with_sig["rois"]
+    early = rois[(rois["roi"] == "early")].iloc[0]
+    i = int(enc.index[(enc["subject"] == early["subject"]) & (enc["model"] == early["model"])
+                      & (enc["n_train_images"] == early["n_train_images"])
+                      & (enc["seed"] == early["seed"])][0])  # fmt: skip
+    mask = masks[("stream", "early")]
+    assert early["fraction_significant"] == pytest.approx(
+        np.mean((np.arange(N_VERTICES) % (2 + i % 3) == 0)[mask])
+    )
+    widths = {}
+    for label, source in (("plain", tables), ("significance", with_sig)):
+        outputs = {"model_size_scaling": [tmp_path / f"{label}.png"]}
+        vision_report(source, outputs, data_model="m-l")
+        widths[label] = Image.open(tmp_path / f"{label}.png").size[0]
+    assert widths["significance"] > 1.8 * widths["plain"]

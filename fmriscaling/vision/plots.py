@@ -245,7 +245,9 @@ def vision_report(
     vs training images, for ``data_model``), ``model_size_rois`` (per stream ROI vs parameters,
     the family with the most sizes), ``roi_scores`` (noise-normalised score per ROI and model,
     r when there is no ceiling), ``selection`` (chosen (layer, k) per stream ROI, one panel per
-    model). A figure without rows is skipped with a warning.
+    model). With the permutation test's columns, the model-size and data-scaling figures gain a
+    second panel: the fraction of vertices significant at the FDR level. A figure without rows
+    is skipped with a warning.
 
     Parameters
     ----------
@@ -278,15 +280,27 @@ def vision_report(
             return
         written[name] = save_figure_files(fig, outputs[name])
 
+    # with the permutation test: a second panel, the fraction of vertices significant (FDR)
+    significance = (
+        "fraction_significant" in encoding and encoding["fraction_significant"].notna().any()
+    )
+    n_sig = 2 if significance else 1
+
     def model_size(axes) -> None:
         full = encoding[encoding["kind"] == "full"].assign(kind="full", layer=0)
         plot_model_size_scaling(full, metric="mean_r", ax=axes[0])
         axes[0].set_ylabel("mean test correlation r (per-vertex layer and pooling)")
+        if significance:
+            plot_model_size_scaling(full, metric="fraction_significant", ax=axes[1])
+            axes[1].set_ylabel("fraction of vertices significant (FDR)")
 
     def data_scaling(axes) -> None:
         rows = rois[(rois["model"] == data_model) & (rois["kind"] != "ensemble")]
         plot_roi_scaling(rows, x="n_train_images", ax=axes[0])
         axes[0].set_title(f"{data_model}: held-out images fixed", fontsize="small")
+        if significance:
+            plot_roi_scaling(rows, x="n_train_images", metric="fraction_significant", ax=axes[1])
+            axes[1].set_title(f"{data_model}: vertices significant (FDR)", fontsize="small")
 
     def model_size_rois(axes) -> None:
         full = rois[rois["kind"] == "full"]
@@ -309,8 +323,8 @@ def vision_report(
         for ax, model in zip(axes, models, strict=True):
             plot_selection(selection, model=model, ax=ax)
 
-    draw("model_size_scaling", model_size)
-    draw("data_scaling", data_scaling)
+    draw("model_size_scaling", model_size, size=(6.4 * n_sig, 4.8), n_panels=n_sig)
+    draw("data_scaling", data_scaling, size=(6.4 * n_sig, 4.8), n_panels=n_sig)
     draw("model_size_rois", model_size_rois)
     draw("roi_scores", roi_scores, size=(7.5, 4.2))
     n_panels = max(len(models), 1)
