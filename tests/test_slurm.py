@@ -45,6 +45,8 @@ SNAKEMAKE = str(BIN / "snakemake")
 WORKFLOW_PARTS = ("Snakefile", "rules", "config", "workflow_scripts", "envs", "Makefile")
 CHECK = "config/cluster_check.yaml"
 DATASET = "cluster-check"
+#: what a fit's summary measures of the run, not of the result (left out of the comparisons)
+TIMING = ("fit_seconds", "peak_memory_bytes", "permutation_seconds")
 FIT = f"results/encoding/{DATASET}/UTS01/tiny-opt-xs/layer-1/scores.npz"
 REQUIRED = os.environ.get("FMRISCALING_REQUIRE_SLURM") == "1"
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+)")
@@ -225,9 +227,8 @@ def _differences(a: Path, b: Path) -> list[str]:
                     problems.append(f"{rel}: datasets differ")
         elif path.name == "scores.json":
             x, y = (json.loads(p.read_text()) for p in (path, other))
-            timing = ("fit_seconds", "peak_memory_bytes")
-            if {k: v for k, v in x.items() if k not in timing} != {
-                k: v for k, v in y.items() if k not in timing
+            if {k: v for k, v in x.items() if k not in TIMING} != {
+                k: v for k, v in y.items() if k not in TIMING
             }:
                 problems.append(f"{rel}: summary differs")
         elif path.read_bytes() != other.read_bytes():
@@ -357,7 +358,7 @@ def _differences_of(a: Path, b: Path, rel: Path) -> list[str]:
         with h5py.File(a / rel, "r") as x, h5py.File(b / rel, "r") as y:
             return [n for n in _datasets(x) if n not in y or not np.array_equal(x[n][()], y[n][()])]
     x, y = (json.loads((d / rel).read_text()) for d in (a, b))
-    return [k for k in x if k not in ("fit_seconds", "peak_memory_bytes") and x[k] != y[k]]
+    return [k for k in x if k not in TIMING and x[k] != y[k]]
 
 
 def test_run_killed_mid_job_resumes_to_the_uninterrupted_outputs(slurm_run, local_run, cluster):
