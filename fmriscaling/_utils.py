@@ -251,8 +251,15 @@ def job_context() -> str:
 
 
 def limit_threads(n: int) -> None:
-    """Let torch use at most ``n`` threads (a job's declared ``threads``), so that parallel
-    jobs do not oversubscribe the cores."""
+    """Let torch and the BLAS / OpenMP libraries numpy and scipy loaded use at most ``n``
+    threads (a job's declared ``threads``), so that parallel jobs do not oversubscribe the
+    cores (oversubscribed OpenMP threads spin, which costs CPU time for nothing)."""
     import torch
 
-    torch.set_num_threads(max(1, int(n)))
+    n = max(1, int(n))
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - comes with scikit-learn
+        return
+    threadpool_limits(limits=n)

@@ -9,7 +9,13 @@ import matplotlib
 import numpy as np
 import pytest
 
+from fmriscaling._utils import limit_threads
+
 matplotlib.use("Agg")
+# one thread for the computations of a test worker's own process: the suite runs a worker more
+# than the cores beside the demo's jobs, and oversubscribed OpenMP threads spin (CPU time for
+# nothing); workflow jobs set their own threads (`fmriscaling._utils.limit_threads`)
+limit_threads(1)
 # no test may reach the network: transformers / huggingface_hub stay offline
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
