@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from .._utils import DataError, atomic_path, config_hash, write_json, write_provenance
-from .significance import alpha_edges, significance_of, warn_at_alpha_edges
+from .significance import (
+    alpha_edges,
+    device_for,
+    n_permutations_of,
+    significance_of,
+    warn_at_alpha_edges,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +112,7 @@ class EncodingSettings:
 
     @property
     def n_permutations(self) -> int:
-        return int((self.statistics or {}).get("n_permutations") or 0)
+        return n_permutations_of(self.statistics)
 
 
 @dataclass
@@ -408,7 +414,7 @@ def _write(
                 result.test_pred[:, cols],
                 target.Y_test,
                 settings.statistics,
-                device="cuda" if str(result.backend).endswith("cuda") else "cpu",
+                device=device_for(result.backend),
                 what=where,
             )
             arrays.update({k: significance.pop(k) for k in ("test_p", "test_q", "significant")})

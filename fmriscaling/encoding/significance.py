@@ -38,7 +38,9 @@ __all__ = [
     "alpha_edges",
     "block_orders",
     "block_permutations",
+    "device_for",
     "fdr",
+    "n_permutations_of",
     "permutation_pvalues",
     "significance_of",
     "warn_at_alpha_edges",
@@ -97,10 +99,15 @@ def block_permutations(
         TRs left over, in place.
     """
     blocks = block_orders(n_trs, block_trs=block_trs, n_permutations=n_permutations, seed=seed)
-    full = blocks.shape[1] * block_trs
-    within = np.arange(block_trs)
-    rows = (blocks[:, :, None] * block_trs + within).reshape(blocks.shape[0], full)
-    tail = np.broadcast_to(np.arange(full, n_trs), (blocks.shape[0], n_trs - full))
+    return _tr_orders(blocks, block_trs, n_trs)
+
+
+def _tr_orders(blocks: np.ndarray, block_trs: int, n_trs: int) -> np.ndarray:
+    """TR orders of `block_orders`: each slot's block spelled out, then the TRs left over."""
+    n_perm, n_blocks = blocks.shape
+    full = n_blocks * block_trs
+    rows = (blocks[:, :, None] * block_trs + np.arange(block_trs)).reshape(n_perm, full)
+    tail = np.broadcast_to(np.arange(full, n_trs), (n_perm, n_trs - full))
     return np.concatenate([rows, tail], axis=1)
 
 
@@ -160,7 +167,7 @@ def permutation_pvalues(
     constant = const_p | const_r
     blocks = block_orders(n_trs, block_trs=block_trs, n_permutations=n_permutations, seed=seed)
     n_blocks = blocks.shape[1]
-    xp, dev = _array_module(device)
+    arrays = _Arrays(device)
     # blocks: n_blocks^2 products per voxel instead of n_trs gathered values per permutation
     method = "blocks" if n_blocks * n_blocks <= 4 * n_trs else "gather"
     if method == "blocks":
@@ -174,7 +181,7 @@ def permutation_pvalues(
         cols = slice(v0, min(v0 + b, n_voxels))
         count = _count_blocks if method == "blocks" else _count_gather
         observed[cols], exceed[cols] = count(
-            xp, dev, zp[:, cols], zr[:, cols], blocks, block_trs, memory_mb
+            arrays, zp[:, cols], zr[:, cols], blocks, block_trs, memory_mb
         )
     p = (1.0 + exceed) / (1.0 + n_permutations)
     p[constant] = 1.0
@@ -205,16 +212,25 @@ def permutation_pvalues(
     }
 
 
-def _array_module(device: str):
-    """(module, device) of the computation: numpy, or torch on ``device``."""
-    if device == "numpy":
-        return np, None
-    import torch
+class _Arrays:
+    """Where the counting runs: numpy, or torch on a device; ``to`` moves a numpy array there,
+    ``back`` brings a result home as numpy."""
 
-    return torch, torch.device(device)
+    def __init__(self, device: str):
+        if device == "numpy":
+            self.xp = np
+            self.to = np.asarray
+            self.back = np.asarray
+            return
+        import torch
+
+        dev = torch.device(device)
+        self.xp = torch
+        self.to = lambda a: torch.as_tensor(a, device=dev)
+        self.back = lambda t: t.cpu().numpy()
 
 
-def _count_blocks(xp, dev, zp, zr, blocks, block_trs, memory_mb):
+def _count_blocks(ar: _Arrays, zp, zr, blocks, block_trs, memory_mb):
     """Observed r and the count of permutations with r_perm >= r, for a batch of voxels, from
     the table of block products C[a, b, v] = sum_i zp[a L + i, v] zr[b L + i, v]."""
     n_trs, n_v = zp.shape
@@ -227,54 +243,29 @@ def _count_blocks(xp, dev, zp, zr, blocks, block_trs, memory_mb):
     diag = np.zeros((1, n_blocks * n_blocks), dtype=np.float32)
     diag[0, slots * n_blocks + slots] = 1.0
     tail = (zp[full:].astype(np.float64) * zr[full:]).sum(axis=0)
-    if xp is np:
-        p_b = zp[:full].reshape(n_blocks, block_trs, n_v)
-        r_b = zr[:full].reshape(n_blocks, block_trs, n_v)
-        table = np.einsum("aiv,biv->abv", p_b, r_b).reshape(n_blocks * n_blocks, n_v)
-        observed = ((diag @ table)[0].astype(np.float64) + tail) / n_trs
-        r_perm = (onehot @ table + tail.astype(np.float32)) / n_trs
-        exceed = (r_perm >= observed.astype(np.float32) - 1e-6).sum(axis=0)
-        return observed, exceed
-    torch = xp
-    p_b = torch.as_tensor(zp[:full], device=dev).reshape(n_blocks, block_trs, n_v)
-    r_b = torch.as_tensor(zr[:full], device=dev).reshape(n_blocks, block_trs, n_v)
-    table = torch.einsum("aiv,biv->abv", p_b, r_b).reshape(n_blocks * n_blocks, n_v)
-    tail_t = torch.as_tensor(tail, dtype=torch.float32, device=dev)
-    observed = (
-        (torch.as_tensor(diag, device=dev) @ table)[0].double().cpu().numpy() + tail
-    ) / n_trs
-    r_perm = (torch.as_tensor(onehot, device=dev) @ table + tail_t) / n_trs
-    obs = torch.as_tensor(observed, dtype=torch.float32, device=dev)
-    exceed = (r_perm >= obs - 1e-6).sum(dim=0).cpu().numpy()
-    return observed, exceed
+    p_b = ar.to(zp[:full]).reshape(n_blocks, block_trs, n_v)
+    r_b = ar.to(zr[:full]).reshape(n_blocks, block_trs, n_v)
+    table = ar.xp.einsum("aiv,biv->abv", p_b, r_b).reshape(n_blocks * n_blocks, n_v)
+    observed = (ar.back(ar.to(diag) @ table)[0].astype(np.float64) + tail) / n_trs
+    r_perm = (ar.to(onehot) @ table + ar.to(tail.astype(np.float32))) / n_trs
+    exceed = (r_perm >= ar.to(observed.astype(np.float32)) - 1e-6).sum(0)
+    return observed, ar.back(exceed)
 
 
-def _count_gather(xp, dev, zp, zr, blocks, block_trs, memory_mb):
+def _count_gather(ar: _Arrays, zp, zr, blocks, block_trs, memory_mb):
     """The same count from permuted copies of the predictions (for many small blocks)."""
     n_trs, n_v = zp.shape
     n_perm = blocks.shape[0]
-    full = blocks.shape[1] * block_trs
-    rows = (blocks[:, :, None] * block_trs + np.arange(block_trs)).reshape(n_perm, full)
-    order = np.concatenate(
-        [rows, np.broadcast_to(np.arange(full, n_trs), (n_perm, n_trs - full))], axis=1
-    )
+    order = ar.to(_tr_orders(blocks, block_trs, n_trs))
     k = int(max(1, min(n_perm, memory_mb * 2**20 // (4 * n_trs * n_v))))
     observed = (zp.astype(np.float64) * zr).sum(axis=0) / n_trs
-    if xp is np:
-        exceed = np.zeros(n_v, dtype=np.int64)
-        for k0 in range(0, n_perm, k):
-            r_perm = np.einsum("ktv,tv->kv", zp[order[k0 : k0 + k]], zr) / n_trs
-            exceed += (r_perm >= observed.astype(np.float32) - 1e-6).sum(axis=0)
-        return observed, exceed
-    torch = xp
-    p_t, r_t = torch.as_tensor(zp, device=dev), torch.as_tensor(zr, device=dev)
-    idx = torch.as_tensor(order, device=dev)
-    obs = torch.as_tensor(observed, dtype=torch.float32, device=dev)
-    exceed = torch.zeros(n_v, dtype=torch.int64, device=dev)
+    p_t, r_t = ar.to(zp), ar.to(zr)
+    obs = ar.to(observed.astype(np.float32))
+    exceed = ar.to(np.zeros(n_v, dtype=np.int64))
     for k0 in range(0, n_perm, k):
-        r_perm = torch.einsum("ktv,tv->kv", p_t[idx[k0 : k0 + k]], r_t) / n_trs
-        exceed += (r_perm >= obs - 1e-6).sum(dim=0)
-    return observed, exceed.cpu().numpy()
+        r_perm = ar.xp.einsum("ktv,tv->kv", p_t[order[k0 : k0 + k]], r_t) / n_trs
+        exceed += (r_perm >= obs - 1e-6).sum(0)
+    return observed, ar.back(exceed)
 
 
 def fdr(p: np.ndarray, *, q: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -298,6 +289,16 @@ def fdr(p: np.ndarray, *, q: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("p-values must be finite and in [0, 1]")
     q_values = false_discovery_control(p, method="bh")
     return q_values, q_values <= q
+
+
+def n_permutations_of(statistics: Mapping[str, Any] | None) -> int:
+    """Permutations the config's ``statistics`` asks for (0: no test)."""
+    return int((statistics or {}).get("n_permutations") or 0)
+
+
+def device_for(backend: str) -> str:
+    """Where a fit's permutation test runs: on the GPU when the fit ran there."""
+    return "cuda" if "cuda" in str(backend) else "cpu"
 
 
 def significance_of(

@@ -41,7 +41,7 @@ from .backend import _free_memory_bytes, _PeakMemory, using_backend
 from .noise_ceiling import load_noise_ceiling, normalized_correlation, summarize_normalized
 from .oof import MemberPredictions
 from .ridge import pearson_columns
-from .significance import significance_of
+from .significance import device_for, n_permutations_of, significance_of
 from .simplex import solve_simplex_qp_on, solver_backend
 
 logger = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ def stack_regression(
                 width,
             )
             held = first.oof_rows
-            n_permutations = int((statistics or {}).get("n_permutations") or 0)
+            n_permutations = n_permutations_of(statistics)
             # the stacked test predictions, kept for the permutation test
             stacked_test = y_test_all = None
             for cols in (slice(a, min(a + width, n_voxels)) for a in range(0, n_voxels, width)):
@@ -357,7 +357,11 @@ def stack_regression(
     significance = {}
     if stacked_test is not None:
         significance = significance_of(
-            stacked_test, y_test_all, statistics, what=f"{out_npz} (stack)"
+            stacked_test,
+            y_test_all,
+            statistics,
+            device=device_for(backend_name),
+            what=f"{out_npz} (stack)",
         )
         renamed = {"test_p": "stack_p", "test_q": "stack_q", "significant": "stack_significant"}
         out.update({new: significance.pop(old) for old, new in renamed.items()})

@@ -32,7 +32,13 @@ import numpy as np
 
 from .._utils import DataError, atomic_path, write_json, write_provenance
 from ..encoding.folds import Fold
-from ..encoding.significance import alpha_edges, significance_of, warn_at_alpha_edges
+from ..encoding.significance import (
+    alpha_edges,
+    device_for,
+    n_permutations_of,
+    significance_of,
+    warn_at_alpha_edges,
+)
 from ..sweep import draw_subset
 from .dataset import check_image_counts, read_fmri
 from .splits import image_folds, split_rows, standardize
@@ -334,7 +340,7 @@ def fit_vision_selection(
     """
     from .features import read_pooled, written_pooling
 
-    n_permutations = int((statistics or {}).get("n_permutations") or 0)
+    n_permutations = n_permutations_of(statistics)
     feature_dir = Path(feature_dir)
     train_set = f"{subject}_train"
     Y_all, sizes = _stack_hemispheres(
@@ -416,7 +422,12 @@ def fit_vision_selection(
     significance = {}
     if n_permutations > 0:
         significance = significance_of(
-            sel.test_pred, Y_test, statistics, block_trs=1, device=_device(sel.backend), what=where
+            sel.test_pred,
+            Y_test,
+            statistics,
+            block_trs=1,
+            device=device_for(sel.backend),
+            what=where,
         )
     edges = alpha_edges(sel.alphas, cv_best, alphas, sel.cv_curve, score_dtype=sel.score_dtype)
     warn_at_alpha_edges(
@@ -568,11 +579,6 @@ def fit_vision_ensemble(
         {m: round(v, 4) for m, v in summary["member_mean_test_r"].items()},
     )
     return summary
-
-
-def _device(backend: str) -> str:
-    """Where the permutation test runs: the GPU when the fit ran there."""
-    return "cuda" if "cuda" in str(backend) else "cpu"
 
 
 def fit_vision_sweep(
