@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["fit_log_linear"]
+__all__ = ["fit_log_linear", "r2_columns"]
 
 
 def fit_log_linear(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
@@ -42,3 +42,26 @@ def fit_log_linear(x: Sequence[float], y: Sequence[float]) -> tuple[float, float
     else:
         r = float(np.corrcoef(lx, y)[0, 1])
     return float(slope), float(intercept), r
+
+
+def r2_columns(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Test R² per column, ``1 − Σ(y − ȳ − ŷ)² / Σ(y − ȳ)²`` in float64; 0 for a constant column.
+
+    ``y`` is centred over the samples (the responses are z-scored per story, so ȳ is ~0; centring
+    makes it exact, which himalaya's ``r2_score_split`` assumes: its split of a joint model's R²
+    then sums to this R² of the summed prediction). Negative where ``ŷ`` is worse than ȳ.
+
+    Parameters
+    ----------
+    pred, y : arrays of shape (n_samples, n_columns)
+
+    Returns
+    -------
+    r2 : float64 array of shape (n_columns,)
+    """
+    y = np.asarray(y, dtype=np.float64)
+    y_c = y - y.mean(0)
+    sst = (y_c * y_c).sum(0)
+    sse = ((y_c - np.asarray(pred, dtype=np.float64)) ** 2).sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), 0.0)

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from .._utils import DataError, atomic_path, write_provenance
+from ..stats import r2_columns
 from .backend import _free_memory_bytes, _PeakMemory, using_backend
 from .noise_ceiling import load_noise_ceiling, normalized_correlation, summarize_normalized
 from .oof import MemberPredictions
@@ -208,6 +209,7 @@ def stack_regression(
     out_npz : path-like
         ``scores.npz``, written atomically, with a ``.provenance.json`` sidecar. Arrays:
         ``weights`` (k, n_voxels), ``stack_r`` (n_voxels,), ``member_r`` (k, n_voxels),
+        ``stack_r2`` (n_voxels,) and ``member_r2`` (k, n_voxels) (test R², `r2_columns`),
         ``gain`` (n_voxels,) = ``stack_r`` − test r of the member with the lowest OOF error at
         that voxel (``cv_member``), ``cc_norm`` (n_voxels,; NaN without a ceiling),
         ``oof_mse`` (k, n_voxels) = ``R_kk``, ``stack_oof_mse`` (n_voxels,) = ``αᵀRα``,
@@ -282,6 +284,8 @@ def stack_regression(
             "weights": np.empty((k, n_voxels), np.float32),
             "stack_r": np.empty(n_voxels, np.float32),
             "member_r": np.empty((k, n_voxels), np.float32),
+            "stack_r2": np.empty(n_voxels, np.float32),
+            "member_r2": np.empty((k, n_voxels), np.float32),
             "oof_mse": np.empty((k, n_voxels), np.float32),
             "stack_oof_mse": np.empty(n_voxels, np.float32),
             "solver_gap": np.empty(n_voxels, np.float32),
@@ -331,6 +335,11 @@ def stack_regression(
                 mix = solved.weights.T * (gain.T if calibrate else 1.0)  # (k, b)
                 stacked = (preds * bk.asarray(mix.astype(np.float32))[:, None, :]).sum(0)
                 out["stack_r"][cols] = bk.to_numpy(pearson_columns(bk, stacked, y_test))
+                # R² (the comparison with banded ridge, `fmriscaling.encoding.partition`)
+                y_host = bk.to_numpy(y_test)
+                out["stack_r2"][cols] = r2_columns(bk.to_numpy(stacked), y_host)
+                for i, t in enumerate(test):
+                    out["member_r2"][i, cols] = r2_columns(t[0], y_host)
                 if n_permutations > 0:
                     if stacked_test is None:
                         stacked_test = np.empty((stacked.shape[0], n_voxels), np.float32)
