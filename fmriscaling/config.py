@@ -139,6 +139,7 @@ def _check_semantics(config: dict[str, Any]) -> None:
             "save_predictions: false"
         )
     _check_stacks(config)
+    _check_partitions(config)
     stim = config.get("stimuli", {})
     text = config.get("features", {}).get("text", {})
     if text and text.get("reset_words", 0) >= text.get("max_words", 1):
@@ -218,6 +219,78 @@ def stack_members(stack: Mapping[str, Any], models: Mapping[str, Any]) -> list[d
             {"model": member["model"], "kind": spec["kind"], "layer": lay} for lay in layers
         ]
     return members
+
+
+def _check_partitions(config: dict[str, Any]) -> None:
+    """Partition names are unique; bands are models of run_models (language and speech models:
+    vision models are refused there), with layers they have, distinct feature spaces with
+    distinct labels."""
+    partitions = config.get("partitions", [])
+    names = [partition["name"] for partition in partitions]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(
+            f"config key 'partitions' names {repeated} more than once; names must differ"
+        )
+    models, run = config["models"], config["run_models"]
+    for i, partition in enumerate(partitions):
+        for j, band in enumerate(partition["bands"]):
+            key = f"partitions[{i}].bands[{j}]"
+            name, layer = band["model"], band["layer"]
+            if name not in models:
+                raise ConfigError(
+                    f"config key '{key}.model' is {name!r}, which is not a model of the registry "
+                    f"('models': {', '.join(sorted(models))}). Declare it there and add it to "
+                    "run_models, or fix the name"
+                )
+            if name not in run:
+                need = (
+                    "the story audio (fetched for the speech models of run_models) and "
+                    if models[name]["kind"] == "speech"
+                    else ""
+                )
+                raise ConfigError(
+                    f"config key '{key}.model' is {name!r}, which is not in 'run_models' "
+                    f"({', '.join(run)}): a band needs {need}the model's features and layer "
+                    "fits. Add the model to run_models, or override 'partitions' "
+                    "(partitions: [] for none)"
+                )
+            if isinstance(layer, int) and layer > models[name]["n_layers"]:
+                raise ConfigError(
+                    f"config key '{key}.layer' is {layer}; {name} has layers "
+                    f"0..{models[name]['n_layers']}"
+                )
+        bands = partition_bands(partition, models)
+        spaces = [(b["model"], b["layer"]) for b in bands]
+        twice = sorted({f"{m}/layer-{lay}" for m, lay in spaces if spaces.count((m, lay)) > 1})
+        if twice:
+            raise ConfigError(
+                f"config key 'partitions[{i}].bands' lists {twice} more than once; a partition "
+                "splits the variance between different feature spaces"
+            )
+        labels = [b["name"] for b in bands]
+        same = sorted({n for n in labels if labels.count(n) > 1})
+        if same:
+            raise ConfigError(
+                f"config key 'partitions[{i}].bands' gives two bands the label {same}; set "
+                "'name' on the bands of the same model so that tables can tell them apart"
+            )
+
+
+def partition_bands(
+    partition: Mapping[str, Any], models: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The bands of a configured partition: ``model``, ``kind``, ``layer`` (an int or
+    ``"best"``) and ``name`` (the configured label, else the model's name), in order."""
+    return [
+        {
+            "model": band["model"],
+            "kind": models[band["model"]]["kind"],
+            "layer": band["layer"],
+            "name": band.get("name", band["model"]),
+        }
+        for band in partition["bands"]
+    ]
 
 
 def _check_vision(config: dict[str, Any]) -> None:

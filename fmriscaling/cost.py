@@ -95,6 +95,65 @@ def ridge_flops(
     return RidgeFlops(gemm=float(gemm + min(grouped, projected)), eigh=float(eigh))
 
 
+def banded_ridge_flops(
+    n: int,
+    band_widths: Sequence[int],
+    v: int,
+    n_test: int,
+    fold_sizes: Sequence[tuple[int, int]],
+    n_alphas: int,
+    n_iter: int,
+    solver: str = "auto",
+) -> RidgeFlops:
+    """Nominal flops of one joint banded-ridge fit as himalaya's random search runs it
+    (`fmriscaling.encoding.partition.fit_banded_ridge`): per band weighting and fold, a
+    decomposition of the (weighted) training design, then per alpha the validation map and the
+    predictions of every voxel; per band weighting, a refit on all training TRs (counted for
+    every weighting and voxel: an upper bound, himalaya refits only the voxels that improved).
+
+    Parameters
+    ----------
+    n, v, n_test : int
+        Training TRs, voxels, test TRs.
+    band_widths : sequence of int
+        Delayed features of each band.
+    fold_sizes : sequence of (n_train, n_val)
+    n_alphas, n_iter : int
+        Alphas of the grid; band weightings tried.
+    solver : {"auto", "primal", "dual"}
+        ``auto``: primal when ``n >= Σ band_widths``.
+
+    Returns
+    -------
+    RidgeFlops
+        ``eigh`` counts the decompositions (SVD of n x p as 4np² + 9p³; eigh of r x r as 9r³).
+    """
+    p = int(sum(band_widths))
+    dual = n < p if solver == "auto" else solver == "dual"
+    gemm = eigh = 0.0
+    if dual:
+        gemm += sum(2.0 * n * n * w for w in band_widths)  # the linear kernels, once
+        gemm += 2.0 * n_test * n * p  # the test kernels
+    for n_tr, m in fold_sizes:
+        if dual:
+            eigh += 9.0 * n_tr**3
+            gemm += 2.0 * n_tr * n_tr * v + n_alphas * 2.0 * m * n_tr * v
+        else:
+            eigh += 4.0 * n_tr * p * p + 9.0 * p**3
+            gemm += n_alphas * (2.0 * p * p * n_tr + 2.0 * m * p * n_tr + 2.0 * m * n_tr * v)
+    # the refit on all training TRs
+    if dual:
+        eigh += 9.0 * n**3
+        gemm += 2.0 * n * n * v
+    else:
+        eigh += 4.0 * n * p * p + 9.0 * p**3
+        gemm += n_alphas * 2.0 * p * p * n + 2.0 * p * n * v
+    gemm *= n_iter
+    eigh *= n_iter
+    gemm += 2.0 * n_test * p * v  # the test predictions
+    return RidgeFlops(gemm=float(gemm), eigh=float(eigh))
+
+
 def lm_flops(n_params: float, n_tokens: float) -> float:
     """Forward-pass flops of a causal LM over ``n_tokens``: 2 per parameter and token
     (attention over the context adds ~1 % at 512 words and is left out)."""
