@@ -22,6 +22,7 @@ include: "rules/features.smk"
 include: "rules/encoding.smk"
 include: "rules/noise_ceiling.smk"
 include: "rules/stacking.smk"
+include: "rules/partition.smk"
 include: "rules/figures.smk"
 include: "rules/vision.smk"
 

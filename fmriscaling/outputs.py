@@ -12,6 +12,9 @@ __all__ = [
     "COST_TABLE",
     "ENCODING_TABLES",
     "NOISE_CEILING_FIGURE",
+    "PARTITION_FIGURE",
+    "PARTITION_TABLES",
+    "PARTITION_VOXELS",
     "ROI_TABLE",
     "SCALING_FIGURES",
     "SCALING_LINES",
@@ -42,6 +45,10 @@ ROI_TABLE = "rois"
 COST_TABLE = "costs"
 #: `fmriscaling.encoding.stacking` (rule stacking_table)
 STACKING_TABLES = ("stacking", "stacking_members")
+#: `fmriscaling.encoding.partition` (rule partition_table): per voxel group, and the methods
+PARTITION_TABLES = ("partition", "method_comparison")
+#: ... and per voxel (gzipped CSV)
+PARTITION_VOXELS = "partition_voxels"
 
 # ---- language track: figures (results/figures/<dataset>/<name>.<fmt>)
 #: `fmriscaling.figures.scaling_report`, in the order the workflow lists them
@@ -57,6 +64,8 @@ NOISE_CEILING_FIGURE = "noise_ceiling"
 COST_FIGURE = "costs"
 #: `fmriscaling.figures.stacking`
 STACKING_FIGURE = "stacking_gain"
+#: `fmriscaling.figures.partition`
+PARTITION_FIGURE = "variance_partition"
 
 # ---- vision track (results/{tables,figures}/<vision dataset>/)
 #: `fmriscaling.vision.tables.write_vision_tables`

@@ -63,6 +63,10 @@ JOB_OVERHEAD_S: dict[str, float] = {
     "stack_member": 2.8,
     "stack_regression": 2.4,
     "stacking_table": 0.5,
+    "fit_partition": 3.0,
+    "partition_table": 0.5,
+    "partition_figure": 2.4,
+    "partition_map": 9.1,
     "select_vision": 2.4,
     "select_vision_sweep": 2.7,
     "noise_ceiling": 0.1,
@@ -140,6 +144,10 @@ class CostModel:
             "stack_member": self._member,
             "stack_regression": self._stack,
             "stacking_table": self._small,
+            "fit_partition": self._partition,
+            "partition_table": self._reads_scores,
+            "partition_figure": self._small,
+            "partition_map": self._small,
             "select_vision": self._select_vision,
             "select_vision_sweep": self._select_vision,
             "vision_noise_ceiling": self._vision_small,
@@ -227,6 +235,39 @@ class CostModel:
         """Read every member's OOF predictions, solve a small QP per voxel."""
         read = sum(self.facts.file_bytes(p, 0) for p in job.inputs)
         return read / device.read, 4.0 * SCORE_ARRAYS * self._voxels(job.params["subject"])
+
+    def _partition(self, job: Job, device: cost.Device) -> tuple[float, float]:
+        """The banded-ridge fit of every subset of bands (`cost.banded_ridge_flops`; single
+        bands without a band-weight search), the bands' layers read, the permutation test."""
+        from itertools import combinations
+
+        enc, opts = self.config["encoding"], self.config["partitioning"]
+        subject, bands = job.params["subject"], job.params["bands"]
+        n = sum(self.facts.story_rows(s) for s in job.params["train_stories"])
+        n_test = max(1, self.facts.story_rows(self.study.test_story) - enc["test_extra_trim"])
+        v = self._voxels(subject)
+        widths = [len(enc["delays"]) * self.facts.model(b["model"]).hidden_size for b in bands]
+        n_folds = enc["n_folds"] if enc["cv"] == "stories" else enc["bootstrap"]["n_boots"]
+        m = n // 5 if enc["cv"] == "bootstrap" else n // n_folds
+        n_iter = max(opts["n_iter"], len(bands) + 1)
+        seconds = 0.0
+        for size in range(1, len(bands) + 1):  # every subset, single bands included
+            for subset in combinations(widths, size):
+                flops = cost.banded_ridge_flops(
+                    n,
+                    subset,
+                    v,
+                    n_test,
+                    [(n - m, m)] * n_folds,
+                    enc["alphas"]["num"],
+                    n_iter if size > 1 else 1,
+                    opts["solver"],
+                )
+                seconds += flops.gemm / device.gemm + flops.eigh / device.eigh
+        read = 4.0 * (n + n_test) * (v + sum(widths) / len(enc["delays"]))
+        seconds += read / device.read + self._permutation_flops(n_test, v) / device.gemm
+        n_subsets = 2 ** len(bands) - 1
+        return seconds, 4.0 * v * (2 * n_subsets + 3 * len(bands) + 7)
 
     def _fit(self, job: Job, device: cost.Device) -> tuple[float, float]:
         """One fit job: one design and its decompositions, every subject of its group's voxels."""

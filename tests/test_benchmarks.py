@@ -187,3 +187,23 @@ def test_permutation_bench_times_the_test_and_checks_it_against_a_loop(tmp_path,
     # a tenth of the voxels share a signal of r ~ 0.3 over 120 TRs: found; the null ones not
     assert report["rate_p_below_0.05_signal"] > 0.8
     assert report["rate_p_below_0.05_null"] < 0.1
+
+
+def test_partition_bench_fits_the_planted_bands_and_extrapolates_from_its_rate(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "partition_bench", BENCH.with_name("partition_bench.py")
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "partition.json"
+    report = bench.main(["--size", "small", "--n-iter", "3", "--n-folds", "2", "--json", str(out)])
+    assert json.loads(out.read_text()) == report
+    assert report["solver"] == "primal" and report["n_iter"] == 3  # equal, then each band alone
+    # half the voxels are driven by band A: the search weighs A there, and predicts the test TRs
+    assert report["band_weight_a_on_a_voxels"] > 0.8 and report["mean_test_r2"] > 0.05
+    # the full search (3 folds, 4 weightings) is priced from the run's own rate
+    assert report["flops_full_search"] > report["flops_run"]
+    ratio = report["flops_full_search"] / report["flops_run"]
+    assert report["extrapolated_full_search_seconds"] == pytest.approx(
+        report["seconds"] * ratio, rel=0.05, abs=0.1
+    )

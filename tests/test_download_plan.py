@@ -40,6 +40,7 @@ def planned(tmp_path_factory) -> set[str]:
         "download: {kinds: [pycortex, freesurfer]}\n"
         "run_models: [opt-125m, whisper-tiny]\n"  # a speech model: the audio is needed
         "stacks: []\n"  # lebel2023.yaml's stack needs models this overlay does not run
+        "partitions: []\n"  # ... and so does its partition
     )
     proc = snakemake(
         workdir,

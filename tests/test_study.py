@@ -132,20 +132,31 @@ def test_demo_targets_and_jobs():
             "costs",
             "stacking",
             "stacking_members",
+            "partition",
+            "partition_voxels.csv",
+            "method_comparison",
         ]
     )
     figures = {Path(t).stem for t in targets if t.startswith("results/figures/demo/")}
     assert {"model_size_scaling", "speech_model_size_scaling", "data_scaling"} <= figures
     assert {"noise_ceiling", "costs", "stacking_gain", "UTS01_best_model_map"} <= figures
+    assert {"variance_partition", "UTS01_variance_partition_map"} <= figures
     assert len([t for t in targets if "demo-vision" in t]) == 5 + 5 * 2  # tables, figures x 2
     jobs = s.jobs()
     counts = rules_of(jobs)
-    assert sum(counts.values()) == 94
+    assert sum(counts.values()) == 102
     # the 8 tiny models (3 LMs, 2 speech, 3 vision) in one job
     (build,) = [j for j in jobs if j.rule == "build_tiny_models"]
     assert len(build.outputs) == 8 and len(build.inputs) == 13  # every story's TextGrid
     assert counts["fit_encoding"] == 18 and counts["fit_encoding_subset"] == 9  # 3 x 3 x 1
-    assert counts["stack_member"] == 6 and counts["stack_regression"] == 4
+    # the partition's CV-best speech layer is a member too (the text band is the stacks' own)
+    assert counts["stack_member"] == 8 and counts["stack_regression"] == 4
+    assert counts["fit_partition"] == 2 and counts["partition_map"] == 2
+    (part,) = [j for j in jobs if j.rule == "fit_partition" and j.wildcards["subject"] == "UTS01"]
+    assert part.inputs[:2] == [
+        "results/stacking/demo/UTS01/members/tiny-whisper/layer-best.h5",
+        "results/stacking/demo/UTS01/members/tiny-opt-m/layer-best.h5",
+    ]
     assert s.vision_sweep_sizes == [12, 30, 76] and counts["select_vision_sweep"] == 2
     fit = next(j for j in jobs if j.rule == "fit_encoding")
     assert fit.outputs == [
@@ -164,7 +175,9 @@ def test_cluster_slice_and_switched_off_stages_plan_no_jobs():
     assert counts["fit_encoding"] == len(s.layers_of("tiny-opt-xs")) and counts["roi_labels"] == 1
     assert s.figure_names == ["model_size_scaling", "layer_profiles"]
     # a vision-only study runs no language job
-    vision_only = study(overlay={"run_models": [], "stacks": [], "subsampling": {"fits": []}})
+    vision_only = study(
+        overlay={"run_models": [], "stacks": [], "partitions": [], "subsampling": {"fits": []}}
+    )
     counts = rules_of(vision_only.jobs())
     assert "fit_encoding" not in counts and "generate_demo_dataset" not in counts
     assert counts["select_vision"] == 6

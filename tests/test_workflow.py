@@ -43,6 +43,7 @@ FIGURES = (
     outputs.NOISE_CEILING_FIGURE,
     outputs.COST_FIGURE,
     outputs.STACKING_FIGURE,
+    outputs.PARTITION_FIGURE,
 )
 TABLES = (
     *outputs.ENCODING_TABLES,
@@ -50,6 +51,7 @@ TABLES = (
     outputs.ROI_TABLE,
     outputs.COST_TABLE,
     *outputs.STACKING_TABLES,
+    *outputs.PARTITION_TABLES,
 )
 
 
@@ -59,7 +61,13 @@ def test_demo_makes_every_final_target(demo):
     for name in TABLES:
         assert (tables / f"{name}.csv").is_file()
         assert (tables / f"{name}.md").is_file()
-    for name in ("voxels", "roi_voxels", "bootstrap_means", "scaling_bootstrap"):
+    for name in (
+        "voxels",
+        "roi_voxels",
+        "bootstrap_means",
+        "scaling_bootstrap",
+        "partition_voxels",
+    ):
         assert (tables / f"{name}.csv.gz").stat().st_size > 100
     for name in FIGURES:
         for fmt in ("png", "pdf"):
@@ -68,6 +76,8 @@ def test_demo_makes_every_final_target(demo):
         png = figures / f"{subject}_best_model_map.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (figures / f"{subject}_best_model_map.pdf").is_file()
+        png = figures / f"{subject}_variance_partition_map.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_headline_rois_and_costs(demo):
@@ -222,8 +232,10 @@ def test_changed_param_reruns_exactly_the_affected_jobs(demo, tmp_path):
     # job per (model, layer[, subset]) fits both subjects: they share their training stories
     assert jobs["fit_encoding"] == 18
     assert jobs["fit_encoding_subset"] == 3 * 3
-    # the stacks' members are those fits' designs, folds and alphas (per subject)
-    assert jobs["stack_member"] == 2 * 3 and jobs["stack_regression"] == 2 * 2
+    # the stacks' members are those fits' designs, folds and alphas (per subject), and the
+    # partitions' bands are fitted on them too
+    assert jobs["stack_member"] == 2 * 4 and jobs["stack_regression"] == 2 * 2
+    assert jobs["fit_partition"] == 2
     assert set(jobs) == {
         "fit_encoding",
         "fit_encoding_subset",
@@ -240,6 +252,10 @@ def test_changed_param_reruns_exactly_the_affected_jobs(demo, tmp_path):
         "stack_regression",
         "stacking_table",
         "stacking_figure",
+        "fit_partition",
+        "partition_table",
+        "partition_figure",
+        "partition_map",
     }
 
 
@@ -291,6 +307,51 @@ def test_demo_stack_weighs_speech_in_auditory_voxels_and_text_elsewhere(demo):
     member = demo / "results/stacking/demo/UTS01/members/tiny-opt-m/layer-best.h5"
     with h5py.File(member, "r") as f:
         assert f["oof_pred"].dtype == np.float16 and f.attrs["alpha_agreement"] == 1.0
+
+
+def test_demo_partition_finds_the_sound_in_auditory_voxels_and_the_words_elsewhere(demo):
+    """Variance partitioning of the CV-best speech and text layers against the demo's truth."""
+    tables = demo / "results" / "tables" / "demo"
+    table = pd.read_csv(tables / "partition.csv")
+    truth = table[table["group_source"] == "label"]
+    assert set(truth["group"]) == {"auditory", "semantic", "unresponsive"}
+    unique = truth[truth["measure"] == "unique"].set_index(["subject", "group", "bands"])
+    joint = truth[truth["measure"] == "joint"].set_index(["subject", "group"])["mean_r2"]
+    for subject in ("UTS01", "UTS02"):
+        speech = unique.loc[subject, :, "tiny-whisper"]["mean_r2"]
+        text = unique.loc[subject, :, "tiny-opt-m"]["mean_r2"]
+        # unique speech variance is highest in the auditory group, and dominates there
+        assert speech.idxmax() == "auditory" and speech["auditory"] > 0.1
+        assert speech["auditory"] > 5 * text["auditory"]
+        # the words explain the semantic voxels: more than the sound does there, and a larger
+        # share of what the joint model explains than in the auditory voxels (in absolute R²
+        # the auditory voxels' signal is stronger: UTS02's text term is larger there)
+        assert text["semantic"] > 0 and text["semantic"] > speech["semantic"]
+        assert (
+            text["semantic"] / joint[subject, "semantic"]
+            > text["auditory"] / joint[subject, "auditory"] + 0.3
+        )
+    # the regions add up to the joint model's R² in every group
+    regions = table[table["measure"].isin(["unique", "shared"]) & (table["n_voxels"] > 0)]
+    summed = regions.groupby(["subject", "group", "group_source"])["mean_r2"].sum()
+    joints = table[table["measure"] == "joint"].set_index(["subject", "group", "group_source"])
+    np.testing.assert_allclose(summed, joints.loc[summed.index, "mean_r2"], atol=1e-6)
+    # which method explains auditory cortex best: every method is listed per group
+    methods = pd.read_csv(tables / "method_comparison.csv")
+    auditory = methods[(methods["group"] == "auditory") & (methods["group_source"] == "label")]
+    assert set(auditory["method"]) == {"single", "best single", "stack", "banded"}
+    best = auditory[auditory["method"] == "best single"].set_index("subject")["name"]
+    assert (best == "tiny-whisper").all()
+    scores = demo / "results/partition/demo/UTS01/speech-text/scores.npz"
+    with np.load(scores) as data:
+        assert list(data["band_layers"]) == [
+            pd.read_csv(tables / "best_layers.csv")
+            .set_index(["subject", "model"])
+            .loc[("UTS01", model), "layer"]
+            for model in ("tiny-whisper", "tiny-opt-m")
+        ]
+        assert data["joint_significant"].any()
+    assert scores.with_name("scores.npz.provenance.json").is_file()
 
 
 def test_changed_trim_or_raw_file_rebuilds_the_prepared_responses(demo_copy, tmp_path):

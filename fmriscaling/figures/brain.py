@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,7 +37,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MAP_STYLES",
+    "MapPanel",
     "draw_brain_maps",
+    "draw_map_panels",
     "plot_brain_map",
     "plot_flatmap",
     "resolve_rois",
@@ -275,14 +278,6 @@ def draw_brain_maps(
     if voxels.empty:
         raise DataError(f"the voxel table has no rows for subject {subject}")
     model, layer = voxels["model"].iloc[0], int(voxels["layer"].iloc[0])
-    panels = _map_values(voxels, stacking_weights)
-    flat = has_surfaces(db_dir, subject)
-    if not flat:
-        logger.info(
-            "%s: no pycortex surfaces in %s; drawing nilearn slices instead of flatmaps",
-            subject,
-            Path(db_dir) / subject,
-        )
     # the best model's maps dim the voxels its permutation test did not find (FDR-controlled)
     opacity = None
     if "significant" in voxels:
@@ -293,6 +288,72 @@ def draw_brain_maps(
             subject,
             int(significant.sum()),
             significant.size,
+        )
+    panels = []
+    for name, values, style in _map_values(voxels, stacking_weights):
+        if name.startswith("weight:"):  # a stack's map, not the best model's
+            title = f"{subject} {style['label']}"
+        else:
+            title = f"{subject} {style['label']}: {model} layer {layer} (best by CV)"
+        dim = opacity if name in ("test_r", "cc_norm") else None
+        if dim is not None:
+            title += "; not significant: dimmed"
+        panels.append(MapPanel(title, values, **style, opacity=dim))
+    return draw_map_panels(
+        panels, paths, subject=subject, db_dir=db_dir, mask=mask, reference=reference,
+        xfmname=xfmname, with_rois=with_rois, height=height, pixelwise=pixelwise,
+    )  # fmt: skip
+
+
+@dataclass
+class MapPanel:
+    """One map of a subject figure: a value per voxel and how to colour it.
+
+    Attributes
+    ----------
+    title : str
+    values : array of shape (n_voxels,)
+    label : str
+        The colour bar's label.
+    cmap : str
+    vmin, vmax : float or None
+    opacity : array of shape (n_voxels,), optional
+        Per-voxel opacity (flatmaps only; e.g. non-significant voxels dimmed).
+    """
+
+    title: str
+    values: np.ndarray
+    label: str
+    cmap: str
+    vmin: float | None
+    vmax: float | None
+    opacity: np.ndarray | None = None
+
+
+def draw_map_panels(
+    panels: Sequence[MapPanel],
+    paths: Sequence[str | os.PathLike],
+    *,
+    subject: str,
+    db_dir: str | os.PathLike,
+    mask: str | os.PathLike,
+    reference: str | os.PathLike,
+    xfmname: str,
+    with_rois: bool | str = "auto",
+    height: int = 1024,
+    pixelwise: bool = True,
+) -> list[Path]:
+    """A figure of one subject's maps, one panel each: flatmaps when the subject has pycortex
+    surfaces in ``db_dir`` (one pycortex session for all), else nilearn's axial slices over
+    ``reference`` (logged). Parameters as `draw_brain_maps`."""
+    if not panels:
+        raise DataError(f"no maps to draw for subject {subject}")
+    flat = has_surfaces(db_dir, subject)
+    if not flat:
+        logger.info(
+            "%s: no pycortex surfaces in %s; drawing nilearn slices instead of flatmaps",
+            subject,
+            Path(db_dir) / subject,
         )
     ncols = 2 if len(panels) > 3 else 1
     nrows = -(-len(panels) // ncols)
@@ -306,26 +367,22 @@ def draw_brain_maps(
     # one pycortex session for every panel: its flatmap cache is computed once
     session = pycortex_session(db_dir, [subject]) if flat else contextlib.nullcontext()
     with saving(fig, paths) as written, session:
-        for i, (name, values, style) in enumerate(panels):
-            if name.startswith("weight:"):  # a stack's map, not the best model's
-                title = f"{subject} {style['label']}"
-            else:
-                title = f"{subject} {style['label']}: {model} layer {layer} (best by CV)"
-            colours = {k: style[k] for k in ("cmap", "vmin", "vmax")}
-            dim = opacity if name in ("test_r", "cc_norm") else None
-            if dim is not None:
-                title += "; not significant: dimmed"
+        for i, panel in enumerate(panels):
+            colours = dict(cmap=panel.cmap, vmin=panel.vmin, vmax=panel.vmax)
             if flat:
                 ax = fig.add_subplot(nrows, ncols, i + 1)
-                plot_flatmap(values, ax=ax, label=style["label"], opacity=dim, **colours, **flatmap)
-                ax.set_title(title, fontsize="medium")
+                plot_flatmap(
+                    panel.values, ax=ax, label=panel.label, opacity=panel.opacity, **colours,
+                    **flatmap,
+                )  # fmt: skip
+                ax.set_title(panel.title, fontsize="medium")
                 continue
             row, col = divmod(i, ncols)
             ax = fig.add_axes((col / ncols, 1 - (row + 1) / nrows, 1 / ncols, 1 / nrows))
-            # voxels without a ceiling are drawn blank
+            # voxels without a value (e.g. no ceiling) are drawn blank
             plot_brain_map(
-                np.nan_to_num(values, nan=0.0), mask, reference, order="F", axes=ax,
-                figure=fig, title=title, cmap=colours["cmap"], vmax=colours["vmax"],
+                np.nan_to_num(panel.values, nan=0.0), mask, reference, order="F", axes=ax,
+                figure=fig, title=panel.title, cmap=panel.cmap, vmax=panel.vmax,
             )  # fmt: skip
     return written
 

@@ -241,11 +241,8 @@ def _fits(study: Study) -> list[Job]:
 def _stacking(study: Study) -> list[Job]:
     d = study.dataset
     jobs = []
-    members = list(
-        dict.fromkeys((m["model"], str(m["layer"])) for ms in study.stacks.values() for m in ms)
-    )
     for subject in study.subjects:
-        for model, layer in members:
+        for model, layer in study.member_spaces():
             jobs.append(
                 Job(
                     "stack_member",
@@ -293,6 +290,44 @@ def _stacking(study: Study) -> list[Job]:
                 wildcards=dict(dataset=d),
             )
         )
+    return jobs + _partitions(study)
+
+
+def _partitions(study: Study) -> list[Job]:
+    """One joint fit per (subject, partition), the tables, the figure and the maps."""
+    d = study.dataset
+    jobs = []
+    for entry in study.partition_entries:
+        subject, partition = entry["subject"], entry["partition"]
+        jobs.append(
+            Job(
+                "fit_partition",
+                outputs=[entry["path"]],
+                inputs=[
+                    *study.partition_member_files(d, subject, partition),
+                    *study.partition_feature_dirs(d, partition),
+                    study.path("prepared", dataset=d, subject=subject),
+                ],
+                wildcards=dict(dataset=d, subject=subject, partition=partition),
+                params=dict(
+                    subject=subject,
+                    bands=study.partitions[partition],
+                    train_stories=study.train_stories(subject),
+                ),
+                **_heavy(study, "ridge_runtime"),
+            )
+        )
+    if not study.partitions:
+        return jobs
+    outputs = [fill(f, dataset=d) for f in study.partition_table_outputs().values()]
+    jobs.append(
+        Job(
+            "partition_table",
+            outputs=outputs,
+            inputs=[e["path"] for e in study.partition_entries + study.stack_entries],
+            wildcards=dict(dataset=d),
+        )
+    )
     return jobs
 
 
@@ -341,6 +376,14 @@ def _tables_and_figures(study: Study) -> list[Job]:
     jobs.append(Job("noise_ceiling_figure", figure(names.NOISE_CEILING_FIGURE), [gz("voxels")]))
     if study.stacks:
         jobs.append(Job("stacking_figure", figure(names.STACKING_FIGURE), [table("stacking")]))
+    if study.partitions:
+        jobs.append(
+            Job(
+                "partition_figure",
+                figure(names.PARTITION_FIGURE),
+                [table(names.PARTITION_TABLES[0])],
+            )
+        )
     if study.config["figures"]["brain_maps"]:
         for subject in study.subjects:
             jobs.append(
@@ -352,6 +395,19 @@ def _tables_and_figures(study: Study) -> list[Job]:
                     params=dict(subject=subject),
                 )
             )
+            if study.partitions:
+                jobs.append(
+                    Job(
+                        "partition_map",
+                        outputs=study.formats_of("partition_map", dataset=d, subject=subject),
+                        inputs=[
+                            *study.partition_maps_of(subject),
+                            *study.pycortex_inputs(subject),
+                        ],
+                        wildcards=dict(dataset=d, subject=subject),
+                        params=dict(subject=subject),
+                    )
+                )
     jobs.append(Job("cost_table", [table(names.COST_TABLE)], [table("encoding")]))
     jobs.append(Job("cost_figure", figure(names.COST_FIGURE), [table(names.COST_TABLE)]))
     for job in jobs:

@@ -56,11 +56,13 @@ def language_paths() -> dict[str, str]:
         "noise_ceiling": "results/noise_ceiling/{dataset}/{subject}.npz",
         "stack_member": "results/stacking/{dataset}/{subject}/members/{model}/layer-{layer}.h5",
         "stack": "results/stacking/{dataset}/{subject}/{stack}/scores.npz",
+        "partition": "results/partition/{dataset}/{subject}/{partition}/scores.npz",
         "table": "results/tables/{dataset}/{name}.csv",
         "table_gz": "results/tables/{dataset}/{name}.csv.gz",
         "rois": "results/rois/{dataset}/{subject}.npz",
         "figure": "results/figures/{dataset}/{name}.{fmt}",
         "brain_map": "results/figures/{dataset}/{subject}_best_model_map.{fmt}",
+        "partition_map": "results/figures/{dataset}/{subject}_variance_partition_map.{fmt}",
     }
 
 

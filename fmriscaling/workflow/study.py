@@ -22,7 +22,7 @@ from typing import Any
 from .. import outputs
 from .._pycortex import SUBJECT_FILES, transform_files
 from .._utils import ConfigError
-from ..config import alpha_grid, model_layers, stack_members, validate_config
+from ..config import alpha_grid, model_layers, partition_bands, stack_members, validate_config
 from ..download.manifest import manifest_stories, read_manifest, relpath_for, select_files
 from ..rois import annotation_relpath
 from ..sweep import draw_subset, sweep_sizes
@@ -108,6 +108,10 @@ class Study(VisionTrack):
         self.stacks: dict[str, list[dict[str, Any]]] = {
             stack["name"]: stack_members(stack, self.models) for stack in c["stacks"]
         }
+        # partition name -> its bands ({model, kind, layer, name}; layer a number or "best")
+        self.partitions: dict[str, list[dict[str, Any]]] = {
+            part["name"]: partition_bands(part, self.models) for part in c["partitions"]
+        }
         # ---- paths
         self.vision_root = (
             "results/data/{dataset}"
@@ -184,6 +188,7 @@ class Study(VisionTrack):
             seed=r"\d+",
             story=r"[A-Za-z0-9_-]+",
             stack=alternatives(list(self.stacks)),
+            partition=alternatives(list(self.partitions)),
         )
 
     def dataset_constraint(self, source: str) -> str:
@@ -502,6 +507,71 @@ class Study(VisionTrack):
         """A subject's stack scores, drawn as weight maps beside the best model's maps."""
         return [e["path"] for e in self.stack_entries if e["subject"] == subject]
 
+    # ----------------------------------------------------------------------- partitions
+
+    def member_spaces(self) -> list[tuple[str, str]]:
+        """(model, layer) of every stack member and partition band, once each: the
+        stack_member jobs (a band's single fit is a member's refit)."""
+        spaces = [(m["model"], str(m["layer"])) for ms in self.stacks.values() for m in ms]
+        spaces += [(b["model"], str(b["layer"])) for bs in self.partitions.values() for b in bs]
+        return list(dict.fromkeys(spaces))
+
+    def partition_member_files(self, dataset: str, subject: str, partition: str) -> list[str]:
+        """The bands' member files of a partition for one subject, in band order."""
+        return [
+            self.path(
+                "stack_member", dataset=dataset, subject=subject, model=b["model"], layer=b["layer"]
+            )
+            for b in self.partitions[partition]
+        ]
+
+    def partition_feature_dirs(self, dataset: str, partition: str) -> list[str]:
+        """Each band's model feature folder (the joint fit reads the member's layer)."""
+        return [
+            self.path("features", dataset=dataset, model=b["model"])
+            for b in self.partitions[partition]
+        ]
+
+    def partition_labels(self, partition: str) -> dict[str, list[str]]:
+        """Band labels and kinds of a partition (the fit job's params)."""
+        bands = self.partitions[partition]
+        return {"bands": [b["name"] for b in bands], "kinds": [b["kind"] for b in bands]}
+
+    def partitioning_params(self) -> dict[str, Any]:
+        """The ridge stage's settings a joint fit uses (its designs, folds and alpha grid)."""
+        keep = ("test_story", "delays", "alphas", "cv", "n_folds", "test_extra_trim", "backend")
+        keep += ("bootstrap", "seed")
+        return {k: v for k, v in self.encoding_params().items() if k in keep}
+
+    @functools.cached_property
+    def partition_entries(self) -> list[dict[str, str]]:
+        return [
+            {
+                "subject": s,
+                "partition": name,
+                "path": self.path("partition", dataset=self.dataset, subject=s, partition=name),
+            }
+            for s in self.subjects
+            for name in self.partitions
+        ]
+
+    @property
+    def partition_table_names(self) -> list[str]:
+        return list(outputs.PARTITION_TABLES) if self.partitions else []
+
+    def partition_table_outputs(self) -> dict[str, str]:
+        """Named outputs of rule partition_table: the summaries and the per-voxel table."""
+        if not self.partitions:
+            return {}
+        return {
+            **{n: self.path("table", name=n) for n in outputs.PARTITION_TABLES},
+            outputs.PARTITION_VOXELS: self.path("table_gz", name=outputs.PARTITION_VOXELS),
+        }
+
+    def partition_maps_of(self, subject: str) -> list[str]:
+        """A subject's partition scores, drawn as flatmaps of the regions."""
+        return [e["path"] for e in self.partition_entries if e["subject"] == subject]
+
     # ---------------------------------------------------------------------------- anatomy
 
     def demo_pycortex_outputs(self, subject: str) -> list[str]:
@@ -621,17 +691,24 @@ class Study(VisionTrack):
         if not self.run_models:
             return self.vision_targets()
         d = self.dataset
-        names = self.table_names + self.stack_table_names
+        names = self.table_names + self.stack_table_names + self.partition_table_names
         tables = [self.path("table", dataset=d, name=name) for name in names]
+        if self.partitions:
+            tables.append(self.path("table_gz", dataset=d, name=outputs.PARTITION_VOXELS))
         figures = [fill(f, dataset=d) for files in self.figure_outputs().values() for f in files]
         extra = [outputs.NOISE_CEILING_FIGURE, outputs.COST_FIGURE]
         extra += [outputs.STACKING_FIGURE] if self.stacks else []
+        extra += [outputs.PARTITION_FIGURE] if self.partitions else []
         figures += [f for name in extra for f in self.formats_of("figure", dataset=d, name=name)]
-        maps = (
-            [f for s in self.subjects for f in self.formats_of("brain_map", dataset=d, subject=s)]
-            if self.config["figures"]["brain_maps"]
-            else []
-        )
+        maps = []
+        if self.config["figures"]["brain_maps"]:
+            kinds = ["brain_map"] + (["partition_map"] if self.partitions else [])
+            maps = [
+                f
+                for s in self.subjects
+                for kind in kinds
+                for f in self.formats_of(kind, dataset=d, subject=s)
+            ]
         return tables + figures + maps + self.vision_targets()
 
     # ---------------------------------------------------------------------------- the jobs
