@@ -109,7 +109,8 @@ def banded_ridge_flops(
     (`fmriscaling.encoding.partition.fit_banded_ridge`): per band weighting and fold, a
     decomposition of the (weighted) training design, then per alpha the validation map and the
     predictions of every voxel; per band weighting, a refit on all training TRs (counted for
-    every weighting and voxel: an upper bound, himalaya refits only the voxels that improved).
+    every weighting, alpha and voxel: an upper bound, himalaya refits the voxels that improved,
+    at the alphas they chose, but forms a batch's weights at each of those alphas).
 
     Parameters
     ----------
@@ -147,7 +148,9 @@ def banded_ridge_flops(
         gemm += 2.0 * n * n * v
     else:
         eigh += 4.0 * n * p * p + 9.0 * p**3
-        gemm += n_alphas * 2.0 * p * p * n + 2.0 * p * n * v
+        # per alpha some voxel chose: its map, then the weights of every voxel of the batch
+        # (himalaya forms them all and keeps each voxel's own alpha)
+        gemm += n_alphas * (2.0 * p * p * n + 2.0 * p * n * v)
     gemm *= n_iter
     eigh *= n_iter
     gemm += 2.0 * n_test * p * v  # the test predictions

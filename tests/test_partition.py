@@ -560,3 +560,42 @@ def test_bad_partitions_name_the_key(change, message):
     change(config)
     with pytest.raises(ConfigError, match=message):
         validate_config(config)
+
+
+def test_the_plan_s_flop_count_bounds_what_himalaya_runs(monkeypatch):
+    """`cost.banded_ridge_flops` (the plan's price of a joint fit) against the matrix products
+    and SVDs the primal search calls: the SVDs exactly, the products within the refit's bound."""
+    import himalaya.backend.numpy as numpy_backend
+
+    from fmriscaling.cost import banded_ridge_flops
+
+    counted = {"gemm": 0.0, "svd": 0.0}
+    matmul, svd = numpy_backend.matmul, numpy_backend.svd
+
+    def counting_matmul(a, b):
+        out = matmul(a, b)
+        counted["gemm"] += 2.0 * np.prod(out.shape) * a.shape[-1]
+        return out
+
+    def counting_svd(x, full_matrices=False):
+        n, p = x.shape
+        counted["svd"] += 4.0 * n * p * p + 9.0 * p**3
+        return svd(x, full_matrices=full_matrices)
+
+    monkeypatch.setattr(numpy_backend, "matmul", counting_matmul)
+    monkeypatch.setattr(numpy_backend, "svd", counting_svd)
+    rng = np.random.default_rng(3)
+    lengths, widths, n_voxels, n_test = [80, 80, 80, 80], (12, 20), 40, 30
+    n = sum(lengths)
+    X = [rng.standard_normal((n + n_test, w)).astype(np.float32) for w in widths]
+    Y = rng.standard_normal((n + n_test, n_voxels)).astype(np.float32)
+    folds = story_folds(lengths, n_folds=4)
+    fit = fit_banded_ridge(
+        [x[:n] for x in X], Y[:n], [x[n:] for x in X], folds=folds, alphas=ALPHAS, n_iter=5,
+        backend="numpy", solver="primal",
+    )  # fmt: skip
+    model = banded_ridge_flops(
+        n, widths, n_voxels, n_test, [(n - 80, 80)] * 4, len(ALPHAS), fit.n_iter, "primal"
+    )
+    assert counted["svd"] == pytest.approx(model.eigh, rel=1e-9)
+    assert 0.6 * model.gemm < counted["gemm"] <= model.gemm
