@@ -37,6 +37,8 @@ __all__ = ["NEVER", "Study", "alternatives"]
 #: the two kinds of fit job: all training stories, and the data-size subsets
 FIT_KINDS = {"fit": "fit_encoding", "subset_fit": "fit_encoding_subset"}
 DEMO_PYCORTEX_FILES = (*SUBJECT_FILES, "surface-info/curvature.npz")
+#: the per-subject brain maps (path templates), drawn in ``figures.map_formats``
+MAP_FIGURES = ("brain_map", "partition_map")
 
 
 class Study(VisionTrack):
@@ -151,6 +153,7 @@ class Study(VisionTrack):
             {atlas for spec in c["rois"]["groups"].values() for atlas in spec}
         )
         self.formats: list[str] = list(c["figures"]["formats"])
+        self.map_formats: list[str] = list(c["figures"]["map_formats"])
 
     def _models_where(self, keep: Callable[[Mapping[str, Any]], bool]) -> list[str]:
         return [name for name, spec in self.models.items() if keep(spec)]
@@ -170,8 +173,10 @@ class Study(VisionTrack):
         return f"results/benchmarks/{rule}/{log_key(self.paths[name], **values)}.tsv"
 
     def formats_of(self, name: str, /, **values: Any) -> list[str]:
-        """The files of one figure, one per configured format."""
-        return [self.path(name, **values, fmt=fmt) for fmt in self.formats]
+        """The files of one figure, one per configured format (``figures.map_formats`` for
+        the per-subject brain maps, ``figures.formats`` for the others)."""
+        formats = self.map_formats if name in MAP_FIGURES else self.formats
+        return [self.path(name, **values, fmt=fmt) for fmt in formats]
 
     def vpath(self, name: str, /, **values: Any) -> str:
         """`path` in the vision track's dataset."""
