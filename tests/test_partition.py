@@ -254,12 +254,18 @@ def demo_bands(tmp_path_factory):
         seed=2,
     )
     truth_file = tmp / "ds" / "ground_truth" / "stimulus_features.h5"
-    dirs = {"words": tmp / "words", "sound": tmp / "sound"}
+    dirs = {"words": tmp / "words", "sound": tmp / "sound", "noise": tmp / "noise"}
+    rng = np.random.default_rng(5)
     with h5py.File(truth_file) as truth:
-        for name, key in (("words", "tr_features"), ("sound", "tr_acoustic")):
+        for name, key in (("words", "tr_features"), ("sound", "tr_acoustic"), ("noise", None)):
             with FeatureWriter(dirs[name], n_layers=0, model_name=name) as writer:
                 for story, n_trs in summary["n_trs"].items():
-                    writer.write_story(story, truth[story][key][()][response_rows(n_trs)][None])
+                    rows = response_rows(n_trs)
+                    if key is None:  # a band that drives nothing
+                        values = rng.standard_normal((len(range(n_trs)[rows]), 6))
+                    else:
+                        values = truth[story][key][()][rows]
+                    writer.write_story(story, values.astype(np.float32)[None])
     responses = summary["paths"]["responses"]["UTS01"]
     settings = {
         "test_story": summary["test_story"],
@@ -346,6 +352,33 @@ def test_sound_is_unique_in_auditory_voxels_and_words_in_semantic_ones(demo_band
     assert s["joint_p"].shape == s["joint_r"].shape and s["joint_p"].min() > 0
     assert s["joint_significant"][truth["has_signal"]].mean() > 0.5
     assert summary["fits"]["sound+words"]["n_iter"] == 8 and summary["n_significant"] > 0
+
+
+def test_three_bands_fit_every_pair_and_a_band_of_noise_explains_nothing(demo_bands, tmp_path):
+    out = tmp_path / "scores.npz"
+    summary = _run_partition(
+        demo_bands,
+        out,
+        member_files=[demo_bands["members"][b] for b in ("sound", "words", "noise")],
+        bands=["sound", "words", "noise"],
+        kinds=["speech", "text", "text"],
+        feature_dirs=[demo_bands["dirs"][b] for b in ("sound", "words", "noise")],
+        partitioning={"n_iter": 6, "seed": 0},
+        statistics=None,
+    )
+    s = np.load(out)
+    assert list(s["subsets"]) == [
+        "sound", "words", "noise", "sound+words", "sound+noise", "words+noise",
+        "sound+words+noise",
+    ]  # fmt: skip
+    assert list(s["component_kinds"]) == ["unique"] * 3 + ["shared"] * 4
+    assert sorted(summary["fits"]) == sorted(s["subsets"])  # every band, pair and the triple
+    np.testing.assert_allclose(
+        s["component_r2"].astype(np.float64).sum(0), s["joint_r2"], atol=1e-5
+    )
+    unique = dict(zip(s["components"][:3], s["component_r2"][:3], strict=True))
+    assert abs(unique["noise"].mean()) < 0.01 < unique["sound"].mean()
+    assert "joint_p" not in s.files  # no statistics asked for
 
 
 def test_members_of_other_test_responses_are_refused(demo_bands, tmp_path):
