@@ -131,8 +131,11 @@ def _single(X, Y, n, folds, solver="auto"):
 @pytest.mark.filterwarnings(
     "ignore:divide by zero:RuntimeWarning", "ignore:invalid value:RuntimeWarning"
 )
+@pytest.mark.parametrize(
+    "backend", ["numpy", "torch", pytest.param("torch_cuda", marks=pytest.mark.gpu)]
+)
 @pytest.mark.parametrize("solver", ["primal", "dual"])
-def test_a_band_at_zero_weight_leaves_the_single_band_ridge(rng, solver):
+def test_a_band_at_zero_weight_leaves_the_single_band_ridge(rng, solver, backend):
     """Band weights (1, 0): the joint model is the ridge of band A alone, in the primal
     (himalaya BandedRidgeCV) and in the dual (MultipleKernelRidgeCV)."""
     n, lengths = 180, [60, 60, 60]
@@ -150,7 +153,7 @@ def test_a_band_at_zero_weight_leaves_the_single_band_ridge(rng, solver):
         alphas=ALPHAS,
         n_iter=np.array([[1.0, 0.0]]),
         solver=solver,
-        backend="numpy",
+        backend=backend,
         score="r",
     )
     single = _single(A, Y, n, folds, solver=solver)  # the ridge stage's own solver, scored by r
