@@ -132,28 +132,31 @@ def banded_ridge_flops(
     p = int(sum(band_widths))
     dual = n < p if solver == "auto" else solver == "dual"
     gemm = eigh = 0.0
-    if dual:
-        gemm += sum(2.0 * n * n * w for w in band_widths)  # the linear kernels, once
-        gemm += 2.0 * n_test * n * p  # the test kernels
     for n_tr, m in fold_sizes:
         if dual:
+            # eigh of the weighted training kernel, its validation rows onto the eigenvectors,
+            # then per alpha the validation map and the predictions of every voxel
             eigh += 9.0 * n_tr**3
-            gemm += 2.0 * n_tr * n_tr * v + n_alphas * 2.0 * m * n_tr * v
+            gemm += 2.0 * m * n_tr * n_tr
+            gemm += n_alphas * (2.0 * m * n_tr * n_tr + 2.0 * m * n_tr * v)
         else:
             eigh += 4.0 * n_tr * p * p + 9.0 * p**3
             gemm += n_alphas * (2.0 * p * p * n_tr + 2.0 * m * p * n_tr + 2.0 * m * n_tr * v)
-    # the refit on all training TRs
+    # the refit on all training TRs: per alpha some voxel chose, its map, then the weights of
+    # every voxel of the batch (himalaya forms them all and keeps each voxel's own alpha)
     if dual:
         eigh += 9.0 * n**3
-        gemm += 2.0 * n * n * v
+        gemm += n_alphas * (2.0 * n**3 + 2.0 * n * n * v)
     else:
         eigh += 4.0 * n * p * p + 9.0 * p**3
-        # per alpha some voxel chose: its map, then the weights of every voxel of the batch
-        # (himalaya forms them all and keeps each voxel's own alpha)
         gemm += n_alphas * (2.0 * p * p * n + 2.0 * p * n * v)
     gemm *= n_iter
     eigh *= n_iter
-    gemm += 2.0 * n_test * p * v  # the test predictions
+    if dual:
+        gemm += 2.0 * n * n * p + 2.0 * n_test * n * p  # the linear kernels, once
+        gemm += len(band_widths) * 2.0 * n_test * n * v  # each band's test predictions
+    else:
+        gemm += 2.0 * n_test * p * v  # the test predictions
     return RidgeFlops(gemm=float(gemm), eigh=float(eigh))
 
 

@@ -384,6 +384,12 @@ def test_three_bands_fit_every_pair_and_a_band_of_noise_explains_nothing(demo_ba
     assert "joint_p" not in s.files  # no statistics asked for
 
 
+def test_two_bands_resolving_to_one_feature_space_are_refused(demo_bands, tmp_path):
+    sound = demo_bands["members"]["sound"]
+    with pytest.raises(DataError, match=r"two bands resolved to the same model and layer"):
+        _run_partition(demo_bands, tmp_path / "scores.npz", member_files=[sound, sound])
+
+
 def test_members_of_other_test_responses_are_refused(demo_bands, tmp_path):
     other = dict(demo_bands["encoding"], test_extra_trim=5)
     with pytest.raises(DataError, match=r"fitted on other test responses.*stack_member"):
@@ -399,6 +405,10 @@ def _fake_partition(path, joint_r2, single_r2):
     np.savez(
         path,
         bands=np.array(["A", "B"]),
+        band_models=np.array(["a", "b"]),
+        band_layers=np.array([1, 3]),
+        member_r=np.sqrt(np.clip(np.stack([a, b]), 0, None)) - 0.05,
+        member_r2=np.stack([a, b]) - 0.1,
         components=np.array(["A", "B", "A+B"]),
         component_kinds=np.array(["unique", "unique", "shared"]),
         component_r2=np.stack([joint_r2 - b, joint_r2 - a, a + b - joint_r2]),
@@ -450,21 +460,45 @@ def test_method_comparison_lists_singles_the_best_single_stacks_and_joint_fits(t
     x = table[table["group"] == "x"].set_index(["method", "name"])
     assert set(x.index) == {
         ("banded", "p"),
-        ("single", "A"),
-        ("single", "B"),
-        ("best single", "A"),
+        ("single", "a/layer-1"),
+        ("single", "b/layer-3"),
+        ("member", "a/layer-1"),
+        ("member", "b/layer-3"),
+        ("best single", "a/layer-1"),
         ("stack", "st"),
     }
     assert x.loc[("banded", "p"), "mean_r2"] == pytest.approx(0.35)
+    assert x.loc[("member", "a/layer-1"), "mean_r2"] == pytest.approx(np.mean(a[:2]) - 0.1)
     assert x.loc[("stack", "st"), "mean_r"] == pytest.approx(0.5)
     assert np.isnan(x.loc[("stack", "st"), "fraction_significant"])
     assert x.loc[("banded", "p"), "fraction_significant"] == pytest.approx(1.0)
     y = table[table["group"] == "y"].set_index(["method", "name"])
-    assert ("best single", "B") in y.index  # chosen per group by mean r
+    assert ("best single", "b/layer-3") in y.index  # chosen per group by mean r
+    # a second partition holding the same feature space adds no second single row
+    twice = method_comparison(
+        [{"subject": "S1", "partition": q, "path": part} for q in ("p", "q")], [], labels
+    )
+    assert (twice[twice["group"] == "all"]["method"] == "single").sum() == 2
     old = tmp_path / "old.npz"
     np.savez(old, stack_r=np.full(4, 0.5))
     with pytest.raises(DataError, match=r"no stack_r2.*rerun its stack_regression"):
         method_comparison([], [{"subject": "S1", "stack": "st", "path": old}])
+    other = tmp_path / "other.npz"
+    np.savez(other, stack_r=np.full(5, 0.5), stack_r2=np.full(5, 0.25))
+    with pytest.raises(DataError, match=r"other.npz has 5 voxels.*Rerun the out-of-date"):
+        method_comparison(
+            [{"subject": "S1", "partition": "p", "path": part}],
+            [{"subject": "S1", "stack": "st", "path": other}],
+        )
+
+
+def test_band_weights_off_the_simplex_are_refused(two_bands):
+    A, B, Y, _, n, folds = two_bands
+    with pytest.raises(ValueError, match=r"expected rows of 2 weights >= 0 that sum to 1"):
+        fit_banded_ridge(
+            [A[:n], B[:n]], Y[:n], [A[n:], B[n:]], folds=folds, alphas=ALPHAS,
+            n_iter=np.array([[1.0, 1.0]]),
+        )  # fmt: skip
 
 
 def test_the_partition_figure_draws_each_group_s_regions(tmp_path):
@@ -598,15 +632,17 @@ def test_bad_partitions_name_the_key(change, message):
         validate_config(config)
 
 
-def test_the_plan_s_flop_count_bounds_what_himalaya_runs(monkeypatch):
+@pytest.mark.parametrize("solver", ["primal", "dual"])
+def test_the_plan_s_flop_count_bounds_what_himalaya_runs(monkeypatch, solver):
     """`cost.banded_ridge_flops` (the plan's price of a joint fit) against the matrix products
-    and SVDs the primal search calls: the SVDs exactly, the products within the refit's bound."""
+    and decompositions the search calls: the decompositions exactly, the products within the
+    refit's bound (the dual's linear kernels are formed outside himalaya, and priced apart)."""
     import himalaya.backend.numpy as numpy_backend
 
     from fmriscaling.cost import banded_ridge_flops
 
-    counted = {"gemm": 0.0, "svd": 0.0}
-    matmul, svd = numpy_backend.matmul, numpy_backend.svd
+    counted = {"gemm": 0.0, "decompositions": 0.0}
+    matmul, svd, eigh = numpy_backend.matmul, numpy_backend.svd, numpy_backend.eigh
 
     def counting_matmul(a, b):
         out = matmul(a, b)
@@ -615,23 +651,37 @@ def test_the_plan_s_flop_count_bounds_what_himalaya_runs(monkeypatch):
 
     def counting_svd(x, full_matrices=False):
         n, p = x.shape
-        counted["svd"] += 4.0 * n * p * p + 9.0 * p**3
+        counted["decompositions"] += 4.0 * n * p * p + 9.0 * p**3
         return svd(x, full_matrices=full_matrices)
+
+    def counting_eigh(x):
+        counted["decompositions"] += 9.0 * x.shape[0] ** 3
+        return eigh(x)
 
     monkeypatch.setattr(numpy_backend, "matmul", counting_matmul)
     monkeypatch.setattr(numpy_backend, "svd", counting_svd)
+    monkeypatch.setattr(numpy_backend, "eigh", counting_eigh)
     rng = np.random.default_rng(3)
-    lengths, widths, n_voxels, n_test = [80, 80, 80, 80], (12, 20), 40, 30
+    lengths, n_voxels, n_test = [80, 80, 80, 80], 40, 30
+    widths = (12, 20) if solver == "primal" else (200, 240)
     n = sum(lengths)
     X = [rng.standard_normal((n + n_test, w)).astype(np.float32) for w in widths]
     Y = rng.standard_normal((n + n_test, n_voxels)).astype(np.float32)
     folds = story_folds(lengths, n_folds=4)
     fit = fit_banded_ridge(
         [x[:n] for x in X], Y[:n], [x[n:] for x in X], folds=folds, alphas=ALPHAS, n_iter=5,
-        backend="numpy", solver="primal",
+        backend="numpy", solver=solver,
     )  # fmt: skip
     model = banded_ridge_flops(
-        n, widths, n_voxels, n_test, [(n - 80, 80)] * 4, len(ALPHAS), fit.n_iter, "primal"
+        n, widths, n_voxels, n_test, [(n - 80, 80)] * 4, len(ALPHAS), fit.n_iter, solver
     )
-    assert counted["svd"] == pytest.approx(model.eigh, rel=1e-9)
-    assert 0.6 * model.gemm < counted["gemm"] <= model.gemm
+    kernels = 2.0 * n * (n + n_test) * sum(widths) if solver == "dual" else 0.0
+    # every fold's decomposition of every weighting, and one refit per weighting that improved
+    # some voxel (the price counts a refit for each)
+    p = sum(widths)
+    refit = 9.0 * n**3 if solver == "dual" else 4.0 * n * p * p + 9.0 * p**3
+    skipped = (model.eigh - counted["decompositions"]) / refit
+    assert skipped == pytest.approx(round(skipped), abs=1e-6) and 0 <= round(skipped) < fit.n_iter
+    # the products: at most the price; the price's refit counts every alpha of the grid,
+    # himalaya's only those some voxel chose (at this size the dual's refit is half its work)
+    assert 0.4 * (model.gemm - kernels) < counted["gemm"] <= model.gemm - kernels

@@ -155,7 +155,7 @@ def band_weight_grid(
 
     Returns
     -------
-    gammas : float64 array of shape (max(n_iter, k + 1), k)
+    gammas : float64 array of shape (max(n_iter, k + 1), k); (n_iter, 1) for one band
     """
     from himalaya.kernel_ridge import generate_dirichlet_samples
 
@@ -220,22 +220,31 @@ def _batches(
     n_alphas: int,
     backend_name: str,
     n_targets_batch: int | str,
-) -> tuple[int, int]:
-    """(voxels, alphas) per batch of the search, from a share of the free memory.
+) -> tuple[int, int, bool]:
+    """(voxels, alphas) per batch of the search, and whether the responses stay on the host,
+    from a share of the free memory.
 
+    himalaya moves all the training responses to the device unless told to keep them on the
+    host: they are counted first, and kept on the host when they would take more than half.
     Per alpha of a batch the primal search holds an (n_features x n_train) map and its product
-    with a fold's validation features (~n_train / 4 x n_train); the dual one (n_train x
-    n_train). Half the budget goes to alphas, half to the voxels: their validation
-    predictions of a batch of alphas, and their training and test responses.
+    with a fold's validation rows (~n_train / 4 x n_train); the dual one (n_train x n_train).
+    Half of the rest goes to alphas, half to the voxels: per voxel, its validation predictions
+    at a batch of alphas, its refit weights at each of those alphas and their copy (himalaya
+    forms a batch's weights at every alpha of the batch, n_features or n_train each), and its
+    responses.
     """
-    budget = _free_memory_bytes(backend_name) // 2
+    free = _free_memory_bytes(backend_name)
+    responses = 4 * n_train * n_voxels
+    on_host = responses > free // 2
+    budget = (free - (0 if on_host else responses)) // 2
     n_val = max(n_train // 4, 1)
-    per_alpha = 4 * n_train * ((n_features if solver == "primal" else n_train) + n_val)
+    width = n_features if solver == "primal" else n_train
+    per_alpha = 4 * n_train * (width + n_val)
     n_alphas_batch = int(np.clip(budget // max(per_alpha, 1), 1, n_alphas))
     if n_targets_batch == "auto":
-        per_voxel = 4 * n_alphas_batch * n_val + 8 * (n_train + n_test)
+        per_voxel = 4 * n_alphas_batch * (n_val + 2 * width) + 8 * (n_train + n_test)
         n_targets_batch = int(np.clip(budget // per_voxel, 1, n_voxels))
-    return int(n_targets_batch), n_alphas_batch
+    return int(n_targets_batch), n_alphas_batch, on_host
 
 
 def fit_banded_ridge(
@@ -315,10 +324,20 @@ def fit_banded_ridge(
         if np.ndim(n_iter) == 0
         else np.asarray(n_iter, dtype=np.float64)
     )
+    if (
+        gammas.ndim != 2
+        or gammas.shape[1] != k
+        or np.any(gammas < 0)
+        or not np.allclose(gammas.sum(1), 1.0)
+    ):
+        raise ValueError(
+            f"band weights of shape {gammas.shape}: expected rows of {k} weights >= 0 that "
+            "sum to 1 (the simplex), or a count (band_weight_grid)."
+        )
     alphas = np.asarray(alphas, dtype=np.float32)
     with using_backend(backend) as (bk, backend_name):
         peak = _PeakMemory(backend_name)
-        voxel_batch, alpha_batch = _batches(
+        voxel_batch, alpha_batch, y_on_host = _batches(
             solver,
             n_train,
             n_test,
@@ -355,7 +374,11 @@ def fit_banded_ridge(
         folds = [(np.asarray(tr), np.asarray(va)) for tr, va in folds]
         if solver == "primal":
             model = BandedRidgeCV(
-                groups="input", solver="random_search", solver_params=solver_params, cv=folds
+                groups="input",
+                solver="random_search",
+                solver_params=solver_params,
+                cv=folds,
+                Y_in_cpu=y_on_host,
             )
             model.fit(X_train, Y_train)
             pred = model.predict(X_test, split=True)
@@ -367,6 +390,7 @@ def fit_banded_ridge(
                 solver_params=solver_params,
                 cv=folds,
                 random_state=seed,
+                Y_in_cpu=y_on_host,
             )
             model.fit(kernels, Y_train)
             del kernels
@@ -550,6 +574,14 @@ def fit_partition(
             layers.append(int(member.attrs["layer"]))
             models.append(str(member.attrs["model"]))
         test_sha = {m.attrs["test_true_sha256"] for m in members}
+    spaces = list(zip(models, layers, strict=True))
+    if len(set(spaces)) < k:
+        raise DataError(
+            f"the members {[str(p) for p in member_files]} are the feature spaces {spaces}: "
+            "two bands resolved to the same model and layer (e.g. layer best and the number "
+            "it chose), so the partition would call all their variance shared. Give the bands "
+            "different layers or models in the config's partitions."
+        )
     from ..features.io import layer_path
 
     feature_files = [layer_path(d, lay) for d, lay in zip(feature_dirs, layers, strict=True)]
@@ -599,8 +631,9 @@ def fit_partition(
     regions = venn_regions(r2, k)
     subsets = subsets_of(k)
     labels = [region_label(s, bands) for s in subsets]
-    with using_backend("numpy"):
+    with using_backend("numpy"), np.errstate(divide="ignore", invalid="ignore"):
         split = np.asarray(r2_score_split(y_c, joint.pred.astype(np.float64)))
+    split[:, (y_c * y_c).sum(0) == 0] = 0.0  # a constant test response: R² 0, as r2_columns
     out: dict[str, np.ndarray] = {
         "bands": np.array(bands),
         "band_models": np.array(models),
@@ -848,12 +881,21 @@ def method_comparison(
 ) -> pd.DataFrame:
     """Which method explains a voxel group best: single bands, stacks, joint banded ridge.
 
-    Per subject and voxel group, one row per method: ``single`` (each band of each partition
-    alone, i.e. a stack member's refit), ``best single`` (the band with the highest mean r in
-    that group, chosen per group as the stacking table does), ``stack`` (each stack,
-    `fmriscaling.encoding.stacking`) and ``banded`` (each partition's joint model), with the
-    mean test r and R² over the group's voxels and the fraction significant (NaN where the
-    method has no permutation test).
+    Per subject and voxel group, one row per method, named by feature space
+    (``<model>/layer-<L>``) or by stack / partition:
+
+    * ``single``: a band alone, fitted as the partition fits it (the search's score, R² by
+      default), once per feature space however many partitions hold it;
+    * ``member``: the same feature space as the ridge stage fits it (its stack member: alphas
+      chosen by r, which leaves the prediction's scale free and costs R²);
+    * ``best single``: the ``single`` row with the highest mean test r in that group, chosen on
+      the test story per group, as the stacking table picks its best member (an optimistic
+      baseline for the methods chosen by cross-validation);
+    * ``stack`` (each stack, `fmriscaling.encoding.stacking`, whose members are calibrated) and
+      ``banded`` (each partition's joint model),
+
+    with the mean test r and R² over the group's voxels and the fraction significant (NaN where
+    the method has no permutation test).
 
     Parameters
     ----------
@@ -868,35 +910,49 @@ def method_comparison(
     -------
     DataFrame
         `COMPARISON_COLUMNS`.
+
+    Raises
+    ------
+    DataError
+        A missing file, a stack written before ``stack_r2`` existed, or files of one subject
+        with different voxel counts (naming the file to rerun).
     """
     rows = []
-    by_subject: dict[str, list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray | None]]] = {}
-    where: dict[str, Path] = {}
+    Method = tuple[str, str, np.ndarray, np.ndarray, "np.ndarray | None", Path]
+    by_subject: dict[str, list[Method]] = {}
     for entry in partitions:
-        s = _load(entry["path"], "fit_partition")
-        where.setdefault(entry["subject"], Path(entry["path"]))
+        path = Path(entry["path"])
+        s = _load(path, "fit_partition")
         methods = by_subject.setdefault(entry["subject"], [])
         sig = s.get("joint_significant")
-        methods.append(("banded", str(entry["partition"]), s["joint_r"], s["joint_r2"], sig))
-        for i, band in enumerate(s["bands"].astype(str)):
-            single = ("single", band, s["single_r"][i], s["subset_r2"][i], None)
-            if all(m[:2] != single[:2] for m in methods):
-                methods.append(single)
+        methods.append(("banded", str(entry["partition"]), s["joint_r"], s["joint_r2"], sig, path))
+        for i, (model, layer) in enumerate(zip(s["band_models"], s["band_layers"], strict=True)):
+            space = f"{model}/layer-{int(layer)}"
+            if any(m[:2] == ("single", space) for m in methods):
+                continue
+            methods.append(("single", space, s["single_r"][i], s["subset_r2"][i], None, path))
+            methods.append(("member", space, s["member_r"][i], s["member_r2"][i], None, path))
     for entry in stacks:
-        s = _load(entry["path"], "stack_regression")
+        path = Path(entry["path"])
+        s = _load(path, "stack_regression")
         if "stack_r2" not in s:
             raise DataError(
-                f"{entry['path']} has no stack_r2 (written by an older version); rerun its "
+                f"{path} has no stack_r2 (written by an older version); rerun its "
                 "stack_regression job."
             )
-        where.setdefault(entry["subject"], Path(entry["path"]))
         methods = by_subject.setdefault(entry["subject"], [])
         sig = s.get("stack_significant")
-        methods.append(("stack", str(entry["stack"]), s["stack_r"], s["stack_r2"], sig))
+        methods.append(("stack", str(entry["stack"]), s["stack_r"], s["stack_r2"], sig, path))
     for subject, methods in by_subject.items():
         n_voxels = methods[0][2].size
+        for *_, r, _r2, _sig, path in methods:
+            if r.size != n_voxels:
+                raise DataError(
+                    f"{path} has {r.size} voxels, {methods[0][5]} has {n_voxels}; both must "
+                    f"come from subject {subject}'s current responses. Rerun the out-of-date one."
+                )
         for group, source, voxels in _groups(
-            subject, n_voxels, where[subject], voxel_labels, voxel_sets
+            subject, n_voxels, methods[0][5], voxel_labels, voxel_sets
         ):
             keys = {
                 "subject": subject,
@@ -915,7 +971,7 @@ def method_comparison(
                         _mean(sig[voxels].astype(np.float64)) if sig is not None else float("nan")
                     ),
                 }
-                for method, name, r, r2, sig in methods
+                for method, name, r, r2, sig, _ in methods
             ]
             singles = [row for row in group_rows if row["method"] == "single"]
             if singles and keys["n_voxels"]:
