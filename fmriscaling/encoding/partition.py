@@ -55,6 +55,8 @@ import pandas as pd
 from .._utils import DataError, atomic_path, write_provenance
 from ..stats import r2_columns
 from .backend import _free_memory_bytes, _PeakMemory, using_backend
+from .ridge import pearson_columns
+from .stacking import mean_or_nan, voxel_groups
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +137,10 @@ def region_label(subset: Sequence[int], bands: Sequence[str]) -> tuple[str, str]
 
 
 def _pearson(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
-    p = np.asarray(pred, np.float64) - np.mean(pred, 0, dtype=np.float64)
-    t = np.asarray(y, np.float64) - np.mean(y, 0, dtype=np.float64)
-    denom = np.sqrt((p * p).sum(0) * (t * t).sum(0))
-    return np.where(denom > 0, (p * t).sum(0) / np.where(denom > 0, denom, 1.0), 0.0)
+    """Pearson r per column in float64 (0 where a column is constant), as the ridge scores."""
+    import himalaya.backend.numpy as numpy_backend  # the module only: the global stays as it is
+
+    return pearson_columns(numpy_backend, np.asarray(pred, np.float64), np.asarray(y, np.float64))
 
 
 # ------------------------------------------------------------------------- the joint fit
@@ -752,37 +754,6 @@ def _load(path: str | os.PathLike, rule: str) -> dict[str, np.ndarray]:
         return {name: data[name] for name in data.files}
 
 
-def _groups(
-    subject: str,
-    n_voxels: int,
-    path: Path,
-    voxel_labels: Mapping[str, np.ndarray] | None,
-    voxel_sets: Mapping[str, Sequence[tuple[str, str, np.ndarray]]] | None,
-) -> list[tuple[str, str, np.ndarray]]:
-    """All voxels, each label's voxels, each named set's voxels (the stacking tables' groups)."""
-    groups = [("all", "all", np.ones(n_voxels, dtype=bool))]
-    labels = (voxel_labels or {}).get(subject)
-    if labels is not None:
-        if labels.shape != (n_voxels,):
-            raise DataError(
-                f"{path}: {n_voxels} voxels but {labels.size} voxel labels for {subject}; both "
-                "must come from the same subject and mask."
-            )
-        groups += [(str(g), "label", labels == g) for g in sorted(set(labels.tolist()))]
-    for name, source, inside in (voxel_sets or {}).get(subject, []):
-        inside = np.asarray(inside, dtype=bool)
-        if inside.shape != (n_voxels,):
-            raise DataError(
-                f"{path}: {n_voxels} voxels but set {name!r} has {inside.size} for {subject}."
-            )
-        groups.append((str(name), str(source), inside))
-    return groups
-
-
-def _mean(values: np.ndarray) -> float:
-    return float(np.mean(values, dtype=np.float64)) if values.size else float("nan")
-
-
 def partition_tables(
     entries: Sequence[Mapping[str, Any]],
     voxel_labels: Mapping[str, np.ndarray] | None = None,
@@ -825,8 +796,8 @@ def partition_tables(
         ]
         n_voxels = s["joint_r2"].size
         keys = {"subject": entry["subject"], "partition": entry["partition"]}
-        for group, source, voxels in _groups(
-            entry["subject"], n_voxels, path, voxel_labels, voxel_sets
+        for group, source, voxels in voxel_groups(
+            path, entry["subject"], n_voxels, voxel_labels, voxel_sets
         ):
             for measure, names, values in measures:
                 chosen = np.asarray(values[voxels], dtype=np.float64)
@@ -838,8 +809,8 @@ def partition_tables(
                         "n_voxels": int(voxels.sum()),
                         "measure": measure,
                         "bands": names,
-                        "mean_r2": _mean(chosen),
-                        "fraction_negative": _mean((chosen < 0).astype(np.float64)),
+                        "mean_r2": mean_or_nan(chosen),
+                        "fraction_negative": mean_or_nan((chosen < 0).astype(np.float64)),
                     }
                 )
         per_voxel = [
@@ -951,8 +922,8 @@ def method_comparison(
                     f"{path} has {r.size} voxels, {methods[0][5]} has {n_voxels}; both must "
                     f"come from subject {subject}'s current responses. Rerun the out-of-date one."
                 )
-        for group, source, voxels in _groups(
-            subject, n_voxels, methods[0][5], voxel_labels, voxel_sets
+        for group, source, voxels in voxel_groups(
+            methods[0][5], subject, n_voxels, voxel_labels, voxel_sets
         ):
             keys = {
                 "subject": subject,
@@ -965,10 +936,12 @@ def method_comparison(
                     **keys,
                     "method": method,
                     "name": name,
-                    "mean_r": _mean(r[voxels]),
-                    "mean_r2": _mean(r2[voxels]),
+                    "mean_r": mean_or_nan(r[voxels]),
+                    "mean_r2": mean_or_nan(r2[voxels]),
                     "fraction_significant": (
-                        _mean(sig[voxels].astype(np.float64)) if sig is not None else float("nan")
+                        mean_or_nan(sig[voxels].astype(np.float64))
+                        if sig is not None
+                        else float("nan")
                     ),
                 }
                 for method, name, r, r2, sig, _ in methods

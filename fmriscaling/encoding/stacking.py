@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "STACKING_COLUMNS",
     "STACKING_MEMBER_COLUMNS",
+    "mean_or_nan",
+    "read_voxel_groups",
     "read_voxel_labels",
     "residual_cross_products",
     "speech_weights",
@@ -57,6 +59,7 @@ __all__ = [
     "stack_regression",
     "stacking_tables",
     "summarize_stack",
+    "voxel_groups",
 ]
 
 #: Columns of ``stacking.csv``: one row per subject x stack x voxel group.
@@ -485,7 +488,7 @@ def read_voxel_labels(path: str | os.PathLike, key: str) -> np.ndarray:
         return data[key].astype(str)
 
 
-def _mean(values: np.ndarray) -> float:
+def mean_or_nan(values: np.ndarray) -> float:
     """Mean in float64; NaN for no values (an empty voxel set), without numpy's warning."""
     return float(np.mean(values, dtype=np.float64)) if values.size else float("nan")
 
@@ -527,20 +530,21 @@ def summarize_stack(
     row = {
         "n_members": len(weights),
         "n_voxels": n,
-        "mean_r_stack": _mean(scores["stack_r"][voxels]),
+        "mean_r_stack": mean_or_nan(scores["stack_r"][voxels]),
         "mean_cc_norm_stack": mean_cc,
         # of the set's voxels, FDR-controlled over the subject's (NaN: no permutation test)
         "fraction_significant_stack": (
-            _mean(scores["stack_significant"][voxels].astype(np.float64))
+            mean_or_nan(scores["stack_significant"][voxels].astype(np.float64))
             if "stack_significant" in scores
             else float("nan")
         ),
         "best_member": str(scores["members"][best]) if n else None,  # none in an empty set
         "mean_r_best_member": float(mean_member_r[best]),
-        "mean_gain": _mean(scores["gain"][voxels]),
+        "mean_gain": mean_or_nan(scores["gain"][voxels]),
         # the stack against the member best on average in this set (chosen per set, not per
         # voxel, so that test-story noise does not favour the members)
-        "gain_over_best_member": _mean(scores["stack_r"][voxels]) - float(mean_member_r[best]),
+        "gain_over_best_member": mean_or_nan(scores["stack_r"][voxels])
+        - float(mean_member_r[best]),
         "frac_improved": float(np.mean(scores["gain"][voxels] > 0)) if n else float("nan"),
         "weight_speech": kind_weight("speech"),
         "weight_text": kind_weight("text"),
@@ -569,6 +573,48 @@ def _check_voxels(path: Path, subject: str, n_voxels: int, values: np.ndarray, w
             f"{path}: {n_voxels} voxels but {values.size} {what} for {subject}; both must "
             "come from the same subject and mask."
         )
+
+
+def voxel_groups(
+    path: str | os.PathLike,
+    subject: str,
+    n_voxels: int,
+    voxel_labels: Mapping[str, np.ndarray] | None = None,
+    voxel_sets: Mapping[str, Sequence[tuple[str, str, np.ndarray]]] | None = None,
+) -> list[tuple[str, str, np.ndarray]]:
+    """The voxel groups a subject's tables summarise: (group, source, bool mask) of all voxels
+    (``"all"``), of each label of ``voxel_labels`` (source ``"label"``) and of each set of
+    ``voxel_sets``; a `DataError` naming ``path`` when their voxel counts differ from it."""
+    path = Path(path)
+    groups = [("all", "all", np.ones(n_voxels, dtype=bool))]
+    labels = (voxel_labels or {}).get(subject)
+    if labels is not None:
+        _check_voxels(path, subject, n_voxels, labels, "voxel labels")
+        groups += [(str(g), "label", labels == g) for g in sorted(set(labels.tolist()))]
+    for name, source, inside in (voxel_sets or {}).get(subject, []):
+        inside = np.asarray(inside, dtype=bool)
+        _check_voxels(path, subject, n_voxels, inside, f"voxels of set {name!r}")
+        groups.append((str(name), str(source), inside))
+    return groups
+
+
+def read_voxel_groups(
+    subjects: Sequence[str],
+    ground_truth: str | os.PathLike | None = None,
+    rois: Sequence[str | os.PathLike] = (),
+) -> tuple[dict[str, np.ndarray] | None, dict[str, Any] | None]:
+    """The ``voxel_labels`` and ``voxel_sets`` of `voxel_groups` from the workflow's files: the
+    demo's ground-truth folder (``<subject>.npz``, ``voxel_group``) and the subjects' ROI labels
+    (``results/rois/<dataset>/<subject>.npz``); None for what is not given."""
+    from ..rois import load_voxel_labels, roi_voxel_sets
+
+    labels = sets = None
+    if ground_truth is not None:
+        truth = Path(ground_truth)
+        labels = {s: read_voxel_labels(truth / f"{s}.npz", "voxel_group") for s in subjects}
+    if rois:
+        sets = {Path(f).stem: roi_voxel_sets(load_voxel_labels(f)) for f in rois}
+    return labels, sets
 
 
 def stacking_tables(
@@ -605,16 +651,9 @@ def stacking_tables(
             raise DataError(f"{path} does not exist; run the stack_regression rule for it.")
         with np.load(path, allow_pickle=False) as data:
             scores = {name: data[name] for name in data.files}
-        n_voxels = scores["stack_r"].size
-        groups = [("all", "all", np.ones(n_voxels, dtype=bool))]
-        labels = (voxel_labels or {}).get(entry["subject"])
-        if labels is not None:
-            _check_voxels(path, entry["subject"], n_voxels, labels, "voxel labels")
-            groups += [(str(g), "label", labels == g) for g in sorted(set(labels.tolist()))]
-        for name, source, inside in (voxel_sets or {}).get(entry["subject"], []):
-            inside = np.asarray(inside, dtype=bool)
-            _check_voxels(path, entry["subject"], n_voxels, inside, f"voxels of set {name!r}")
-            groups.append((str(name), str(source), inside))
+        groups = voxel_groups(
+            path, entry["subject"], scores["stack_r"].size, voxel_labels, voxel_sets
+        )
         for group, source, voxels in groups:
             keys = {
                 "subject": entry["subject"],

@@ -62,7 +62,7 @@ def _check_columns(table: pd.DataFrame, columns: Sequence[str], where: str) -> N
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise DataError(
-            f"{where}: the scaling table lacks column(s) {missing}; "
+            f"{where}: the table lacks column(s) {missing}; "
             f"it has {sorted(map(str, table.columns))}"
         )
 

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from .._utils import DataError
 from ..voxel_tables import ALL_VOXELS
-from ._base import get_ax, saving
+from ._base import _check_columns, get_ax, saving
 from .brain import NOT_SIGNIFICANT_OPACITY, MapPanel, draw_map_panels
 
 if TYPE_CHECKING:
@@ -61,18 +61,8 @@ def plot_partition_by_roi(
     -------
     matplotlib.axes.Axes
     """
-    missing = {
-        "subject",
-        "partition",
-        "group",
-        "group_source",
-        "n_voxels",
-        "measure",
-        "bands",
-        "mean_r2",
-    } - set(table.columns)
-    if missing:
-        raise DataError(f"plot_partition_by_roi: the table lacks columns {sorted(missing)}")
+    columns = ["subject", "partition", "group", "group_source", "n_voxels", "measure", "bands"]
+    _check_columns(table, [*columns, "mean_r2"], "plot_partition_by_roi")
     names = sorted(table["partition"].unique())
     if partition is None:
         if len(names) != 1:
