@@ -497,3 +497,20 @@ def test_default_size_is_modest(tmp_path):
     # 13 stories of ~4 min at 16 kHz int16: ~90 MB of audio, ~15 MB of the rest
     assert wav_bytes < 120e6 and total_bytes - wav_bytes < 30e6
     assert seconds < 60  # generous: ~3-4 s on 2 cores
+
+
+def test_story_texts_are_the_words_of_the_generated_textgrids(cortex_dataset):
+    """The tiny LMs' tokenizer corpus, drawn without writing the dataset, is what the
+    generator writes into the TextGrids' word tier (the build job runs beside the generator)."""
+    from conftest import CORTEX_DEMO
+
+    from fmriscaling.demo.synthetic import story_texts
+    from fmriscaling.textgrid import read_textgrid
+
+    root, _ = cortex_dataset
+    texts = story_texts(**CORTEX_DEMO)
+    grids = sorted((root / "derivative" / "TextGrids").glob("*.TextGrid"))
+    assert sorted(texts) == [g.stem for g in grids]
+    for grid in grids:
+        words = [i.text for i in read_textgrid(grid).tiers[1].intervals if i.text]
+        assert texts[grid.stem] == " ".join(words) and len(words) > 50

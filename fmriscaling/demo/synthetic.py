@@ -80,6 +80,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "TRAIN_STORY_PREFIX",
     "generate_dataset",
+    "story_lengths",
+    "story_texts",
     "synthetic_story_names",
 ]
 
@@ -145,6 +147,45 @@ def _check_params(
         raise bad("cortex", cortex, f"{SAMPLE_SUBJECT!r} (pycortex's sample subject) or null")
     if not 0 <= auditory_fraction < 1:
         raise bad("auditory_fraction", auditory_fraction, "a fraction in [0, 1)")
+
+
+def story_lengths(
+    seed: int, n_train_stories: int, story_n_trs: Sequence[int], test_story: str, test_n_trs: int
+) -> dict[str, int]:
+    """Story -> its run's TRs (the respdict), training stories first, then the test story: the
+    first draw of the seed's "respdict" stream fixes every training length."""
+    train_stories = synthetic_story_names(n_train_stories)
+    lengths = seeded_rng(seed, "respdict").integers(
+        story_n_trs[0], story_n_trs[1] + 1, n_train_stories
+    )
+    n_trs = {s: int(n) for s, n in zip(train_stories, lengths, strict=True)}
+    n_trs[test_story] = int(test_n_trs)
+    return n_trs
+
+
+def story_texts(
+    *,
+    n_train_stories: int = 12,
+    test_story: str = "wheretheressmoke",
+    story_n_trs: Sequence[int] = (100, 140),
+    test_n_trs: int = 150,
+    tr: float = 2.0,
+    sample_rate: int = 16000,
+    seed: int = 0,
+    **_: Any,
+) -> dict[str, str]:
+    """The words of every story `generate_dataset` writes with these arguments, as the text of
+    its TextGrid's word tier (what the tiny LMs' tokenizer trains on), without writing anything.
+
+    So the tiny models build while the dataset is generated. Arguments as `generate_dataset`
+    (others are ignored).
+    """
+    n_trs = story_lengths(seed, n_train_stories, story_n_trs, test_story, test_n_trs)
+    texts = {}
+    for name, n in n_trs.items():
+        grid = story_textgrid(make_story(name, n, tr, sample_rate, seed), seed)
+        texts[name] = " ".join(i.text for i in grid.tiers[1].intervals if i.text)
+    return texts
 
 
 def generate_dataset(
@@ -257,14 +298,9 @@ def generate_dataset(
     deriv = root / "derivative"
     truth_dir = root / "ground_truth"
 
-    # stories: the first draw of the "respdict" stream fixes every training length
-    train_stories = synthetic_story_names(n_train_stories)
-    lengths = seeded_rng(seed, "respdict").integers(
-        story_n_trs[0], story_n_trs[1] + 1, n_train_stories
-    )
-    n_trs = {s: int(n) for s, n in zip(train_stories, lengths, strict=True)}
-    n_trs[test_story] = int(test_n_trs)
-    stories = [*train_stories, test_story]
+    n_trs = story_lengths(seed, n_train_stories, story_n_trs, test_story, test_n_trs)
+    stories = list(n_trs)
+    train_stories = stories[:-1]
 
     embedding = seeded_rng(seed, "embedding").standard_normal((len(VOCABULARY), n_latent))
     hrf = canonical_hrf(tr)
