@@ -10,7 +10,7 @@ TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/nu
 TORCH_CPU_SPEC ?= torch==2.13.0
 TORCH_CUDA_SPEC ?= torch>=2.3,<3
 
-.PHONY: venv demo report test lint unit workflow format clean-demo demo-diff plan slurm-profile
+.PHONY: venv demo report view test lint unit workflow format clean-demo demo-diff plan slurm-profile
 
 venv: $(VENV)/.installed
 
@@ -39,6 +39,13 @@ report: venv
 	$(BIN)/snakemake --cores $(CORES) --workflow-profile config/profiles/default --configfile $(CONFIG)
 	$(BIN)/snakemake --cores 1 --workflow-profile config/profiles/default --configfile $(CONFIG) \
 	    --report results/report.html
+
+# the interactive viewers (pycortex WebGL per subject, nilearn pages per group map) and the
+# report, served from results/ on 127.0.0.1 (pycortex's viewer loads its surfaces over HTTP:
+# from file:// it stays on "Loading brain..."); prints their URLs. VIEW_PORT=0: any free port
+VIEW_PORT ?= 8000
+view: venv
+	$(BIN)/python -m fmriscaling.viewers results --port $(VIEW_PORT)
 
 lint: venv
 	$(BIN)/ruff check .

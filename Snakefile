@@ -25,6 +25,7 @@ include: "rules/stacking.smk"
 include: "rules/partition.smk"
 include: "rules/figures.smk"
 include: "rules/vision.smk"
+include: "rules/surface.smk"
 
 
 rule all:

@@ -11,7 +11,7 @@ level or inside a function) points to the same or an earlier layer of this list
 5. ``encoding``
 6. ``scaling``, ``voxel_tables``, ``measured_costs``
 7. ``figures``
-8. ``vision``
+8. ``vision``, ``surface`` (group maps on fsaverage5, both tracks), ``viewers``
 9. ``demo`` (the embedded demo's generators and tiny models)
 10. ``workflow`` (the workflow's own logic: a configured study's paths, jobs and targets)
 11. ``plan`` (what a study costs)

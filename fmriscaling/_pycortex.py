@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "SAMPLE_SUBJECT",
+    "SAMPLE_SURFACE_INFO",
     "SUBJECT_FILES",
     "has_surfaces",
     "import_cortex",
@@ -56,6 +57,9 @@ SUBJECT_FILES: tuple[str, ...] = (
     ),
     "overlays.svg",
 )
+#: Surface information pycortex ships for its sample subject (the WebGL viewer's bumpy flatmap):
+#: the demo copies it into each demo subject's folder.
+SAMPLE_SURFACE_INFO: tuple[str, ...] = ("surface-info/bumpy_flatmap.npz",)
 # pycortex may add layers to overlays.svg and write it back: the shadow holds a copy
 _COPIED = frozenset({"overlays.svg"})
 # (filestore, subjects) of the sessions open now, innermost last

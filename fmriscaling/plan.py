@@ -85,7 +85,33 @@ JOB_OVERHEAD_S: dict[str, float] = {
     "brain_map": 9.1,
     "cost_table": 0.5,
     "cost_figure": 2.4,
+    "surface_maps": 3.0,
+    "vision_surface_maps": 0.9,
+    "group_maps": 1.0,
+    "vision_group_maps": 1.0,
+    "group_figures": 4.0,
+    "vision_group_figures": 4.0,
+    "subject_viewer": 3.0,
 }
+#: seconds per subject vertex of mapping a subject's maps to fsaverage5 (pycortex's mapper, the
+#: two k-d trees on the sphere: 3.4 s a job on the demo's S1, 304,380 vertices, 0.4 s of it
+#: beyond the job's start-up), and of building its WebGL viewer (pycortex's surface pack:
+#: equivolume areas, the bumpy flatmap, the compressed mesh: 38.9 s for S1 in one process; the
+#: demo ships S1's bumpy flatmap and takes 26-27 s), 2-core Intel Xeon, 2026-12-06
+#: (benchmarks/RESULTS.md)
+SURFACE_S_PER_VERTEX = 1.5e-6
+VIEWER_S_PER_VERTEX = 1.2e-4
+#: seconds to draw one group map (four views, 100 dpi) and to write its nilearn page
+GROUP_FIGURE_S = 1.1
+GROUP_PAGE_S = 0.1
+#: bytes of one map on fsaverage5: two GIFTIs (gzipped base64 float32, ~22 kB each) and its
+#: share of maps.npz; a group figure; a nilearn page (its JavaScript embedded)
+SURFACE_MAP_BYTES = 75e3
+GROUP_FIGURE_BYTES = 160e3
+GROUP_PAGE_BYTES = 2.8e6
+#: a WebGL viewer: pycortex's JavaScript (fixed) and its compressed mesh (per vertex)
+VIEWER_FIXED_BYTES = 3.9e6
+VIEWER_BYTES_PER_VERTEX = 23.5
 #: extra seconds of a GPU job: CUDA context, cuBLAS/cuSOLVER handles (assumed)
 GPU_STARTUP_S = 10.0
 #: bytes/s of a download from OpenNeuro's bucket or the Hub (assumed)
@@ -165,6 +191,13 @@ class CostModel:
             "brain_map": self._small,
             "cost_table": self._small,
             "cost_figure": self._small,
+            "surface_maps": self._surface_maps,
+            "vision_surface_maps": self._surface_maps,
+            "group_maps": self._group_maps,
+            "vision_group_maps": self._group_maps,
+            "group_figures": self._group_figures,
+            "vision_group_figures": self._group_figures,
+            "subject_viewer": self._viewer,
         }
 
     def rule_of(self, job: Job) -> str:
@@ -200,6 +233,33 @@ class CostModel:
     def _reads_scores(self, job: Job, device: cost.Device) -> tuple[float, float]:
         read = sum(self.facts.file_bytes(p, 0) for p in job.inputs if p.endswith(".npz"))
         return read / device.read, SMALL_FILE_BYTES * len(job.outputs)
+
+    # ---- group maps and viewers
+
+    def _surface_maps(self, job: Job, device: cost.Device) -> tuple[float, float]:
+        """A subject's maps to fsaverage5: mapper and sphere search over its vertices (none for
+        the vision track, whose vertices are fsaverage's)."""
+        maps = job.params["n_maps"]
+        if job.params["track"] == "vision":
+            return 0.0, SURFACE_MAP_BYTES * maps
+        vertices = self.facts.n_vertices(job.params["subject"])
+        return SURFACE_S_PER_VERTEX * vertices, SURFACE_MAP_BYTES * maps
+
+    def _group_maps(self, job: Job, device: cost.Device) -> tuple[float, float]:
+        return 0.0, 1.5 * SURFACE_MAP_BYTES * job.params["n_maps"] + SMALL_FILE_BYTES
+
+    def _group_figures(self, job: Job, device: cost.Device) -> tuple[float, float]:
+        maps = job.params["n_maps"]
+        pages = bool(self.config["group_maps"]["pages"])
+        seconds = maps * (GROUP_FIGURE_S + (GROUP_PAGE_S if pages else 0.0))
+        return seconds, maps * (GROUP_FIGURE_BYTES + (GROUP_PAGE_BYTES if pages else 0.0))
+
+    def _viewer(self, job: Job, device: cost.Device) -> tuple[float, float]:
+        vertices = self.facts.n_vertices(job.params["subject"])
+        return (
+            VIEWER_S_PER_VERTEX * vertices,
+            VIEWER_FIXED_BYTES + VIEWER_BYTES_PER_VERTEX * vertices,
+        )
 
     # ---- language track
 

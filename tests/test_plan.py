@@ -251,3 +251,32 @@ def test_measured_seconds_sum_each_rules_benchmarks(tmp_path):
     rows = [RuleRow("fit_encoding", "CPU", jobs=2, seconds=5.0)]
     text = format_comparison(rows, wall, cpu)
     assert "fit_encoding" in text and "0.50" in text and "1.00" in text
+
+
+def test_group_maps_and_viewers_are_priced_by_each_subjects_vertices(tmp_path):
+    """The real study's surface rules: a subject's vertices from the manifest's FreeSurfer curv
+    files (a 15-byte header, then a float32 a vertex), the viewer's size from them."""
+    from fmriscaling.plan import (
+        SURFACE_S_PER_VERTEX,
+        VIEWER_BYTES_PER_VERTEX,
+        VIEWER_FIXED_BYTES,
+        VIEWER_S_PER_VERTEX,
+    )
+
+    rows, assumptions, study = plan_study(LEBEL, ROOT)
+    by_rule = {r.rule: r for r in rows}
+    assert by_rule["surface_maps"].jobs == by_rule["subject_viewer"].jobs == 3
+    assert by_rule["group_maps"].jobs == by_rule["group_figures"].jobs == 1
+    vertices = 268809 + 303823 + 321587  # UTS01-03, lh + rh
+    assert StudyFacts(study.config, ROOT).n_vertices("UTS02") == 151191 + 152632
+    viewer = by_rule["subject_viewer"]
+    assert viewer.disk_bytes == pytest.approx(
+        3 * VIEWER_FIXED_BYTES + VIEWER_BYTES_PER_VERTEX * vertices
+    )
+    assert viewer.seconds == pytest.approx(
+        3 * JOB_OVERHEAD_S["subject_viewer"] + VIEWER_S_PER_VERTEX * vertices
+    )
+    assert by_rule["surface_maps"].seconds == pytest.approx(
+        3 * JOB_OVERHEAD_S["surface_maps"] + SURFACE_S_PER_VERTEX * vertices
+    )
+    assert not any("cortical vertices" in a for a in assumptions)

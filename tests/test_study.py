@@ -135,19 +135,42 @@ def test_demo_targets_and_jobs():
             "partition",
             "partition_voxels.csv",
             "method_comparison",
+            "group_rois",
         ]
     )
     figures = {Path(t).stem for t in targets if t.startswith("results/figures/demo/")}
     assert {"model_size_scaling", "speech_model_size_scaling", "data_scaling"} <= figures
     assert {"noise_ceiling", "costs", "stacking_gain", "UTS01_best_model_map"} <= figures
     assert {"variance_partition", "UTS01_variance_partition_map"} <= figures
-    assert len([t for t in targets if "demo-vision" in t]) == 5 + 5 * 2  # tables, figures x 2
+    vision = [t for t in targets if "demo-vision" in t and "/surface/" not in t]
+    vision = [t for t in vision if "/group/" not in t and "group_rois" not in t]
+    assert len(vision) == 5 + 5 * 2  # tables, figures x 2
+    # group maps on fsaverage5: 16 language maps (noise ceiling; test_r, cc_norm, depth,
+    # significant of 3 families, gain of tiny-opt; 2 stacks' speech weight), 5 vision maps
+    language = [sp.name for sp in s.surface_specs("language")]
+    assert (
+        len(language) == 16 and "tiny-opt.gain" in language and "tiny-hubert.gain" not in language
+    )
+    assert [sp.name for sp in s.surface_specs("vision")] == [
+        "noise_ceiling.cc_max", "tiny-clip.test_r", "tiny-clip.score", "tiny-clip.depth",
+        "tiny-clip.gain", "tiny-convnext.test_r", "tiny-convnext.score", "tiny-convnext.depth",
+    ]  # fmt: skip
+    giftis = [t for t in targets if t.endswith(".func.gii")]
+    assert len(giftis) == 2 * (16 * 3 + 8 * 3)  # per hemisphere: 2 subjects + the group
+    assert "results/viewers/demo/UTS02" in targets
+    assert len([t for t in targets if t.endswith(".html")]) == 4 + 3  # pages: test_r and gain
     jobs = s.jobs()
     counts = rules_of(jobs)
-    assert sum(counts.values()) == 102
+    assert sum(counts.values()) == 112
+    assert counts["surface_maps"] == counts["vision_surface_maps"] == 2
+    assert counts["subject_viewer"] == 2 and counts["vision_group_figures"] == 1
     # the 8 tiny models (3 LMs, 2 speech, 3 vision) in one job
     (build,) = [j for j in jobs if j.rule == "build_tiny_models"]
-    assert len(build.outputs) == 8 and len(build.inputs) == 13  # every story's TextGrid
+    # no input: the tokenizer's corpus is drawn from the generator's settings, so the models
+    # build beside the dataset
+    assert len(build.outputs) == 8 and build.inputs == []
+    corpus = s.tiny_models_corpus()
+    assert corpus["seed"] == 0 and corpus["n_train_stories"] == 12 and corpus["tr"] == 2.0
     assert counts["fit_encoding"] == 18 and counts["fit_encoding_subset"] == 9  # 3 x 3 x 1
     # the partition's CV-best speech layer is a member too (the text band is the stacks' own)
     assert counts["stack_member"] == 8 and counts["stack_regression"] == 4
@@ -193,6 +216,15 @@ def test_the_real_study_downloads_what_its_jobs_read():
     read = {f for j in jobs for f in j.inputs if f.startswith(data)}
     assert downloads == read
     assert set(s.dataset_files()) >= {f for f in downloads if "preprocessed_data" in f}
+    # the group maps read each subject's FreeSurfer registration spheres, and nothing else of
+    # its FreeSurfer directory but the annotations
+    spheres = {f for f in downloads if f.endswith(".sphere.reg")}
+    assert spheres == {
+        f"{data}derivative/freesurfer_subjdir/{subject}/surf/{hemi}.sphere.reg"
+        for subject in s.subjects
+        for hemi in ("lh", "rh")
+    }
+    assert spheres <= set(s.dataset_files())
     assert counts_of(jobs, "download_model") == len(s.hub_models) == 22
 
 

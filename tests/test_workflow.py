@@ -113,6 +113,15 @@ def test_demo_report_lists_every_figure(demo_copy):
         assert f"{name}.png" in html
     for name in ("UTS01_best_model_map.png", "headline.csv", "rois.csv", "costs.csv"):
         assert name in html
+    # the group figures, and links to the interactive pages and viewers (make view serves them)
+    for name in ("tiny-whisper.test_r.png", "tiny-clip.gain.png", "group_rois.csv"):
+        assert name in html
+    for link in (
+        "viewers/demo/UTS01/index.html",
+        "viewers/demo/group/tiny-opt.gain.html",
+        "viewers/demo-vision/group/tiny-clip.test_r.html",
+    ):
+        assert link in html
 
 
 def test_demo_table_has_one_row_per_fit(demo):
@@ -256,6 +265,11 @@ def test_changed_param_reruns_exactly_the_affected_jobs(demo, tmp_path):
         "partition_table",
         "partition_figure",
         "partition_map",
+        # the language track's maps on fsaverage5 and its viewers; not the vision track's
+        "surface_maps",
+        "group_maps",
+        "group_figures",
+        "subject_viewer",
     }
 
 
@@ -456,3 +470,83 @@ def test_demo_runs_the_vision_track_and_finds_its_ground_truth(demo):
                 scores["pool"] == truth["true_pool"]
             )
             assert right[at].mean() > 0.6, (subject, driver)
+
+
+def test_demo_group_maps_on_fsaverage5_for_both_tracks(demo):
+    from fmriscaling.surface.project import load_surface_maps, read_func_gifti
+    from fmriscaling.surface.sphere import FSAVERAGE5_VERTICES, fsaverage_mesh
+    from fmriscaling.workflow import Study, load_config
+
+    study = Study(load_config([demo / "config" / "config.yaml"]), demo)
+    missing = [f for f in study.surface_targets() if not (demo / f).exists()]
+    assert not missing, missing[:5]
+    surface = demo / "results" / "surface"
+    # the group map is the mean of the subjects' maps, vertex by vertex (GIFTIs, through nibabel)
+    name = "tiny-whisper.test_r"
+    group = read_func_gifti(
+        surface / "demo" / "group" / f"group_space-fsaverage5_hemi-L_desc-{name}.func.gii"
+    )
+    subjects = np.stack(
+        [
+            read_func_gifti(
+                surface / "demo" / s / f"{s}_space-fsaverage5_hemi-L_desc-{name}.func.gii"
+            )
+            for s in ("UTS01", "UTS02")
+        ]
+    )
+    both = np.isfinite(subjects).all(axis=0)
+    assert both.mean() > 0.7  # the demo's coarse voxels cover most of the cortex
+    np.testing.assert_allclose(group[both], subjects[:, both].mean(axis=0), rtol=1e-5)
+    # the sound drives the auditory voxels: the speech model predicts them best, also on
+    # fsaverage5, through the synthetic registration and the labels carried with it
+    rois = pd.read_csv(demo / "results" / "tables" / "demo" / "group_rois.csv")
+    whisper = rois[rois["map"] == name].set_index("roi")
+    assert whisper.loc["auditory", "mean"] > 1.5 * whisper.loc["cortex", "mean"]
+    assert whisper.loc["auditory", "n_vertices"] > 100
+    assert (rois["n_subjects"] == 2).all()
+    maps = load_surface_maps(surface / "demo" / "group" / "maps.npz")
+    assert set(maps.labels) == {"aparc", "aparc.a2009s"}
+    assert maps.counts.max() == 2
+    # vision: the challenge's (synthetic) vertices at the occipital pole, carried exactly
+    vision = load_surface_maps(surface / "demo-vision" / "group" / "maps.npz")
+    covered = np.isfinite(vision["tiny-clip.test_r"])
+    assert 100 <= covered.sum() <= 2 * 2 * 100  # 100 per hemisphere and subject, overlapping
+    posterior = np.concatenate([fsaverage_mesh()[h]["inflated"][:, 1] for h in ("lh", "rh")])
+    assert np.percentile(posterior[covered], 95) < np.percentile(posterior, 10)
+    assert vision.values.shape[1] == 2 * FSAVERAGE5_VERTICES
+    vrois = pd.read_csv(demo / "results" / "tables" / "demo-vision" / "group_rois.csv")
+    assert {"V1v", "V1d"} & set(vrois["roi"])  # the challenge's ROI labels came along
+
+
+def test_viewers_draw_in_a_real_browser_from_localhost(demo):
+    """Every viewer of the demo, served on 127.0.0.1 and opened in headless Chromium: drawn,
+    no console error of its own loading (the Leap Motion socket aside), nothing fetched from
+    anywhere but the server; screenshots under results/screenshots/."""
+    from _browser import chromium, distinct_colours, open_page, picture_shown
+
+    from fmriscaling.viewers import find_viewers, serve
+
+    results = demo / "results"
+    pages = find_viewers(results)
+    kinds = {"pycortex": 0, "nilearn": 0}
+    driver = chromium()
+    try:
+        with serve(results) as url:
+            for page in pages:
+                kind = "pycortex" if page.name == "index.html" else "nilearn"
+                kinds[kind] += 1
+                view = open_page(driver, f"{url}/{page.as_posix()}", kind=kind)
+                assert not view.errors, (page, view.errors)
+                foreign = [
+                    r for r in view.requests
+                    if not r.startswith((url, "data:", "blob:", "ws://127.0.0.1:6437"))
+                ]  # fmt: skip
+                assert not foreign, (page, foreign[:3])
+                image = view.image()
+                assert picture_shown(image) > 0.05, page
+                assert distinct_colours(image) > 100, page  # a coloured brain, not a message
+                name = "_".join(page.with_suffix("").parts[1:])
+                view.save(results / "screenshots" / f"{name}.png")
+    finally:
+        driver.quit()
+    assert kinds == {"pycortex": 2, "nilearn": 7}

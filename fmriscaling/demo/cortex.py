@@ -12,6 +12,9 @@ offline:
 ``derivative/freesurfer_subjdir/<subject>/label/{lh,rh}.{aparc,aparc.a2009s}.annot``
     a *synthetic* parcellation of S1's surface (`synthetic_parcellation`), named after
     FreeSurfer's Desikan-Killiany (``aparc``) and Destrieux (``aparc.a2009s``) labels.
+``derivative/freesurfer_subjdir/<subject>/surf/{lh,rh}.sphere.reg``
+    a *synthetic* registration sphere (`synthetic_spheres`): S1's inflated surface pushed onto
+    a sphere, for the group maps on fsaverage5.
 
 The grid: S1's ``fullhead`` transform (2.24 x 2.24 x 4.13 mm voxels) coarsened by an integer
 factor per axis, shifted by a seeded offset per subject. The coarsest factor whose pycortex
@@ -35,9 +38,16 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .._pycortex import SAMPLE_SUBJECT, SUBJECT_FILES, pycortex_session, sample_filestore
+from .._pycortex import (
+    SAMPLE_SUBJECT,
+    SAMPLE_SURFACE_INFO,
+    SUBJECT_FILES,
+    pycortex_session,
+    sample_filestore,
+)
 from .._utils import ConfigError, atomic_path
 from ..rois import annotation_relpath
+from ..surface.sphere import sphere_relpath
 from .stories import seeded_rng
 
 logger = logging.getLogger(__name__)
@@ -279,10 +289,22 @@ def write_demo_subject(
             shutil.copyfile(template / relpath, tmp)
     with atomic_path(folder / "surface-info" / "curvature.npz", suffix=".npz") as tmp:
         shutil.copyfile(curvature, tmp)
+    # pycortex ships S1's bumpy flatmap (the WebGL viewer's flat surface shading): copied, the
+    # viewer does not compute it again for each demo subject
+    for relpath in SAMPLE_SURFACE_INFO:
+        with atomic_path(folder / relpath) as tmp:
+            shutil.copyfile(template / relpath, tmp)
     xfm = folder / "transforms" / f"{subject}_auto"
     with atomic_path(xfm / "matrices.xfm") as tmp:
         tmp.write_text(cortex.matrices)
     paths = {"matrices": str(xfm / "matrices.xfm")}
+    for hemi, coords, faces in synthetic_spheres():
+        path = root / sphere_relpath(subject, hemi)
+        with atomic_path(path) as tmp:
+            nib.freesurfer.write_geometry(
+                str(tmp), coords, faces, create_stamp="fmriscaling demo: synthetic sphere.reg"
+            )
+        paths[f"{hemi}.sphere.reg"] = str(path)
     (lh, rh), names = parcellation
     atlases = {"aparc": (names, lh, rh), "aparc.a2009s": _destrieux(names, lh, rh)}
     for atlas, (atlas_names, *hemis) in atlases.items():
@@ -291,6 +313,30 @@ def write_demo_subject(
             write_annotation(path, labels, atlas_names)
             paths[f"{hemi}.{atlas}"] = str(path)
     return paths
+
+
+def synthetic_spheres() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """A stand-in for FreeSurfer's ``<hemi>.sphere.reg`` of S1: (hemi, coords, faces) per
+    hemisphere.
+
+    S1 ships no FreeSurfer directory, so no registration. Each vertex of S1's inflated surface
+    is taken relative to the hemisphere's bounding-box centre, scaled by the box's half extent
+    per axis (the inflated hemisphere, an elongated blob, becomes a round one) and pushed onto
+    the sphere of radius 100. The axes keep their meaning (x left-right, y posterior-anterior,
+    z inferior-superior), as on fsaverage's sphere, so lobes land roughly where fsaverage has
+    them. Not a registration: it lets the demo run the group-map code offline.
+    """
+    out = []
+    for hemi in ("lh", "rh"):
+        path = sample_filestore() / SAMPLE_SUBJECT / "surfaces" / f"inflated_{hemi}.gii"
+        image = nib.load(path)
+        pts = np.asarray(image.darrays[0].data, dtype=np.float64)
+        faces = np.asarray(image.darrays[1].data, dtype=np.int32)
+        low, high = pts.min(axis=0), pts.max(axis=0)
+        unit = (pts - (low + high) / 2) / ((high - low) / 2)
+        unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+        out.append((hemi, 100.0 * unit, faces))
+    return out
 
 
 def sample_curvature(dest: str | os.PathLike) -> Path:

@@ -7,7 +7,7 @@
     <subject>/training_split/training_fmri/{lh,rh}_training_fmri.npy        (n_train, n_vertices)
     <subject>/test_split/test_images/test-0001_nsd-XXXXX.png ...            no fMRI, as the challenge
     <subject>/roi_masks/{lh,rh}.<class>_challenge_space.npy, mapping_<class>.npy (pickled dicts),
-                        {lh,rh}.all-vertices_fsaverage_space.npy
+                        {lh,rh}.all-vertices_fsaverage_space.npy (`fsaverage_mask`)
     <subject>/noise_ceiling/{lh,rh}_ncsnr.npy, training_n_repeats.npy
     ground_truth/<subject>.npz, ground_truth/manifest.json, ground_truth/README.md
 
@@ -68,8 +68,10 @@ _CATEGORY_STREAMS = {
 _CATEGORY_SHARE = 0.35
 # probabilities of 1, 2 and 3 presentations of an image (NSD shows most images 3 times)
 _REPEAT_PROBS = (0.1, 0.15, 0.75)
-# fsaverage vertices per hemisphere in the fake all-vertices mask (challenge vertices among them)
-_FSAVERAGE_FACTOR = 3
+# fsaverage vertices per hemisphere (the all-vertices masks' length), and the spread (mm) of the
+# per-subject jitter that moves each subject's synthetic vertex set a little
+_FSAVERAGE_VERTICES = 163842
+_MASK_JITTER_MM = 3.0
 
 
 # ------------------------------------------------------------------------------------- images
@@ -196,6 +198,31 @@ def _hemisphere_labels(rng: np.random.Generator, n: int) -> dict[str, np.ndarray
         values[chosen] = 1 + rng.integers(0, n_rois, chosen.size)
         labels[roi_class] = values
     return labels
+
+
+def fsaverage_mask(rng: np.random.Generator, hemi: str, n_vertices: int) -> np.ndarray:
+    """A synthetic ``<hemi>.all-vertices_fsaverage_space.npy``: fsaverage's 163,842 vertices,
+    ``n_vertices`` of them selected (1.0) at the occipital pole.
+
+    The selected vertices are fsaverage5 vertices (fsaverage's first 10,242, which sit where
+    fsaverage5's do), the ``n_vertices`` most posterior on the inflated surface after a seeded
+    jitter of a few mm, so each subject's set differs a little, as the challenge's do. The
+    challenge's vertex order is the mask's (ascending fsaverage index). Not the real layout
+    (the challenge's ~20,000 vertices per hemisphere cover nsdgeneral), but the group maps run
+    on it unchanged.
+    """
+    from ..surface.sphere import FSAVERAGE5_VERTICES, fsaverage_mesh
+
+    if n_vertices > FSAVERAGE5_VERTICES:
+        raise ConfigError(
+            f"vision.synthetic.n_vertices = {n_vertices}: at most {FSAVERAGE5_VERTICES} per "
+            "hemisphere (the synthetic vertices are fsaverage5 vertices)"
+        )
+    posterior = fsaverage_mesh()[hemi]["inflated"][:, 1]
+    score = posterior + _MASK_JITTER_MM * rng.standard_normal(posterior.size)
+    mask = np.zeros(_FSAVERAGE_VERTICES, dtype=np.float32)
+    mask[np.argsort(score, kind="stable")[:n_vertices]] = 1.0
+    return mask
 
 
 def _save_npy(path: Path, array: np.ndarray, *, allow_pickle: bool = False) -> None:
@@ -345,9 +372,10 @@ def generate_vision_dataset(
                     root / relpath("roi_mask", subject=subject, hemi=hemi, roi_class=roi_class),
                     values.astype(np.float32),  # the challenge's masks are float arrays
                 )
-            fsaverage = np.zeros(_FSAVERAGE_FACTOR * n_vertices, dtype=np.float32)
-            fsaverage[np.sort(hrng.choice(fsaverage.size, n_vertices, replace=False))] = 1
-            _save_npy(root / relpath("all_vertices", subject=subject, hemi=hemi), fsaverage)
+            _save_npy(
+                root / relpath("all_vertices", subject=subject, hemi=hemi),
+                fsaverage_mask(seeded_rng(seed, "fsaverage", subject, hemi), hemi, n_vertices),
+            )
             _save_npy(
                 root / relpath("ncsnr", subject=subject, hemi=hemi),
                 vertex_ncsnr.astype(np.float32),

@@ -122,6 +122,20 @@ class ModelFacts:
     chunk_frames: int = 1500
 
 
+#: vertices of pycortex's sample subject S1 (152,893 + 151,487), the demo's surfaces
+S1_VERTICES = 304380
+#: cortical vertices of a subject whose curv files are not listed (ds003020: 268,809-373,857)
+ASSUMED_VERTICES = 300000
+#: bytes before the values of a FreeSurfer curv file: magic (3), vertices, faces, values per
+#: vertex (3 x int32)
+CURV_HEADER_BYTES = 15
+
+
+def curv_vertices(size: int) -> int:
+    """Vertices of a FreeSurfer ``?h.curv`` file of ``size`` bytes (one float32 each)."""
+    return (int(size) - CURV_HEADER_BYTES) // 4
+
+
 class StudyFacts:
     """Sizes of the study's data and models: measured from files under ``root`` when they
     exist, assumed otherwise (each assumption is recorded once in ``assumptions``)."""
@@ -226,6 +240,21 @@ class StudyFacts:
             return int(self.config["synthetic"]["n_voxels"])
         self.assume(f"{ASSUMED_VOXELS:,} voxels per subject (responses not downloaded yet)")
         return ASSUMED_VOXELS
+
+    def n_vertices(self, subject: str) -> int:
+        """Cortical vertices of a subject, both hemispheres: FreeSurfer's ``surf/<hemi>.curv``
+        size in the manifest (a 15-byte header, then one float32 per vertex), the demo's S1,
+        else the assumed `ASSUMED_VERTICES`."""
+        if self.config["dataset"]["source"] == "synthetic":
+            return S1_VERTICES
+        sizes = [
+            self._manifest.get(f"derivative/freesurfer_subjdir/{subject}/surf/{hemi}.curv")
+            for hemi in ("lh", "rh")
+        ]
+        if all(sizes):
+            return sum(curv_vertices(size) for size in sizes)
+        self.assume(f"{ASSUMED_VERTICES:,} cortical vertices per subject (no curv file listed)")
+        return ASSUMED_VERTICES
 
     def file_bytes(self, path: str, estimate: float) -> float:
         """Size of a workflow file: on disk, else in the dataset manifest, else ``estimate``."""

@@ -65,6 +65,7 @@ def study_jobs(study: Study) -> list[Job]:
         jobs += _language(study)
     if study.vision_enabled:
         jobs += _vision(study)
+    jobs += _surface(study)
     if study.source == "openneuro" and study.run_models:
         made = {f for job in jobs for f in job.outputs}
         data = study.path("data", dataset=study.dataset) + "/"
@@ -96,7 +97,7 @@ def _models(study: Study) -> list[Job]:
             Job(
                 "build_tiny_models",
                 outputs=[study.path("model", model=m) for m in study.built_models],
-                inputs=study.tiny_models_corpus(),
+                inputs=[],
                 params=dict(models=list(study.built_models)),
             )
         )
@@ -527,6 +528,67 @@ def _vision(study: Study) -> list[Job]:
             wildcards=dict(dataset=d),
         )
     )
+    return jobs
+
+
+def _surface(study: Study) -> list[Job]:
+    """Group maps on fsaverage5 (per subject, the group, figures) and the subject viewers."""
+    jobs: list[Job] = []
+    for track in study.surface_tracks():
+        d = study.surface_dataset(track)
+        vision = track == "vision"
+        subjects = study.vision_subjects if vision else study.subjects
+        prefix = "vision_" if vision else ""
+        n_maps = len(study.surface_specs(track))
+        for subject in subjects:
+            inputs = (study.vision_surface_inputs if vision else study.surface_inputs)(subject)
+            jobs.append(
+                Job(
+                    f"{prefix}surface_maps",
+                    outputs=[
+                        study.surface_maps_file(track, subject),
+                        *study.surface_giftis(track, subject),
+                    ],
+                    inputs=_flat(inputs),
+                    wildcards=dict(dataset=d, subject=subject),
+                    params=dict(subject=subject, n_maps=n_maps, track=track),
+                )
+            )
+        group = study.surface_maps_file(track, "group")
+        jobs.append(
+            Job(
+                f"{prefix}group_maps",
+                outputs=[
+                    group,
+                    *study.surface_giftis(track, "group"),
+                    study.group_roi_table(track),
+                ],
+                inputs=study.group_inputs(track),
+                params=dict(n_maps=n_maps, subjects=subjects, track=track),
+            )
+        )
+        jobs.append(
+            Job(
+                f"{prefix}group_figures",
+                outputs=[
+                    *(f for fs in study.group_figure_files(track).values() for f in fs),
+                    *study.group_page_files(track),
+                ],
+                inputs=[group],
+                params=dict(n_maps=n_maps, track=track),
+            )
+        )
+    if study.viewers_enabled:
+        for subject in study.subjects:
+            jobs.append(
+                Job(
+                    "subject_viewer",
+                    outputs=[study.viewer_dir(subject)],
+                    inputs=_flat(study.viewer_inputs(subject)),
+                    wildcards=dict(dataset=study.dataset, subject=subject),
+                    params=dict(subject=subject),
+                )
+            )
     return jobs
 
 

@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from .. import outputs
-from .._pycortex import SUBJECT_FILES, transform_files
+from .._pycortex import SAMPLE_SURFACE_INFO, SUBJECT_FILES, transform_files
 from .._utils import ConfigError
 from ..config import alpha_grid, model_layers, partition_bands, stack_members, validate_config
 from ..download.manifest import manifest_stories, read_manifest, relpath_for, select_files
 from ..rois import annotation_relpath
+from ..surface.sphere import sphere_relpath
 from ..sweep import draw_subset, sweep_sizes
 from ..vision.dataset import ROI_CLASSES
 from .paths import fill, language_paths, log_key, vision_paths
+from .surface import SURFACE_PATHS, SurfaceTrack
 from .vision import NEVER, VisionTrack, alternatives
 
 logger = logging.getLogger(__name__)
@@ -36,12 +38,12 @@ __all__ = ["NEVER", "Study", "alternatives"]
 
 #: the two kinds of fit job: all training stories, and the data-size subsets
 FIT_KINDS = {"fit": "fit_encoding", "subset_fit": "fit_encoding_subset"}
-DEMO_PYCORTEX_FILES = (*SUBJECT_FILES, "surface-info/curvature.npz")
+DEMO_PYCORTEX_FILES = (*SUBJECT_FILES, "surface-info/curvature.npz", *SAMPLE_SURFACE_INFO)
 #: the per-subject brain maps (path templates), drawn in ``figures.map_formats``
 MAP_FIGURES = ("brain_map", "partition_map")
 
 
-class Study(VisionTrack):
+class Study(VisionTrack, SurfaceTrack):
     """The workflow's view of one configured study.
 
     Parameters
@@ -120,7 +122,11 @@ class Study(VisionTrack):
             if self.vision_source == "synthetic"
             else (vision["dataset"]["dir"] or f"results/data/{self.vision_dataset}").rstrip("/")
         )
-        self.paths: dict[str, str] = {**language_paths(), **vision_paths(self.vision_root)}
+        self.paths: dict[str, str] = {
+            **language_paths(),
+            **vision_paths(self.vision_root),
+            **SURFACE_PATHS,
+        }
         # ---- stories
         if self.source == "openneuro":
             manifest = Path(c["download"]["manifest"])
@@ -270,12 +276,14 @@ class Study(VisionTrack):
         """One field of a model's ``source`` (hub id, revision, gated, build), False if absent."""
         return self.models[model]["source"].get(key, False)
 
-    def tiny_models_corpus(self) -> list[str]:
-        """Tiny text models train their tokenizer on the demo stories; speech and vision models
-        need nothing."""
+    def tiny_models_corpus(self) -> dict[str, Any]:
+        """What the tiny text models train their tokenizer on: the demo stories' words, drawn
+        from the generator's seed and settings (`fmriscaling.demo.synthetic.story_texts`), so
+        the models are built beside the dataset, not after it ({} when no text model is built)."""
         if not any(self.models[m]["kind"] == "text" for m in self.built_models):
-            return []
-        return [self.path("textgrid", dataset=self.dataset, story=s) for s in self.all_stories]
+            return {}
+        return dict(self.config["synthetic"], test_story=self.test_story,
+                    tr=self.config["stimuli"]["tr"])  # fmt: skip
 
     def tiny_model_builds(self) -> dict[str, dict[str, Any]]:
         """What rule build_tiny_models builds: per model its kind, ``source.build`` (arch,
@@ -304,7 +312,7 @@ class Study(VisionTrack):
         """Kinds of ds003020 file the configured analysis needs, plus the extra kinds asked for."""
         kinds = ["respdict", "responses", "textgrids"] + (["audio"] if self.speech_models else [])
         extra = set(self.config["download"]["kinds"])
-        if self.config["figures"]["brain_maps"]:
+        if self.config["figures"]["brain_maps"] or self.surface_enabled:
             extra.add("pycortex")
         return kinds + sorted(extra)
 
@@ -330,6 +338,8 @@ class Study(VisionTrack):
                 self.manifest, subjects=[subject], stories=stories, kinds=["responses"]
             )
             files += select_files(self.manifest, subjects=[subject], kinds=subject_kinds)
+            if self.download_spheres():
+                files += [sphere_relpath(subject, hemi) for hemi in ("lh", "rh")]
         return sorted({f"{data}/{relpath}" for relpath in files})
 
     # ------------------------------------------------------------------------------- fits
@@ -611,6 +621,11 @@ class Study(VisionTrack):
                 if self.has_cortex
                 else []
             ),
+            spheres=(
+                [f for sub in subjects for f in self.sphere_files(sub, "{dataset}")]
+                if self.has_cortex
+                else []
+            ),
             ground_truth=self.path("ground_truth"),
         )
 
@@ -694,7 +709,7 @@ class Study(VisionTrack):
         """The language track's tables, figures and maps (when it runs models), and the vision
         track's tables and figures (when it is enabled)."""
         if not self.run_models:
-            return self.vision_targets()
+            return self.vision_targets() + self.surface_targets()
         d = self.dataset
         names = self.table_names + self.stack_table_names + self.partition_table_names
         tables = [self.path("table", dataset=d, name=name) for name in names]
@@ -714,7 +729,7 @@ class Study(VisionTrack):
                 for kind in kinds
                 for f in self.formats_of(kind, dataset=d, subject=s)
             ]
-        return tables + figures + maps + self.vision_targets()
+        return tables + figures + maps + self.vision_targets() + self.surface_targets()
 
     # ---------------------------------------------------------------------------- the jobs
 
