@@ -41,6 +41,7 @@ __all__ = [
     "has_surfaces",
     "import_cortex",
     "inkscape_available",
+    "installed_colormaps",
     "pycortex_session",
     "sample_filestore",
     "transform_files",
@@ -158,6 +159,24 @@ def sample_filestore() -> Path:
     )
 
 
+def installed_colormaps() -> Path | None:
+    """pycortex's colormap folder (``share/pycortex/colormaps``) wherever pip put it, or None.
+
+    pycortex bakes the folder's path into its ``defaults.cfg`` when it is built; a wheel built
+    in a temporary build environment (uv, pip's isolated builds) points there, and the WebGL
+    viewer refuses to start when that folder is gone.
+    """
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        for file in metadata.files("pycortex") or ():
+            parts = Path(str(file)).parts
+            if parts[-3:-1] == ("pycortex", "colormaps"):
+                folder = Path(file.locate()).resolve().parent
+                if folder.is_dir():
+                    return folder
+    folder = Path(sys.prefix) / "share" / "pycortex" / "colormaps"
+    return folder if folder.is_dir() else None
+
+
 def has_surfaces(db_dir: str | os.PathLike, subject: str) -> bool:
     """Whether ``db_dir`` holds the surfaces of ``subject`` (flat, pia and white matter).
 
@@ -231,6 +250,13 @@ def pycortex_session(db_dir: str | os.PathLike, subjects: Sequence[str]) -> Iter
     options = cortex.options.config
     # a [basic] cache option (a user config read before us) would move the cache elsewhere
     saved_cache = options.get("basic", "cache", fallback=None)
+    # the colormaps of the WebGL viewer: where pip installed them, if the built-in path is gone
+    saved_cmaps = options.get("webgl", "colormaps", fallback=None)
+    colormaps = installed_colormaps()
+    if (saved_cmaps is None or not Path(saved_cmaps).is_dir()) and colormaps is not None:
+        if not options.has_section("webgl"):
+            options.add_section("webgl")
+        options.set("webgl", "colormaps", str(colormaps))
     with tempfile.TemporaryDirectory(prefix="fmriscaling-pycortex-") as shadow:
         filestore = Path(shadow)
         for subject in subjects:
@@ -249,3 +275,5 @@ def pycortex_session(db_dir: str | os.PathLike, subjects: Sequence[str]) -> Iter
             db.__dict__.pop("_memocache", None)
             if saved_cache is not None:
                 options.set("basic", "cache", saved_cache)
+            if saved_cmaps is not None:
+                options.set("webgl", "colormaps", saved_cmaps)

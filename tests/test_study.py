@@ -195,6 +195,7 @@ def test_cluster_slice_and_switched_off_stages_plan_no_jobs():
     counts = rules_of(s.jobs())
     assert "fit_encoding_subset" not in counts and "stack_member" not in counts
     assert "extract_vision_features" not in counts and "brain_map" not in counts
+    assert "surface_maps" not in counts and "subject_viewer" not in counts  # group_maps off
     assert counts["fit_encoding"] == len(s.layers_of("tiny-opt-xs")) and counts["roi_labels"] == 1
     assert s.figure_names == ["model_size_scaling", "layer_profiles"]
     # a vision-only study runs no language job

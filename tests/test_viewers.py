@@ -77,3 +77,31 @@ def test_the_pages_under_results_are_found_and_served_on_localhost(tmp_path, cap
     empty.mkdir()
     assert main([str(empty)]) == 1
     assert "run the workflow first (make demo)" in capsys.readouterr().err
+
+
+def test_a_pycortex_session_finds_the_viewers_colormaps_where_pip_put_them(tmp_path):
+    """pycortex bakes its colormap folder into defaults.cfg when it is built: a wheel built in a
+    temporary environment (uv's builds) points at a folder that is gone, and make_static
+    refuses to start. A session points pycortex at the installed folder, then restores."""
+    from pathlib import Path
+
+    from fmriscaling._pycortex import (
+        SAMPLE_SUBJECT,
+        import_cortex,
+        installed_colormaps,
+        pycortex_session,
+        sample_filestore,
+    )
+
+    options = import_cortex().options.config
+    saved = options.get("webgl", "colormaps")
+    gone = str(tmp_path / "builds-v0" / "share" / "pycortex" / "colormaps")
+    options.set("webgl", "colormaps", gone)
+    try:
+        with pycortex_session(sample_filestore(), [SAMPLE_SUBJECT]):
+            inside = Path(options.get("webgl", "colormaps"))
+        assert inside == installed_colormaps()
+        assert (inside / "inferno.png").is_file() and (inside / "Greens.png").is_file()
+        assert options.get("webgl", "colormaps") == gone  # the user's setting is restored
+    finally:
+        options.set("webgl", "colormaps", saved)
