@@ -253,15 +253,15 @@ def pycortex_session(db_dir: str | os.PathLike, subjects: Sequence[str]) -> Iter
     # the colormaps of the WebGL viewer: where pip installed them, if the built-in path is gone
     saved_cmaps = options.get("webgl", "colormaps", fallback=None)
     colormaps = installed_colormaps()
-    if (saved_cmaps is None or not Path(saved_cmaps).is_dir()) and colormaps is not None:
-        if not options.has_section("webgl"):
-            options.add_section("webgl")
-        options.set("webgl", "colormaps", str(colormaps))
     with tempfile.TemporaryDirectory(prefix="fmriscaling-pycortex-") as shadow:
         filestore = Path(shadow)
         for subject in subjects:
             _mirror(db_dir / subject, filestore / subject)
         options.remove_option("basic", "cache")
+        if (saved_cmaps is None or not Path(saved_cmaps).is_dir()) and colormaps is not None:
+            if not options.has_section("webgl"):
+                options.add_section("webgl")
+            options.set("webgl", "colormaps", str(colormaps))
         db.filestore, db._subjects, db.auxfile = str(filestore), None, None
         # surfaces are memoised per (subject, type): another filestore must not see them
         db.__dict__.pop("_memocache", None)
@@ -277,3 +277,5 @@ def pycortex_session(db_dir: str | os.PathLike, subjects: Sequence[str]) -> Iter
                 options.set("basic", "cache", saved_cache)
             if saved_cmaps is not None:
                 options.set("webgl", "colormaps", saved_cmaps)
+            elif options.has_section("webgl"):
+                options.remove_option("webgl", "colormaps")

@@ -249,10 +249,9 @@ class CostModel:
         return 0.0, 1.5 * SURFACE_MAP_BYTES * job.params["n_maps"] + SMALL_FILE_BYTES
 
     def _group_figures(self, job: Job, device: cost.Device) -> tuple[float, float]:
-        maps = job.params["n_maps"]
-        pages = bool(self.config["group_maps"]["pages"])
-        seconds = maps * (GROUP_FIGURE_S + (GROUP_PAGE_S if pages else 0.0))
-        return seconds, maps * (GROUP_FIGURE_BYTES + (GROUP_PAGE_BYTES if pages else 0.0))
+        maps, pages = job.params["n_maps"], job.params["n_pages"]
+        seconds = maps * GROUP_FIGURE_S + pages * GROUP_PAGE_S
+        return seconds, maps * GROUP_FIGURE_BYTES + pages * GROUP_PAGE_BYTES
 
     def _viewer(self, job: Job, device: cost.Device) -> tuple[float, float]:
         vertices = self.facts.n_vertices(job.params["subject"])

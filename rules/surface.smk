@@ -62,6 +62,7 @@ if STUDY.vision_surface_enabled:
             subject="{subject}",
             models=STUDY.vision_run_models,
             n_layers={m: STUDY.n_layers(m) for m in STUDY.vision_run_models},
+            hemispheres=STUDY.hemispheres,
             roi_classes=STUDY.vision_roi_classes,
         script:
             "../workflow_scripts/vision_surface_maps.py"

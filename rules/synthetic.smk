@@ -32,6 +32,8 @@ if STUDY.built_models:
     # tokenizer trains on the demo stories' words, drawn from the generator's settings (corpus),
     # so this job runs beside generate_demo_dataset, not after it
     rule build_tiny_models:
+        input:
+            textgrids=STUDY.tiny_models_textgrids(),
         output:
             [directory(path("model", model=m)) for m in STUDY.built_models],
         log:

@@ -158,7 +158,7 @@ def test_demo_targets_and_jobs():
     giftis = [t for t in targets if t.endswith(".func.gii")]
     assert len(giftis) == 2 * (16 * 3 + 8 * 3)  # per hemisphere: 2 subjects + the group
     assert "results/viewers/demo/UTS02" in targets
-    assert len([t for t in targets if t.endswith(".html")]) == 4 + 3  # pages: test_r and gain
+    assert len([t for t in targets if t.endswith(".html")]) == 1 + 1  # pages: the gain maps
     jobs = s.jobs()
     counts = rules_of(jobs)
     assert sum(counts.values()) == 112
@@ -261,3 +261,18 @@ def test_the_study_s_jobs_are_the_dag_snakemake_builds(tmp_path, overlays):
     s = Study(load_config(configs), workdir)
     ours = {(job.rule, out) for job in s.jobs() for out in job.outputs}
     assert ours == theirs
+
+
+def test_tiny_text_models_train_on_the_generator_s_stories_or_a_real_dataset_s_textgrids():
+    demo = study()
+    assert demo.tiny_models_textgrids() == [] and demo.tiny_models_corpus()["n_train_stories"] == 12
+    real = study(
+        LEBEL,
+        overlay={"run_models": ["tiny-opt-xs"], "stacks": [], "partitions": [],
+                 "subsampling": {"fits": []}},
+    )  # fmt: skip
+    assert real.tiny_models_corpus() == {}
+    grids = real.tiny_models_textgrids()
+    assert len(grids) == len(real.all_stories) and grids[0].endswith(".TextGrid")
+    (build,) = [j for j in real.jobs() if j.rule == "build_tiny_models"]
+    assert build.inputs == grids

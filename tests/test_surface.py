@@ -210,12 +210,33 @@ def test_challenge_vertices_below_fsaverage5s_count_are_carried_exactly():
     assert labels[5] == "V1" and labels[700] == "V2" and labels[10241] == ""
     assert labels[FSAVERAGE5_VERTICES] == "hV4"
     with pytest.raises(
-        DataError, match="7 vertex values, but the all-vertices masks select 5 \\+ 1"
+        DataError, match=r"7 vertex values, but the all-vertices masks select 5 \(lh\) \+ 1 \(rh\)"
     ):
         rh[12] = False
         fsaverage_to_fsaverage5(values, [lh, rh])
     with pytest.raises(DataError, match="expected fsaverage's 163842"):
         fsaverage_to_fsaverage5(np.zeros(2), [np.ones(1), np.ones(1)])
+    # the fits' hemisphere order is the masks': rh first lands on the right hemisphere
+    rh[12] = True
+    out, _ = fsaverage_to_fsaverage5(np.array([6.0, 7.0, *values[:5]]), {"rh": rh, "lh": lh})
+    assert out[FSAVERAGE5_VERTICES + np.array([0, 12])] == pytest.approx([6.0, 7.0])
+    assert out[[5, 700, 10241]] == pytest.approx([1.0, 2.0, 3.0])
+    out, _ = fsaverage_to_fsaverage5(values[:5], {"lh": lh})  # one hemisphere: the other NaN
+    assert np.isnan(out[FSAVERAGE5_VERTICES:]).all() and np.isfinite(out).sum() == 3
+
+
+def test_vision_fits_of_another_hemisphere_order_are_refused_by_name(tmp_path):
+    from fmriscaling.surface.jobs import _check_hemispheres
+
+    lh = np.zeros(163842, dtype=bool)
+    lh[:3] = True
+    rh = np.zeros(163842, dtype=bool)
+    rh[:5] = True
+    path = tmp_path / "scores.npz"
+    np.savez(path, hemispheres=np.array(["lh", "rh"]), hemisphere_sizes=np.array([3, 5]))
+    _check_hemispheres({"m": path}, {"lh": lh, "rh": rh})
+    with pytest.raises(DataError, match=r"scores.npz holds hemispheres \['lh', 'rh'\]"):
+        _check_hemispheres({"m": path}, {"rh": rh, "lh": lh})
 
 
 def test_gifti_files_round_trip_through_nibabel(tmp_path, rng):
@@ -333,9 +354,14 @@ def test_a_subjects_voxel_maps_from_its_fits(tmp_path, rng):
     assert np.isnan(maps["opt.cc_norm"][:3]).all()
     np.testing.assert_allclose(maps["noise_ceiling.cc_max"], cc_max)
     np.testing.assert_allclose(maps["st.speech_weight"], weights[0] + weights[2])
-    # a missing layer of the largest model is named
+    # a model fitted at some layers only (the registry's `layers`): depth over those
     del scores[("opt-m", 3)]
-    with pytest.raises(DataError, match=r"layers \[0, 1, 2\] of opt-m, expected all of 0..3"):
+    maps = language_voxel_maps(specs, "S1", best_layers=best, scores=scores, cc_max=cc_max,
+                               floor=None, stacks={"st": tmp_path / "stack.npz"})  # fmt: skip
+    np.testing.assert_allclose(maps["opt.depth"], np.argmax(cv[:3], axis=0) / 3)
+    # but not without its CV-best layer (the tables and the inputs disagree)
+    del scores[("opt-m", 2)]
+    with pytest.raises(DataError, match="no scores of opt-m layer 2 among the rule's inputs"):
         language_voxel_maps(specs, "S1", best_layers=best, scores=scores, cc_max=cc_max,
                             floor=None, stacks={"st": tmp_path / "stack.npz"})  # fmt: skip
 

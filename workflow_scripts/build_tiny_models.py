@@ -10,6 +10,7 @@ from fmriscaling.demo.synthetic import story_texts
 from fmriscaling.demo.tiny_lm import TINY_LM_PRESETS, build_tiny_causal_lm
 from fmriscaling.demo.tiny_speech import TINY_SPEECH_PRESETS, build_tiny_speech_model
 from fmriscaling.demo.tiny_vision import TINY_VISION_PRESETS, build_tiny_vision_model
+from fmriscaling.textgrid import read_textgrid
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
@@ -46,9 +47,16 @@ def _preset(presets: dict, name: str) -> dict:
 def main(smk) -> None:
     log_to_file(smk.log[0])
     builds = dict(smk.params.builds)
-    # the words of the demo stories, as the generator writes them into their TextGrids
+    # the words of the demo stories, as the generator writes them into their TextGrids; a real
+    # dataset's TextGrids where the tiny models run on one
     corpus = dict(smk.params.corpus)
-    texts = list(story_texts(**corpus).values()) if corpus else []
+    if corpus:
+        texts = list(story_texts(**corpus).values())
+    else:
+        texts = [
+            " ".join(i.text for i in read_textgrid(path).tiers[1].intervals if i.text)
+            for path in smk.input.textgrids
+        ]
     for i, ((model, spec), out) in enumerate(zip(builds.items(), smk.output, strict=True), 1):
         start = time.perf_counter()
         build(out, texts=texts, **spec)

@@ -22,6 +22,7 @@ def main(smk) -> None:
         n_layers=p.n_layers,
         ceiling=smk.input.ceiling[0] if smk.input.ceiling else None,
         all_vertices=list(smk.input.fsaverage),
+        hemispheres=p.hemispheres,
         roi_files={
             c: rois[i * per_class : (i + 1) * per_class] for i, c in enumerate(p.roi_classes)
         },

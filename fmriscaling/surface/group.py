@@ -44,7 +44,10 @@ def group_maps(subjects: Mapping[str, SurfaceMaps], specs: Sequence[MapSpec]) ->
         raise DataError("no subject maps to average")
     sizes = {s: m.values.shape[1] for s, m in subjects.items()}
     if len(set(sizes.values())) != 1:
-        raise DataError(f"the subjects' maps have different vertex counts: {sizes}")
+        raise DataError(
+            f"the subjects' maps have different vertex counts: {sizes}; every maps.npz must be on "
+            "fsaverage5 (rebuild the subjects' surface maps with this version)"
+        )
     n = next(iter(sizes.values()))
     values = np.full((len(specs), n), np.nan)
     counts = np.zeros((len(specs), n), dtype=np.int64)

@@ -48,7 +48,10 @@ def _gifti_files(names: Sequence[str], files: Sequence[str | os.PathLike]) -> di
     """``files`` (per map, lh then rh) as {map: {hemi: file}}."""
     files = list(files)
     if len(files) != 2 * len(names):
-        raise DataError(f"{len(files)} GIFTI paths for {len(names)} maps x 2 hemispheres")
+        raise DataError(
+            f"{len(files)} GIFTI paths for {len(names)} maps x 2 hemispheres ({', '.join(names)}):"
+            " the rule's outputs and its specs param disagree (Study.surface_giftis makes both)"
+        )
     return {n: dict(zip(HEMIS, files[2 * i : 2 * i + 2], strict=True)) for i, n in enumerate(names)}
 
 
@@ -134,7 +137,9 @@ def language_subject_job(
     matrix, counts = voxel_vertex_matrix(db_dir, subject, xfmname, mask, sampler=sampler)
     if counts != surfaces:
         raise DataError(
-            f"pycortex's mapper of {subject} covers {counts} vertices, its surfaces {surfaces}"
+            f"pycortex's {sampler} mapper of {subject}/{xfmname} covers {counts} vertices, its "
+            f"surfaces in {db_dir} {surfaces}: a mapper cached from other surfaces; remove the "
+            "subject's cache/ folder"
         )
     n_vertices = (surfaces["lh"], surfaces["rh"])
     labels = {
@@ -155,6 +160,7 @@ def vision_subject_job(
     ceiling: str | os.PathLike | None,
     all_vertices: Sequence[str | os.PathLike],
     roi_files: Mapping[str, Sequence[str | os.PathLike]],
+    hemispheres: Sequence[str] = HEMIS,
     out: str | os.PathLike,
     giftis: Sequence[str | os.PathLike],
     params: Mapping[str, Any] | None = None,
@@ -172,8 +178,11 @@ def vision_subject_job(
     n_layers : mapping of str to int
     ceiling : path-like or None
         The subject's vision noise ceiling (npz).
-    all_vertices : (lh, rh) path-like
-        ``roi_masks/<hemi>.all-vertices_fsaverage_space.npy``.
+    all_vertices : sequence of path-like
+        ``roi_masks/<hemi>.all-vertices_fsaverage_space.npy``, one per hemisphere of
+        ``hemispheres``.
+    hemispheres : sequence of str
+        The order in which the fits concatenate the hemispheres (``vision.dataset.hemispheres``).
     roi_files : mapping of str to sequence of path-like
         ROI class -> its masks (lh, rh) and mapping file (`VisionTrack.vision_roi_files`).
     out, giftis, params
@@ -188,18 +197,22 @@ def vision_subject_job(
         specs, subject, encoding=pd.read_csv(encoding), scores=scores, n_layers=n_layers,
         noise_ceiling=nc,
     )  # fmt: skip
-    masks = []
-    for path in all_vertices:
+    masks = {}
+    for hemi, path in zip(hemispheres, all_vertices, strict=True):
         path = Path(path)
         if not path.is_file():
             raise DataError(
                 f"{path} does not exist: the challenge's fsaverage mask is needed for group maps "
                 "(it is in the challenge archive's roi_masks/)"
             )
-        masks.append(np.load(path, allow_pickle=False).ravel() > 0)
+        masks[hemi] = np.load(path, allow_pickle=False).ravel() > 0
+    _check_hemispheres(scores, masks)
     names = list(vertex_maps)
-    values, carried = fsaverage_to_fsaverage5(np.stack([vertex_maps[n] for n in names]), masks)
-    n_vertices = sum(int(m.sum()) for m in masks)
+    try:
+        values, carried = fsaverage_to_fsaverage5(np.stack([vertex_maps[n] for n in names]), masks)
+    except DataError as exc:
+        raise DataError(f"{subject} ({', '.join(map(str, all_vertices))}): {exc}") from None
+    n_vertices = sum(int(m.sum()) for m in masks.values())
     logger.info(
         "%s: %d of %d challenge vertices are fsaverage5 vertices (the rest lie between them)",
         subject, carried, n_vertices,
@@ -212,6 +225,25 @@ def vision_subject_job(
     maps = SurfaceMaps(names=names, values=values, labels=labels)
     _write(maps, out, giftis, subject, params)
     return maps
+
+
+def _check_hemispheres(scores: Mapping[str, str | os.PathLike], masks: Mapping) -> None:
+    """The fits' own record of their hemispheres (``hemispheres``, ``hemisphere_sizes``) is the
+    masks' order and counts, or a `DataError` names the file."""
+    ours = [str(h) for h in masks]
+    counts = [int(m.sum()) for m in masks.values()]
+    for path in scores.values():
+        with np.load(path, allow_pickle=False) as data:
+            if "hemispheres" not in data.files or "hemisphere_sizes" not in data.files:
+                continue
+            theirs = [str(h) for h in data["hemispheres"]]
+            sizes = [int(n) for n in data["hemisphere_sizes"]]
+        if theirs != ours or sizes != counts:
+            raise DataError(
+                f"{path} holds hemispheres {theirs} of {sizes} vertices, but the all-vertices "
+                f"masks give {ours} of {counts}: refit with the current "
+                "vision.dataset.hemispheres, or fix the masks"
+            )
 
 
 def _write(maps, out, giftis, subject, params) -> None:

@@ -165,7 +165,10 @@ def family_extremes(table: pd.DataFrame, subject: str, family: str) -> tuple[pd.
     """
     rows = table[(table["subject"] == subject) & (table["family"] == family)]
     if rows.empty:
-        raise DataError(f"the table has no row of family {family} for subject {subject}")
+        raise DataError(
+            f"the fits table (best_layers.csv / encoding.csv) has no row of family {family} for "
+            f"subject {subject}: the table is older than the config's run_models; rebuild it"
+        )
     if rows["n_params"].isna().any():
         missing = sorted(rows.loc[rows["n_params"].isna(), "model"])
         raise DataError(
@@ -224,7 +227,10 @@ def language_voxel_maps(
 
     def fit(model: str, layer: int, keys=("test_r",)) -> dict[str, np.ndarray]:
         if (model, layer) not in scores:
-            raise DataError(f"{subject}: no scores of {model} layer {layer} among the inputs")
+            raise DataError(
+                f"{subject}: no scores of {model} layer {layer} among the rule's inputs (the "
+                "fits table names a fit the inputs lack: rebuild the tables with this config)"
+            )
         values = _load(scores[(model, layer)], keys)
         for key, array in values.items():
             if array.shape[-1] != cc_max.size:
@@ -259,12 +265,14 @@ def language_voxel_maps(
             small = fit(str(smallest["model"]), int(smallest["layer"]))["test_r"]
             out[spec.name] = fit(model, layer)["test_r"].astype(np.float64) - small
         elif spec.kind == "depth":
+            # every fitted layer of the model (the registry may list a subset): depth is the
+            # CV-best one's layer / n_layers, as the tables' relative_depth
             n_layers = int(largest["n_layers"])
             layers = sorted(layer for (m, layer) in scores if m == model)
-            if layers != list(range(n_layers + 1)):
+            if layer not in layers:
                 raise DataError(
-                    f"{subject}: the inputs hold layers {layers} of {model}, expected all of "
-                    f"0..{n_layers} for the per-voxel CV-best depth"
+                    f"{subject}: the inputs hold layers {layers} of {model}, not its CV-best "
+                    f"layer {layer} (best_layers.csv); rerun the tables and this rule together"
                 )
             cv = np.stack([fit(model, k, ("cv_score",))["cv_score"] for k in layers])
             best = np.argmax(np.where(np.isfinite(cv), cv, -np.inf), axis=0)

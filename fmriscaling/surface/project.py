@@ -130,54 +130,63 @@ def voxels_to_vertices(matrix, values: np.ndarray) -> np.ndarray:
 
 
 def fsaverage_to_fsaverage5(
-    values: np.ndarray, all_vertices: Sequence[np.ndarray]
+    values: np.ndarray, all_vertices: Mapping[str, np.ndarray] | Sequence[np.ndarray]
 ) -> tuple[np.ndarray, int]:
     """Challenge-vertex values on fsaverage5 (module docstring), both hemispheres.
 
     Parameters
     ----------
-    values : array of shape (n_challenge_lh + n_challenge_rh,) or (n, n_vertices)
-        Challenge-vertex values, hemispheres concatenated (lh first); a 2-D array is several
-        maps (rows).
-    all_vertices : (lh, rh) bool arrays of shape (163842,)
-        The challenge's ``all-vertices_fsaverage_space`` masks.
+    values : array of shape (n_challenge_vertices,) or (n, n_challenge_vertices)
+        Challenge-vertex values, hemispheres concatenated in the order of ``all_vertices``; a
+        2-D array is several maps (rows).
+    all_vertices : mapping of hemisphere to bool array of shape (163842,), or (lh, rh)
+        The challenge's ``all-vertices_fsaverage_space`` masks, in the order the values'
+        hemispheres are concatenated (``vision.dataset.hemispheres``); a hemisphere left out is
+        NaN on fsaverage5.
 
     Returns
     -------
-    float64 array of shape (2 x 10242,) (or (n, 2 x 10242))
+    float64 array of shape (2 x 10242,) (or (n, 2 x 10242)), left hemisphere first
         NaN where no challenge vertex sits.
     int
         Challenge vertices carried (the others are not fsaverage5 vertices).
     """
+    if not isinstance(all_vertices, Mapping):
+        all_vertices = dict(zip(HEMIS, all_vertices, strict=True))
     values = np.asarray(values)
     squeeze = values.ndim == 1
     values = np.atleast_2d(values).astype(np.float64)
-    masks = [np.asarray(m).ravel() > 0 for m in all_vertices]
-    sizes = [int(m.sum()) for m in masks]
-    if values.shape[1] != sum(sizes):
-        raise DataError(
-            f"{values.shape[1]} vertex values, but the all-vertices masks select "
-            f"{' + '.join(map(str, sizes))}; the masks and the fits must be the same subject's"
-        )
-    out, start, carried = [], 0, 0
-    for mask, size in zip(masks, sizes, strict=True):
-        if mask.size < FSAVERAGE5_VERTICES:
+    masks = {h: np.asarray(m).ravel() > 0 for h, m in all_vertices.items()}
+    for hemi, mask in masks.items():
+        if hemi not in HEMIS:
+            raise DataError(f"unknown hemisphere {hemi!r}; expected lh or rh")
+        if mask.size != FSAVERAGE_VERTICES:
             raise DataError(
-                f"an all-vertices mask of {mask.size} vertices: expected fsaverage's "
+                f"the {hemi} all-vertices mask has {mask.size} vertices: expected fsaverage's "
                 f"{FSAVERAGE_VERTICES} (roi_masks/<hemi>.all-vertices_fsaverage_space.npy)"
             )
+    sizes = {h: int(m.sum()) for h, m in masks.items()}
+    if values.shape[1] != sum(sizes.values()):
+        raise DataError(
+            f"{values.shape[1]} vertex values, but the all-vertices masks select "
+            f"{' + '.join(f'{n} ({h})' for h, n in sizes.items())}; the masks and the fits must "
+            "be the same subject's, with the hemispheres in the same order"
+        )
+    out = np.full((values.shape[0], 2 * FSAVERAGE5_VERTICES), np.nan)
+    start, carried = 0, 0
+    for hemi, mask in masks.items():
         index = np.flatnonzero(mask)  # fsaverage index of each challenge vertex, in order
         keep = index < FSAVERAGE5_VERTICES
-        hemi = np.full((values.shape[0], FSAVERAGE5_VERTICES), np.nan)
-        hemi[:, index[keep]] = values[:, start : start + size][:, keep]
-        out.append(hemi)
-        start += size
+        offset = 0 if hemi == "lh" else FSAVERAGE5_VERTICES
+        out[:, offset + index[keep]] = values[:, start : start + sizes[hemi]][:, keep]
+        start += sizes[hemi]
         carried += int(keep.sum())
-    result = np.concatenate(out, axis=1)
-    return (result[0] if squeeze else result), carried
+    return (out[0] if squeeze else out), carried
 
 
-def labels_to_fsaverage5(labels: np.ndarray, all_vertices: Sequence[np.ndarray]) -> np.ndarray:
+def labels_to_fsaverage5(
+    labels: np.ndarray, all_vertices: Mapping[str, np.ndarray] | Sequence[np.ndarray]
+) -> np.ndarray:
     """Challenge-vertex labels (str) on fsaverage5, as `fsaverage_to_fsaverage5` carries
     values; ``""`` where no challenge vertex sits."""
     labels = np.asarray(labels, dtype=str)

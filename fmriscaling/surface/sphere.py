@@ -87,7 +87,8 @@ def read_sphere(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise DataError(
             f"{path} does not exist: the subject's FreeSurfer registration sphere is needed for "
-            "group maps (download kind 'spheres', or set group_maps.enabled: false)"
+            "group maps (rule download_dataset fetches it from ds003020 when group_maps.enabled; "
+            "the demo generator writes one; or set group_maps.enabled: false)"
         )
     try:
         coords, _ = nib.freesurfer.read_geometry(str(path))

@@ -97,7 +97,7 @@ def _models(study: Study) -> list[Job]:
             Job(
                 "build_tiny_models",
                 outputs=[study.path("model", model=m) for m in study.built_models],
-                inputs=[],
+                inputs=study.tiny_models_textgrids(),
                 params=dict(models=list(study.built_models)),
             )
         )
@@ -575,7 +575,7 @@ def _surface(study: Study) -> list[Job]:
                     *study.group_page_files(track),
                 ],
                 inputs=[group],
-                params=dict(n_maps=n_maps, track=track),
+                params=dict(n_maps=n_maps, n_pages=len(study.page_specs(track)), track=track),
             )
         )
     if study.viewers_enabled:

@@ -277,13 +277,23 @@ class Study(VisionTrack, SurfaceTrack):
         return self.models[model]["source"].get(key, False)
 
     def tiny_models_corpus(self) -> dict[str, Any]:
-        """What the tiny text models train their tokenizer on: the demo stories' words, drawn
-        from the generator's seed and settings (`fmriscaling.demo.synthetic.story_texts`), so
-        the models are built beside the dataset, not after it ({} when no text model is built)."""
-        if not any(self.models[m]["kind"] == "text" for m in self.built_models):
+        """What the demo's tiny text models train their tokenizer on: the demo stories' words,
+        drawn from the generator's seed and settings (`fmriscaling.demo.synthetic.story_texts`),
+        so the models are built beside the dataset, not after it ({} when no text model is
+        built, or the stories are a real dataset's: then `tiny_models_textgrids`)."""
+        if self.source != "synthetic" or not self._builds_text_models():
             return {}
         return dict(self.config["synthetic"], test_story=self.test_story,
                     tr=self.config["stimuli"]["tr"])  # fmt: skip
+
+    def tiny_models_textgrids(self) -> list[str]:
+        """A real dataset's TextGrids, the tiny text models' tokenizer corpus there."""
+        if self.source == "synthetic" or not self._builds_text_models():
+            return []
+        return [self.path("textgrid", dataset=self.dataset, story=s) for s in self.all_stories]
+
+    def _builds_text_models(self) -> bool:
+        return any(self.models[m]["kind"] == "text" for m in self.built_models)
 
     def tiny_model_builds(self) -> dict[str, dict[str, Any]]:
         """What rule build_tiny_models builds: per model its kind, ``source.build`` (arch,

@@ -187,7 +187,9 @@ class SurfaceTrack:
                 for m in self.vision_run_models
             ],
             ceiling=[self.vpath("noise_ceiling", subject=subject)] if nc else [],
-            fsaverage=[self.vpath("vision_fsaverage", subject=subject, hemi=h) for h in HEMIS],
+            fsaverage=[
+                self.vpath("vision_fsaverage", subject=subject, hemi=h) for h in self.hemispheres
+            ],
             rois=[f for fs in self.vision_roi_files(subject).values() for f in fs],
         )
 
