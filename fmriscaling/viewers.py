@@ -32,14 +32,14 @@ import pandas as pd
 
 from ._pycortex import has_surfaces, pycortex_session
 from ._utils import DataError, write_provenance
-from .figures.brain import MAP_STYLES
+from .figures.brain import subject_map_values
 from .responses import load_mask
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["find_viewers", "main", "serve", "subject_viewer", "viewer_layers"]
 
-#: Opacity of nothing: pycortex draws NaN voxels transparent (the curvature shows).
+#: Colours of the significance layer (1 = significant after FDR, 0 = not).
 _SIGNIFICANT = {"label": "significant (FDR)", "cmap": "Greens", "vmin": 0.0, "vmax": 1.0}
 
 
@@ -65,22 +65,19 @@ def viewer_layers(
     order = voxels.sort_values("voxel")
     model, layer = order["model"].iloc[0], int(order["layer"].iloc[0])
     best = f"{model} layer {layer}"
-    layers = {
-        f"test r ({best}, best by CV)": (order["test_r"].to_numpy(float), MAP_STYLES["test_r"]),
-        f"CC_norm ({best})": (order["cc_norm"].to_numpy(float), MAP_STYLES["cc_norm"]),
-        "CC_max (noise ceiling)": (order["cc_max"].to_numpy(float), MAP_STYLES["cc_max"]),
+    names = {
+        "test_r": f"test r ({best}, best by CV)",
+        "cc_norm": f"CC_norm ({best})",
+        "cc_max": "CC_max (noise ceiling)",
     }
-    if "significant" in order:
-        layers[f"significant ({best}, FDR)"] = (
-            order["significant"].to_numpy(dtype=bool).astype(float),
-            _SIGNIFICANT,
-        )
-    for member, values in (stacking_weights or {}).items():
-        stack, _, kind = member.partition(": ")
-        layers[f"stack {stack}: weight on {kind or 'speech'}"] = (
-            np.asarray(values, dtype=float),
-            MAP_STYLES["weight"],
-        )
+    layers = {}
+    for name, values, style in subject_map_values(order, stacking_weights):
+        layers[names.get(name, style["label"])] = (values, style)
+        if name == "cc_max" and "significant" in order:  # after the best model's maps
+            layers[f"significant ({best}, FDR)"] = (
+                order["significant"].to_numpy(dtype=bool).astype(float),
+                _SIGNIFICANT,
+            )
     return layers
 
 

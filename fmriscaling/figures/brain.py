@@ -43,6 +43,7 @@ __all__ = [
     "plot_brain_map",
     "plot_flatmap",
     "resolve_rois",
+    "subject_map_values",
     "unmask_values",
 ]
 
@@ -218,8 +219,10 @@ def _rgba_volume(cortex, values, opacity, mask_zyx, subject, xfmname, cmap, vmin
     return cortex.VolumeRGB(red, green, blue, subject, xfmname, alpha=alpha_volume)
 
 
-def _map_values(voxels: pd.DataFrame, weights: Mapping[str, np.ndarray] | None):
-    """(column or title, values, style) of each panel of the subject figure."""
+def subject_map_values(voxels: pd.DataFrame, weights: Mapping[str, np.ndarray] | None):
+    """(column or ``weight:<member>``, values in voxel order, style) of each map of a subject:
+    the best model's test r, CC_norm and CC_max, then each stack's weights (the flatmap figure's
+    panels and the WebGL viewer's layers)."""
     order = voxels.sort_values("voxel")
     panels = [
         (name, order[name].to_numpy(dtype=float), MAP_STYLES[name])
@@ -290,7 +293,7 @@ def draw_brain_maps(
             significant.size,
         )
     panels = []
-    for name, values, style in _map_values(voxels, stacking_weights):
+    for name, values, style in subject_map_values(voxels, stacking_weights):
         if name.startswith("weight:"):  # a stack's map, not the best model's
             title = f"{subject} {style['label']}"
         else:

@@ -27,6 +27,7 @@ maps are made; the CV-best layer is the tables' (`best_layers.csv`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -225,6 +226,7 @@ def language_voxel_maps(
     cc_max = np.asarray(cc_max, dtype=np.float64)
     out: dict[str, np.ndarray] = {}
 
+    @functools.cache  # a fit serves several maps (r, CC_norm, gain): read it once
     def fit(model: str, layer: int, keys=("test_r",)) -> dict[str, np.ndarray]:
         if (model, layer) not in scores:
             raise DataError(
@@ -318,6 +320,7 @@ def vision_vertex_maps(
     full = encoding[encoding["full_train"].astype(bool) & (encoding["family"] != "ensemble")]
     out: dict[str, np.ndarray] = {}
 
+    @functools.cache  # a fit serves several maps (r, score, depth, gain): read it once
     def fit(model: str) -> dict[str, np.ndarray]:
         if model not in scores:
             raise DataError(f"{subject}: no selected fit of {model} among the inputs")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .._utils import DataError, atomic_path
-from .sphere import FSAVERAGE5_VERTICES, HEMIS, SphereProjection, majority
+from .sphere import FSAVERAGE5_VERTICES, HEMIS, SphereProjection
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +37,15 @@ __all__ = [
     "SurfaceMaps",
     "fsaverage_to_fsaverage5",
     "gifti_name",
+    "labels_to_fsaverage5",
     "load_surface_maps",
+    "project_subject",
     "read_func_gifti",
     "save_surface_maps",
     "voxel_vertex_matrix",
     "voxels_to_vertices",
     "write_func_gifti",
+    "write_giftis",
 ]
 
 #: BIDS hemisphere entity of each hemisphere.
@@ -224,9 +227,13 @@ class SurfaceMaps:
         return self.values[self.names.index(name)]
 
     def hemisphere(self, name: str, hemi: str) -> np.ndarray:
-        values = self[name]
-        half = values.size // 2
-        return values[:half] if hemi == "lh" else values[half:]
+        return _hemisphere(self[name], hemi)
+
+
+def _hemisphere(values: np.ndarray, hemi: str) -> np.ndarray:
+    """One hemisphere of an fsaverage5 array of both (left first)."""
+    half = values.shape[-1] // 2
+    return values[..., :half] if hemi == "lh" else values[..., half:]
 
 
 def save_surface_maps(path: str | os.PathLike, maps: SurfaceMaps) -> Path:
@@ -314,10 +321,7 @@ def write_giftis(
     """Every map of ``maps`` to its ``files[map][hemi]``."""
     for i, name in enumerate(maps.names):
         for hemi in HEMIS:
-            counts = None
-            if maps.counts is not None:
-                half = maps.counts.shape[1] // 2
-                counts = maps.counts[i, :half] if hemi == "lh" else maps.counts[i, half:]
+            counts = None if maps.counts is None else _hemisphere(maps.counts[i], hemi)
             write_func_gifti(
                 files[name][hemi], maps.hemisphere(name, hemi), hemi=hemi, name=name,
                 meta=meta, counts=counts,
@@ -337,6 +341,3 @@ def project_subject(
     ) if names else np.zeros((0, sum(projection.n_target.values())))  # fmt: skip
     labels = {a: projection.project_labels(v) for a, v in (vertex_labels or {}).items()}
     return SurfaceMaps(names=names, values=values, labels=labels)
-
-
-__all__ += ["labels_to_fsaverage5", "majority", "project_subject", "write_giftis"]
