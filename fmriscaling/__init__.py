@@ -4,7 +4,7 @@ The library is importable without Snakemake. Its modules are layered, and every 
 level or inside a function) points to the same or an earlier layer of this list
 (`tests/test_packaging.py` checks it):
 
-1. ``_utils``, ``cost``, ``stats``, ``sweep`` (sizes and subsets), ``outputs`` (final names)
+1. ``_utils``, ``cost``, ``stats``, ``sweep``, ``outputs`` (final names), ``sizing`` (GPUs a job)
 2. ``config``, ``_hdf5``, ``_pycortex``, ``models``, ``interpolation``, ``textgrid``
 3. ``download``, ``responses``, ``stimuli``
 4. ``rois``, ``features``

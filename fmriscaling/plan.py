@@ -137,6 +137,11 @@ class JobCost:
     seconds: float
     disk_bytes: float
     where: str  # "GPU", "CPU" or "login"
+    n_gpus: int = 0  # GPUs held for ``seconds`` (an extraction job across several: all of them)
+
+    @property
+    def gpu_seconds(self) -> float:
+        return self.seconds * self.n_gpus
 
 
 class CostModel:
@@ -221,8 +226,13 @@ class CostModel:
         device = self.gpu if job.gpu else self.cpu
         seconds = JOB_OVERHEAD_S.get(rule, 1.0) + (GPU_STARTUP_S if job.gpu else 0.0)
         work, disk = self.pricers[rule](job, device)
+        # a model across N GPUs runs its layers one GPU after the other: the job takes the
+        # time of one device's flops and holds all N for it
         return JobCost(
-            seconds + work, disk, "GPU" if job.gpu else ("login" if job.local else "CPU")
+            seconds + work,
+            disk,
+            "GPU" if job.gpu else ("login" if job.local else "CPU"),
+            max(job.n_gpus, 1) if job.gpu else 0,
         )
 
     # ---- small jobs
@@ -477,6 +487,8 @@ class RuleRow:
     disk_bytes: float = 0.0
     max_job_seconds: float = 0.0
     requested_minutes: float = 0.0  # the runtime resource of the longest job
+    gpu_seconds: float = 0.0  # seconds x GPUs held
+    max_gpus: int = 0  # the most GPUs one of its jobs asks for
 
 
 def plan_table(jobs: Sequence[Job], model: CostModel) -> list[RuleRow]:
@@ -488,6 +500,8 @@ def plan_table(jobs: Sequence[Job], model: CostModel) -> list[RuleRow]:
         row.jobs += 1
         row.seconds += priced.seconds
         row.disk_bytes += priced.disk_bytes
+        row.gpu_seconds += priced.gpu_seconds
+        row.max_gpus = max(row.max_gpus, priced.n_gpus)
         if priced.seconds >= row.max_job_seconds:
             row.max_job_seconds = priced.seconds
             row.requested_minutes = float("nan") if job.runtime is None else job.runtime
@@ -509,7 +523,10 @@ def _gb(nbytes: float) -> str:
 def format_plan(rows: Sequence[RuleRow], assumptions: Sequence[str], title: str) -> str:
     """The plan as text: per-rule table, totals, devices and assumptions."""
     lines = [title, ""]
-    head = f"{'rule':26s} {'jobs':>6s} {'where':>5s} {'time':>11s} {'longest job':>12s} {'asks':>8s} {'disk GB':>9s}"
+    head = (
+        f"{'rule':26s} {'jobs':>6s} {'where':>5s} {'GPUs':>4s} {'time':>11s} {'longest job':>12s}"
+        f" {'asks':>8s} {'disk GB':>9s}"
+    )
     lines += [head, "-" * len(head)]
     flagged = []
     for r in rows:
@@ -517,8 +534,9 @@ def format_plan(rows: Sequence[RuleRow], assumptions: Sequence[str], title: str)
         if not math.isnan(r.requested_minutes) and r.max_job_seconds > 60 * r.requested_minutes:
             flagged.append(r.rule)
             asks += "!"
+        gpus = str(r.max_gpus) if r.max_gpus else ""
         lines.append(
-            f"{r.rule:26s} {r.jobs:6d} {r.where:>5s} {_duration(r.seconds):>11s} "
+            f"{r.rule:26s} {r.jobs:6d} {r.where:>5s} {gpus:>4s} {_duration(r.seconds):>11s} "
             f"{_duration(r.max_job_seconds):>12s} {asks:>8s} {_gb(r.disk_bytes):>9s}"
         )
     lines.append("-" * len(head))
@@ -529,7 +547,11 @@ def format_plan(rows: Sequence[RuleRow], assumptions: Sequence[str], title: str)
     total = f"{'total':26s} {sum(r.jobs for r in rows):6d}"
     lines.append(f"{total:{len(head) - 10}s} {_gb(total_disk):>9s}")
     lines.append("")
-    lines.append(f"GPU-hours: {by_where['GPU'] / 3600:,.1f}   on {cost.GPU_ASSUMED.name}")
+    gpu_hours = sum(r.gpu_seconds for r in rows) / 3600
+    lines.append(
+        f"GPU-hours: {gpu_hours:,.1f} (GPUs held x hours; {by_where['GPU'] / 3600:,.1f} h of GPU "
+        f"jobs)   on {cost.GPU_ASSUMED.name}"
+    )
     lines.append(f"CPU-hours: {by_where['CPU'] / 3600:,.2f}   on {cost.CPU_REFERENCE.name}")
     lines.append(
         f"login node (downloads at {DOWNLOAD_RATE / 1e6:.0f} MB/s, local rules): "
@@ -545,6 +567,38 @@ def format_plan(rows: Sequence[RuleRow], assumptions: Sequence[str], title: str)
         lines.append("")
         lines.append("assumed (no file to measure yet):")
         lines += [f"  - {a}" for a in assumptions]
+    return "\n".join(lines)
+
+
+def format_sizing(study: Study) -> str:
+    """Each run model's extraction job: its weights, activations and the GPUs it asks for
+    (`fmriscaling.sizing`), or the host memory it needs on a CPU; "" when no model is sized."""
+    from .sizing import GB
+
+    compute = study.config["compute"]
+    sized = [(m, study.extraction_sizing(m)) for m in study.run_models]
+    if not any(sizing for _, sizing in sized):
+        return ""
+    where = (
+        f"GPUs of {compute['gpu_mem_gb']:g} GB, at most {compute['max_gpus_per_job']} a job"
+        if compute["gpu"]
+        else f"CPU, {compute['extract_mem_mb']:,} MB a job"
+    )
+    head = (
+        f"{'model':22s} {'params':>8s} {'dtype B':>7s} {'weights GB':>10s} {'activ. GB':>9s}"
+        f" {'host GB':>8s} {'GPUs':>4s}"
+    )
+    lines = ["", f"extraction jobs ({where}):", head, "-" * len(head)]
+    for model, sizing in sized:
+        if sizing is None:
+            lines.append(f"{model:22s} {'(no n_params in the registry: not sized)':>50s}")
+            continue
+        gpus = str(sizing.n_gpus) if sizing.on_gpu else "-"
+        lines.append(
+            f"{model:22s} {sizing.n_params / 1e9:7.2f}B {sizing.bytes_per_value:7d} "
+            f"{sizing.weights_bytes / GB:10.1f} {sizing.activation_bytes / GB:9.1f} "
+            f"{sizing.host_bytes / GB:8.1f} {gpus:>4s}"
+        )
     return "\n".join(lines)
 
 
@@ -637,6 +691,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     title = f"Plan of {' + '.join(map(str, args.configfile))}: {'; '.join(tracks)}"
     print(format_plan(rows, assumptions, title))
+    sizing = format_sizing(study)
+    if sizing:
+        print(sizing)
     if args.benchmarks:
         print(
             format_comparison(

@@ -1,5 +1,7 @@
 # Feature extraction: one job per (dataset, model) runs the model once over every story and
-# writes every layer, downsampled to the TRs of the response files.
+# writes every layer, downsampled to the TRs of the response files. A job asks for as many GPUs
+# as its model's weights and activations need (Study.extract_gpus, fmriscaling/sizing.py); a
+# model larger than one GPU is loaded across them with a device map.
 
 
 rule extract_text_features:
@@ -21,7 +23,7 @@ rule extract_text_features:
     resources:
         mem_mb=per_attempt("extract_mem_mb"),
         runtime=per_attempt("extract_runtime"),
-        gpu=GPU,
+        gpu=over(STUDY.extract_gpus, "model"),
     params:
         kind="text",
         model_name="{model}",
@@ -54,7 +56,7 @@ rule extract_speech_features:
     resources:
         mem_mb=per_attempt("extract_mem_mb"),
         runtime=per_attempt("extract_runtime"),
-        gpu=GPU,
+        gpu=over(STUDY.extract_gpus, "model"),
     params:
         kind="speech",
         model_name="{model}",

@@ -6,6 +6,7 @@ plan of one target.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -119,3 +120,52 @@ def test_a_local_copy_is_checked_then_planned(tmp_path):
     proc = snakemake(workdir, *args, check=False)
     assert "subj01 rh: 240 images in" in proc.stdout + proc.stderr
     assert "but 5 fMRI rows" in proc.stdout + proc.stderr
+
+
+def _gpus_of_jobs(text: str) -> dict[str, int]:
+    """Model -> the ``gpu`` resource of its extraction job, from a dry run's job blocks."""
+    gpus, model = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("wildcards:"):
+            found = re.search(r"model=([^,\s]+)", line)
+            model = found.group(1) if found else None
+        elif line.startswith("resources:") and model is not None:
+            found = re.search(r"\bgpu=(\d+)", line)
+            gpus[model] = int(found.group(1)) if found else 0
+            model = None
+    return gpus
+
+
+def test_an_extraction_job_asks_snakemake_for_the_gpus_its_model_needs(tmp_path):
+    """The rule's ``gpu`` resource (``--gpus=N`` on SLURM) is the Study's sizing: one GPU for
+    OPT-125M, two for OPT-66B and three for LLaMA-2-70B in bfloat16 on 80 GB GPUs."""
+    from fmriscaling.workflow import Study, load_config
+
+    workdir = copy_workflow(tmp_path / "wf")
+    models = ["opt-125m", "opt-66b", "llama-2-70b"]
+    targets = [f"results/features/lebel2023/{m}" for m in models]
+    # a node with eight GPUs (the default profile allows one, and Snakemake caps every job at
+    # what the run allows)
+    args = ("-n", "--resources", "gpu=8", "--configfile", "config/lebel2023.yaml")
+    proc = snakemake(workdir, *targets, *args)
+    gpus = _gpus_of_jobs(proc.stdout + proc.stderr)
+    config = load_config([workdir / "config/config.yaml", workdir / "config/lebel2023.yaml"])
+    study = Study(config, workdir, check_data=False)
+    assert gpus == {m: study.extract_gpus(m) for m in models}
+    assert gpus["opt-125m"] == 1 and gpus["opt-66b"] == 2 and gpus["llama-2-70b"] == 3
+
+
+def test_a_model_too_big_for_the_allowed_job_fails_before_any_job_runs(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    overlay = workdir / "two_gpus.yaml"
+    overlay.write_text("compute: {max_gpus_per_job: 2}\n")
+    proc = snakemake(
+        workdir, "-n", "--configfile", "config/lebel2023.yaml", str(overlay), check=False
+    )
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Job stats" not in text
+    assert re.search(
+        r"model 'llama-2-70b' needs ~1\d\d GB on GPUs .* that is 3 GPUs of 80 GB", text
+    )
+    assert "compute.max_gpus_per_job = 2. Fix: raise compute.max_gpus_per_job" in text

@@ -36,7 +36,10 @@ class Job:
     params : dict
         The facts its price needs (see `fmriscaling.plan.CostModel`).
     gpu : bool
-        Whether it asks for a GPU (``compute.gpu``).
+        Whether it runs on GPUs (``compute.gpu``).
+    n_gpus : int
+        How many GPUs it asks for (extraction: what its model needs, `Study.extract_gpus`;
+        other GPU jobs one; 0 on a CPU).
     local : bool
         A local rule (downloads, ``all``): the login node on a cluster.
     runtime : float or None
@@ -50,6 +53,7 @@ class Job:
     params: dict[str, Any] = field(default_factory=dict)
     gpu: bool = False
     local: bool = False
+    n_gpus: int = 0
     runtime: float | None = None
 
 
@@ -84,9 +88,11 @@ def study_jobs(study: Study) -> list[Job]:
     return jobs
 
 
-def _heavy(study: Study, runtime_key: str) -> dict[str, Any]:
+def _heavy(study: Study, runtime_key: str, n_gpus: int | None = None) -> dict[str, Any]:
     compute = study.config["compute"]
-    return dict(gpu=bool(compute["gpu"]), runtime=float(compute[runtime_key]))
+    gpu = bool(compute["gpu"])
+    n = (1 if gpu else 0) if n_gpus is None else n_gpus
+    return dict(gpu=gpu, runtime=float(compute[runtime_key]), n_gpus=n)
 
 
 def _models(study: Study) -> list[Job]:
@@ -167,7 +173,7 @@ def _language(study: Study) -> list[Job]:
                 inputs=[study.model_dir(model), *stimuli, *trs],
                 wildcards=dict(dataset=d, model=model),
                 params=dict(model=model, stories=study.all_stories),
-                **_heavy(study, "extract_runtime"),
+                **_heavy(study, "extract_runtime", study.extract_gpus(model)),
             )
         )
     for subject in study.subjects:

@@ -25,6 +25,7 @@ from .._utils import ConfigError
 from ..config import alpha_grid, model_layers, partition_bands, stack_members, validate_config
 from ..download.manifest import manifest_stories, read_manifest, relpath_for, select_files
 from ..rois import annotation_relpath
+from ..sizing import ExtractionSizing, check_extraction, extraction_sizing
 from ..surface.sphere import sphere_relpath
 from ..sweep import draw_subset, sweep_sizes
 from ..vision.dataset import ROI_CLASSES
@@ -152,6 +153,8 @@ class Study(VisionTrack, SurfaceTrack):
             {self.test_story}.union(*(self.train_stories(s) for s in self.subjects))
         )
         self.fit_groups: list[list[str]] = self._fit_groups()
+        # a model its extraction job cannot hold fails here, when the workflow is parsed
+        self.check_extraction_sizes()
         # ---- anatomy
         # a pycortex database with surfaces: downloaded (ds003020 ships one per subject) or the demo's
         self.has_cortex: bool = self.source == "openneuro" or c["synthetic"]["cortex"] is not None
@@ -271,6 +274,29 @@ class Study(VisionTrack, SurfaceTrack):
 
     def kind_of(self, model: str) -> str:
         return str(self.models[model]["kind"])
+
+    @functools.cache  # noqa: B019 (one Study per workflow; its config never changes)
+    def extraction_sizing(self, model: str) -> ExtractionSizing | None:
+        """The memory and GPUs of ``model``'s extraction job (`fmriscaling.sizing`; None for a
+        model without ``n_params`` in the registry, which is not sized)."""
+        c = self.config
+        return extraction_sizing(model, self.models[model], c["features"], c["compute"])
+
+    def extract_gpus(self, model: str) -> int:
+        """GPUs of ``model``'s extraction job: as many as its weights and activations need
+        (`fmriscaling.sizing`), one for a model that is not sized, none without
+        ``compute.gpu``."""
+        if not self.config["compute"]["gpu"]:
+            return 0
+        sizing = self.extraction_sizing(model)
+        return 1 if sizing is None else sizing.n_gpus
+
+    def check_extraction_sizes(self) -> None:
+        """Refuse, before any job runs, a text or speech model that its extraction job cannot
+        hold: more GPUs than ``compute.max_gpus_per_job``, or more host memory than
+        ``compute.extract_mem_mb`` (`fmriscaling.sizing.check_extraction`)."""
+        for model in self.run_models:
+            check_extraction(self.extraction_sizing(model), self.config["compute"])
 
     def source_field(self, model: str, key: str) -> Any:
         """One field of a model's ``source`` (hub id, revision, gated, build), False if absent."""
