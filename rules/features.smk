@@ -24,14 +24,19 @@ rule extract_text_features:
         mem_mb=per_attempt("extract_mem_mb"),
         runtime=per_attempt("extract_runtime"),
         gpu=over(STUDY.extract_gpus, "model"),
+        # what the model needs, uncapped: Snakemake caps gpu at what the run allows, and the
+        # job refuses to start with fewer GPUs than this (not a param: it never changes the output)
+        model_gpus=over(STUDY.extract_gpus, "model"),
     params:
         kind="text",
         model_name="{model}",
         stories=STUDY.all_stories,
         expected_n_layers=over(STUDY.n_layers, "model"),
         context=config["features"]["text"],
+        window_start=lookup(dpath="models/{model}/window_start", within=config),
         device=config["features"]["device"],
         dtype=config["features"]["dtype"],
+        gpu_mem_gb=config["compute"]["gpu_mem_gb"],
         lanczos=config["features"]["lanczos"],
     script:
         "../workflow_scripts/extract_features.py"

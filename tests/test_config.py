@@ -41,6 +41,71 @@ def test_lebel_overlay_replaces_models_and_subsampling():
     assert config["models"]["opt-30b"]["n_params"] == 30_000_000_000
 
 
+def test_lebel_registry_gives_every_text_model_its_width_and_the_newer_families():
+    models = validate_config(_lebel())["models"]
+    # the hub models (the demo's tiny ones stay declared under the overlay)
+    hub = {name: spec for name, spec in models.items() if "hub" in spec["source"]}
+    text = {name: spec for name, spec in hub.items() if spec["kind"] == "text"}
+    assert all(spec["hidden_size"] for spec in text.values())
+    opt = [768, 1024, 2048, 2560, 4096, 5120, 7168, 9216]
+    assert [spec["hidden_size"] for spec in text.values() if spec["family"] == "OPT"] == opt
+    families = {}
+    for spec in text.values():
+        families.setdefault(spec["family"], []).append((spec["n_layers"], spec["hidden_size"]))
+    # (n_layers, hidden_size) of the published configs, in size order
+    qwen = [(24, 896), (28, 1536), (36, 2048), (28, 3584), (48, 5120), (64, 5120), (80, 8192)]
+    assert families["Qwen2.5"] == qwen
+    assert families["Llama-3"] == [(16, 2048), (28, 3072), (32, 4096), (80, 8192)]
+    for family, gated in (("Qwen2.5", False), ("Llama-3", True), ("LLaMA-2", True)):
+        specs = [spec for spec in text.values() if spec["family"] == family]
+        sizes = [spec["n_params"] for spec in specs]
+        assert sizes == sorted(sizes), family
+        assert all(spec["source"].get("gated", False) == gated for spec in specs), family
+        assert all(spec["window_start"] == "auto" for spec in specs)
+    # the newer families are declared, not run by default
+    run = validate_config(_lebel())["run_models"]
+    assert not any(m.startswith(("qwen", "llama-3")) for m in run)
+
+
+@pytest.mark.parametrize(("overlay", "family"), [("qwen2.5", "Qwen2.5"), ("llama-3", "Llama-3")])
+def test_family_overlay_runs_the_whole_family_with_the_studys_analyses(overlay, family):
+    config = _lebel()
+    path = ROOT / "config" / "families" / f"{overlay}.yaml"
+    update_config(config, yaml.safe_load(path.read_text()))
+    config = validate_config(config)
+    models = config["models"]
+    members = [m for m, spec in models.items() if spec["family"] == family]
+    assert config["run_models"] == [*members, "whisper-medium"]
+    # the stack, the partition and the data-size curve name run models of the family
+    used = {m["model"] for stack in config["stacks"] for m in stack["members"]}
+    used |= {b["model"] for part in config["partitions"] for b in part["bands"]}
+    used |= {fit["model"] for fit in config["subsampling"]["fits"]}
+    assert used <= set(config["run_models"]) and used & set(members)
+    # the data-size fit's layer sits at the paper's relative depth (OPT-125M: layer 9 of 12)
+    fit = config["subsampling"]["fits"][0]
+    assert fit["layers"] == [models[fit["model"]]["n_layers"] * 3 // 4]
+
+
+def test_window_start_default_is_the_librarys():
+    import inspect
+
+    from fmriscaling.features.lm import extract_text_model, load_causal_lm
+
+    spec = load_schema()["properties"]["models"]["additionalProperties"]["properties"]
+    default = spec["window_start"]["default"]
+    for function in (extract_text_model, load_causal_lm):
+        assert inspect.signature(function).parameters["window_start"].default == default
+
+
+def test_window_start_takes_a_policy_or_a_token_id():
+    config = _demo()
+    config["models"]["tiny-opt-xs"]["window_start"] = 2
+    assert validate_config(config)["models"]["tiny-opt-xs"]["window_start"] == 2
+    config["models"]["tiny-opt-xs"]["window_start"] = "first"
+    with pytest.raises(ConfigError, match="window_start"):
+        validate_config(config)
+
+
 def test_lebel_alpha_grid_is_the_companion_grid_squared():
     a = validate_config(_lebel())["encoding"]["alphas"]
     ours = np.logspace(a["log10_min"], a["log10_max"], a["num"])
@@ -267,7 +332,7 @@ def _library_defaults():
         (extract_text_model, {
             "features.text.max_words": "max_words", "features.text.reset_words": "reset_words",
             "features.text.batch_size": "batch_size", "features.device": "device",
-            "features.dtype": "dtype",
+            "features.dtype": "dtype", "compute.gpu_mem_gb": "gpu_mem_gb",
         }),
         (extract_speech_model, {
             "features.speech.window_s": "window_s", "features.speech.stride_s": "stride_s",

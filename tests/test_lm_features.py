@@ -1,7 +1,8 @@
-"""LM features: the dynamic window against the per-word reference, alignment, BOS, I/O."""
+"""LM features: the dynamic window against the per-word reference, alignment, window start, I/O."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import h5py
@@ -25,6 +26,7 @@ from fmriscaling.features.lm import (
     lm_features_and_stats,
     load_causal_lm,
     naive_lm_features,
+    resolve_window_start,
 )
 from fmriscaling.interpolation import downsample_story
 from fmriscaling.stimuli import write_table
@@ -36,12 +38,14 @@ VOCAB = (
 TEXTS = [" ".join(VOCAB[:8])] * 3  # long words are left out, so they split into many tokens
 N_LAYERS = 2
 MAX_WORDS, RESET_WORDS = 12, 6
+#: OPT and LLaMA(-2) with GPT-2-style tokenizers; Qwen2.5 and Llama-3 with their own
+ARCHS = ("opt", "llama", "qwen2", "llama3")
 
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
     dirs = {}
-    for arch in ("opt", "llama"):
+    for arch in ARCHS:
         out = tmp_path_factory.mktemp(arch)
         build_tiny_causal_lm(
             out, arch=arch, hidden_size=16, num_layers=N_LAYERS, num_heads=2, texts=TEXTS
@@ -82,7 +86,7 @@ def test_schedule_matches_word_by_word_policy():
             assert np.all(sizes[resets] == reset_words)
 
 
-@pytest.mark.parametrize("arch", ["opt", "llama"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_dynamic_equals_naive(lms, words, arch):
     lm = lms[arch]
     dyn, stats = lm_features_and_stats(
@@ -109,7 +113,7 @@ def test_dynamic_equals_naive(lms, words, arch):
     assert np.abs(no_reset[-1, -1] - dyn[-1, -1]).max() > 1e-3
 
 
-@pytest.mark.parametrize("arch", ["opt", "llama"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_padding_does_not_change_features(lms, words, arch):
     kw = {"max_words": MAX_WORDS, "reset_words": RESET_WORDS}
     one = extract_lm_features(lms[arch], words, batch_size=1, **kw)
@@ -250,6 +254,13 @@ def test_extract_text_model_end_to_end(tmp_path, model_dirs, words):
     record = json.loads((out_dir / "provenance.json").read_text())
     assert record["n_params"] > 0 and record["model_id"].startswith("tiny-opt")
     assert record["dtype"] == "float32" and record["device"] == "cpu"
+    assert record["window_start"] == {
+        "policy": "auto",
+        "token_id": 0,
+        "token": "<s>",
+        "source": "tokenizer.bos_token",
+    }
+    assert record["device_map"] is None and record["offload"] is None
 
 
 def test_extract_text_model_errors(tmp_path, model_dirs, words):
@@ -299,9 +310,139 @@ def test_model_without_bos(tmp_path):
         cfg = json.loads((tmp_path / name).read_text())
         cfg[key] = None
         (tmp_path / name).write_text(json.dumps(cfg))
-    with pytest.raises(DataError, match=r"defines no BOS token.*bos_token_id"):
-        load_causal_lm(tmp_path, device="cpu")
-    assert load_causal_lm(tmp_path, device="cpu", bos_token_id=1).bos_token_id == 1
+    # auto falls back to the document separator: the tokenizer's EOS
+    start = load_causal_lm(tmp_path, device="cpu").window_start
+    assert (start.token, start.source) == ("</s>", "tokenizer.eos_token")
+    with pytest.raises(DataError, match=r"defines no BOS token.*window_start.*eos, none"):
+        load_causal_lm(tmp_path, device="cpu", window_start="bos", model_name="tiny")
+    assert load_causal_lm(tmp_path, device="cpu", window_start=1).window_start.token_id == 1
+    with pytest.raises(DataError, match="token id 100000 is outside"):
+        load_causal_lm(tmp_path, device="cpu", window_start=100000)
+    with pytest.raises(ValueError, match="window_start must be one of"):
+        load_causal_lm(tmp_path, device="cpu", window_start="first")
+
+
+def _start_of_every_pass(lm, words, **kw):
+    """The features of ``words`` and the input ids of every forward call."""
+    seen = []
+    hook = lm.model.base_model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: seen.append(kwargs["input_ids"].clone()), with_kwargs=True
+    )
+    try:
+        feats = extract_lm_features(lm, words, **kw)
+    finally:
+        hook.remove()
+    return feats, seen
+
+
+def test_qwen_windows_start_with_its_document_separator(lms):
+    """Qwen2.5 has no BOS: each window starts with <|endoftext|> (its config's bos_token_id)."""
+    lm = lms["qwen2"]
+    assert lm.tokenizer.bos_token is None and lm.tokenizer.bos_token_id is None
+    eot = lm.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert lm.model.config.bos_token_id == eot == lm.tokenizer.eos_token_id
+    assert dataclasses.asdict(lm.window_start) == {
+        "policy": "auto",
+        "token_id": eot,
+        "token": "<|endoftext|>",
+        "source": "config.bos_token_id",
+    }
+    ws = ["the", "brain", "1999", "naïve"]
+    feats, seen = _start_of_every_pass(lm, ws, max_words=3, reset_words=2)
+    assert sum(len(ids) for ids in seen) >= 2 and all(torch.all(ids[:, 0] == eot) for ids in seen)
+    # word 3 is past a reset: [<|endoftext|>] + tokens("1999 naïve"), read at its last token
+    ids = lm.tokenizer("1999 naïve", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        out = lm.model(input_ids=torch.tensor([[eot, *ids]]), output_hidden_states=True)
+    np.testing.assert_allclose(feats[-1, 3], out.hidden_states[-1][0, -1].numpy(), atol=1e-5)
+    # Llama-3 has a BOS of its own
+    start = lms["llama3"].window_start
+    assert (start.token, start.source) == ("<|begin_of_text|>", "tokenizer.bos_token")
+
+
+@pytest.mark.parametrize("arch", ["opt", "qwen2"])
+def test_window_start_none_and_eos(lms, model_dirs, arch):
+    lm = lms[arch]
+    ws = ["the", "brain", "1999"]
+    bare = dataclasses.replace(
+        lm, window_start=resolve_window_start(lm.tokenizer, lm.model.config, "none")
+    )
+    feats, seen = _start_of_every_pass(bare, ws, max_words=12, reset_words=6)
+    ids = lm.tokenizer("the brain 1999", add_special_tokens=False)["input_ids"]
+    assert seen[0][0].tolist() == ids  # nothing before the words
+    with torch.inference_mode():
+        out = lm.model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+    n_the = len(lm.tokenizer("the", add_special_tokens=False)["input_ids"])
+    np.testing.assert_allclose(feats[-1, 2], out.hidden_states[-1][0, -1].numpy(), atol=1e-5)
+    np.testing.assert_allclose(feats[-1, 0], out.hidden_states[-1][0, n_the - 1].numpy(), atol=1e-5)
+    # the start token changes every feature: the test has teeth
+    assert np.abs(extract_lm_features(lm, ws)[-1] - feats[-1]).max() > 1e-3
+    eos = load_causal_lm(model_dirs[arch], device="cpu", window_start="eos").window_start
+    assert (eos.token_id, eos.source) == (lm.tokenizer.eos_token_id, "tokenizer.eos_token")
+
+
+def _tokenizer_merging_across_spaces():
+    """A byte-level BPE without a regex pre-tokeniser and with a merge across the space: "eĠb"."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate([*alphabet, "eĠ", "eĠb"])}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[("e", "Ġ"), ("eĠ", "b")]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+def test_token_across_a_word_boundary_is_an_error(lms):
+    merging = _tokenizer_merging_across_spaces()
+    ids = merging("the brain", add_special_tokens=False)["input_ids"]
+    assert merging.convert_ids_to_tokens(ids) == ["t", "h", "eĠb", "r", "a", "i", "n"]
+    lm = dataclasses.replace(lms["opt"], tokenizer=merging, model_name="tiny-merging")
+    with pytest.raises(
+        DataError,
+        match=r"model 'tiny-merging'.*merges across the space between words 0 and 1 "
+        r"\('the' and 'brain'",
+    ):
+        extract_lm_features(lm, ["the", "brain"])
+
+
+class _Llama3OffsetBug:
+    """A tokenizer whose end offsets are ``(start, start)``, as Llama-3's were in tokenizers
+    < 0.20.1 (huggingface/tokenizers#1553); its start offsets stay right."""
+
+    def __init__(self, tokenizer):
+        self._tokenizer = tokenizer
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+    def __call__(self, text, **kwargs):
+        enc = self._tokenizer(text, **kwargs)
+        if "offset_mapping" in enc:
+            enc["offset_mapping"] = [(a, a) for a, _ in enc["offset_mapping"]]
+        return enc
+
+
+def test_alignment_uses_only_the_start_offsets(lms, words):
+    lm = lms["llama3"]
+    buggy = dataclasses.replace(lm, tokenizer=_Llama3OffsetBug(lm.tokenizer))
+    kw = {"max_words": MAX_WORDS, "reset_words": RESET_WORDS, "batch_size": 4}
+    np.testing.assert_array_equal(
+        extract_lm_features(buggy, words, **kw), extract_lm_features(lm, words, **kw)
+    )
+
+
+def test_offsets_that_go_backwards_are_an_error(lms):
+    class Backwards(_Llama3OffsetBug):
+        def __call__(self, text, **kwargs):
+            enc = self._tokenizer(text, **kwargs)
+            enc["offset_mapping"] = enc["offset_mapping"][::-1]
+            return enc
+
+    lm = dataclasses.replace(lms["opt"], tokenizer=Backwards(lms["opt"].tokenizer))
+    with pytest.raises(DataError, match="offsets that are not increasing"):
+        extract_lm_features(lm, ["the", "brain"])
 
 
 def test_progress_reports_every_word(lms, words):

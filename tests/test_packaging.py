@@ -138,8 +138,10 @@ def test_a_built_wheel_validates_configs_on_its_own(tmp_path):
 
 
 # what a script may read of the job: only these, so that every value it uses is a declared
-# input, output or param (a params change reruns the job; a path rebuilt in a script does not)
-SCRIPT_ATTRIBUTES = {"input", "output", "params", "log", "threads"}
+# input, output or param (a params change reruns the job; a path rebuilt in a script does not).
+# Resources describe what the job was given (extraction: the GPUs it spans), which changes where
+# it runs, never what it writes: they must not rerun it
+SCRIPT_ATTRIBUTES = {"input", "output", "params", "log", "threads", "resources"}
 
 
 @pytest.mark.parametrize(

@@ -280,3 +280,17 @@ def test_group_maps_and_viewers_are_priced_by_each_subjects_vertices(tmp_path):
         3 * JOB_OVERHEAD_S["surface_maps"] + SURFACE_S_PER_VERTEX * vertices
     )
     assert not any("cortical vertices" in a for a in assumptions)
+
+
+@pytest.mark.parametrize("overlay", ["qwen2.5", "llama-3"])
+def test_a_family_overlay_is_planned_with_the_gpus_its_models_need(overlay):
+    """config/families/<family>.yaml over lebel2023.yaml: the family and Whisper-medium."""
+    rows, _, study = plan_study([*LEBEL, ROOT / f"config/families/{overlay}.yaml"], ROOT)
+    by_rule = {r.rule: r for r in rows}
+    assert by_rule["extract_text_features"].jobs == len(study.run_models) - 1
+    assert by_rule["extract_speech_features"].jobs == 1
+    # one fit job per (model, layer), embeddings included
+    assert by_rule["fit_encoding"].jobs == sum(study.n_layers(m) + 1 for m in study.run_models)
+    # the 70B-class model is loaded across several GPUs, the smallest on one
+    sizes = sorted(study.run_models, key=lambda m: study.models[m]["n_params"])
+    assert study.extract_gpus(sizes[-1]) > 1 and study.extract_gpus(sizes[0]) == 1

@@ -50,6 +50,43 @@ def test_round_trip_offline(tmp_path, arch):
         assert torch.equal(p, q), name
 
 
+@pytest.mark.parametrize(
+    ("arch", "model_type", "bos", "eos"),
+    [("qwen2", "qwen2", None, "<|endoftext|>"), ("llama3", "llama", "<|begin_of_text|>", None)],
+)
+def test_newer_families_round_trip_like_their_hub_snapshots(tmp_path, arch, model_type, bos, eos):
+    """Qwen2.5 style: no BOS, <|endoftext|> in the config's bos_token_id, digits one by one,
+    leading spaces in the offsets. Llama-3 style: <|begin_of_text|> prepended, up to 3 digits a
+    token. Both with grouped-query attention."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    build_tiny_causal_lm(
+        tmp_path, arch=arch, hidden_size=16, num_layers=2, num_heads=4, texts=TEXTS
+    )
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
+    config = model.config
+    assert config.model_type == model_type and config.num_hidden_layers == 2
+    assert (config.num_attention_heads, config.num_key_value_heads) == (4, 2)
+    assert tokenizer.bos_token == bos
+    if arch == "qwen2":
+        assert tokenizer.bos_token_id is None and tokenizer.eos_token == tokenizer.pad_token == eos
+        assert config.bos_token_id == config.eos_token_id == tokenizer.eos_token_id
+        assert config.tie_word_embeddings
+    else:
+        assert tokenizer.eos_token == "<|end_of_text|>" and tokenizer.pad_token is None
+        assert config.rope_parameters["rope_type"] == "llama3"
+    pieces = [p for p, _ in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str("fox 2024")]
+    assert pieces == ["fox", "Ġ", *(["2", "0", "2", "4"] if arch == "qwen2" else ["202", "4"])]
+    enc = tokenizer("fox 2024", return_offsets_mapping=True)
+    tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"])
+    assert (tokens[0] == bos) == (arch == "llama3")  # the BOS Llama-3's post-processor adds
+    # offsets keep the space a token carries: "Ġ2..." starts at the space (trim_offsets false)
+    assert enc["offset_mapping"][tokens.index("Ġ")][0] == 3
+    text = "naïve fox, unbelievably"
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
 def test_seed_changes_weights(tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -67,6 +104,8 @@ def test_tokenizer_specials_and_vocab():
     assert [tok.convert_tokens_to_ids(t) for t in ("<s>", "</s>", "<unk>", "<pad>")] == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="at least 260"):
         train_tokenizer(TEXTS, vocab_size=100)
+    with pytest.raises(ValueError, match="style must be one of"):
+        train_tokenizer(TEXTS, style="sentencepiece")
 
 
 def _opt_n_params(vocab: int, hidden: int, layers: int, ffn: int, positions: int) -> int:

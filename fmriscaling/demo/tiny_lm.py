@@ -7,7 +7,16 @@ describing how it was made. Nothing here touches the network.
 Causal language models
     `train_tokenizer` trains a small byte-level BPE on the demo text; `build_tiny_causal_lm`
     builds an OPT-, LLaMA- or GPT-2-style model from its config with seeded random weights;
-    `TINY_LM_PRESETS` holds three sizes for the demo's scaling curve.
+    `TINY_LM_PRESETS` holds three sizes for the demo's scaling curve. Two newer families
+    come with their own tokenizer style, as on the hub:
+
+    - ``qwen2`` (Qwen2.5): ``Qwen2Config`` with grouped-query attention and tied embeddings;
+      a byte-level BPE pre-tokenised with Qwen's regex split (digits one by one), NFC
+      normalisation, and no BOS token (``<|endoftext|>`` is its EOS, pad and the config's
+      ``bos_token_id``).
+    - ``llama3`` (Llama-3.x): ``LlamaConfig`` with grouped-query attention and Llama-3 RoPE
+      scaling; a tiktoken-style byte-level BPE (the cl100k regex split, up to 3 digits per
+      token, ``ignore_merges``) whose post-processor prepends ``<|begin_of_text|>``.
 
 Speech models are built by `fmriscaling.demo.tiny_speech`.
 """
@@ -39,13 +48,52 @@ TINY_LM_PRESETS: dict[str, dict[str, int]] = {
     "m": {"hidden_size": 64, "num_layers": 4, "num_heads": 4},
 }
 
-_LM_ARCHS = ("opt", "llama", "gpt2")
+#: the special tokens of the Qwen2.5 and Llama-3 tokenizer styles, in id order
+QWEN2_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+LLAMA3_SPECIAL_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>")
 
-# byte-level BPE starts from the 256 byte symbols plus the special tokens
-_MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS)
+#: the pre-tokeniser splits of Qwen2.5's and Llama-3's tokenizer.json (Llama-3's is tiktoken's
+#: cl100k pattern; Qwen's differs only in splitting digits one by one)
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+_LM_ARCHS = ("opt", "llama", "gpt2", "qwen2", "llama3")
+#: the tokenizer style of each architecture
+_TOKENIZER_STYLE = {
+    "opt": "gpt2",
+    "llama": "gpt2",
+    "gpt2": "gpt2",
+    "qwen2": "qwen2",
+    "llama3": "llama3",
+}
+_TOKENIZER_STYLES = ("gpt2", "qwen2", "llama3")
+_STYLE_SPECIALS = {
+    "gpt2": tuple(SPECIAL_TOKENS.values()),
+    "qwen2": QWEN2_SPECIAL_TOKENS,
+    "llama3": LLAMA3_SPECIAL_TOKENS,
+}
+# what the transformers wrapper calls them (Qwen2.5: no BOS, no UNK; Llama-3: no pad, no UNK)
+_STYLE_ROLES: dict[str, dict[str, Any]] = {
+    "gpt2": dict(SPECIAL_TOKENS),
+    "qwen2": {
+        "bos_token": None,
+        "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+    },
+    "llama3": {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"},
+}
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 300, seed: int = 0):
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int = 300, seed: int = 0, style: str = "gpt2"
+):
     """Train a byte-level BPE tokenizer on ``texts`` and wrap it for transformers.
 
     Parameters
@@ -53,43 +101,88 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 300, seed: int = 0):
     texts : iterable of str
         Training text (e.g. the demo stories' words joined with spaces).
     vocab_size : int
-        Target vocabulary size, at least 260 (256 bytes + 4 special tokens); the rest are merges.
+        Target vocabulary size, at least 256 bytes + the special tokens; the rest are merges.
     seed : int
         Recorded for provenance only: BPE training in ``tokenizers`` is deterministic.
+    style : {"gpt2", "qwen2", "llama3"}
+        ``gpt2``: GPT-2's byte-level pre-tokeniser, ``<s>`` (BOS), ``</s>`` (EOS), ``<unk>``
+        and ``<pad>`` as ids 0-3, offsets trimmed of the space a token carries. ``qwen2``:
+        Qwen2.5's NFC normaliser and regex split (`QWEN2_SPLIT`), `QWEN2_SPECIAL_TOKENS` and no
+        BOS; offsets keep the leading space (as Qwen's ``trim_offsets: false``). ``llama3``:
+        Llama-3's regex split (`LLAMA3_SPLIT`), ``ignore_merges``, `LLAMA3_SPECIAL_TOKENS` with
+        ``<|begin_of_text|>`` as BOS, prepended by the post-processor.
 
     Returns
     -------
     tokenizer : transformers.PreTrainedTokenizerFast
-        With ``<s>`` (BOS), ``</s>`` (EOS), ``<unk>`` and ``<pad>`` as ids 0-3; byte-level, so
-        every string is encodable and offsets map tokens back to characters.
+        Byte-level, so every string is encodable and offsets map tokens back to characters.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
-    if vocab_size < _MIN_BPE_VOCAB:
-        raise ValueError(f"vocab_size must be at least {_MIN_BPE_VOCAB}, got {vocab_size}")
+    if style not in _TOKENIZER_STYLES:
+        raise ValueError(f"style must be one of {_TOKENIZER_STYLES}, got {style!r}")
+    specials = _STYLE_SPECIALS[style]
+    min_vocab = 256 + len(specials)  # byte-level BPE starts from the 256 byte symbols
+    if vocab_size < min_vocab:
+        raise ValueError(f"vocab_size must be at least {min_vocab}, got {vocab_size}")
     texts = [t for t in texts if t]
     if not texts:
         raise ValueError("train_tokenizer needs at least one non-empty text")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if style == "gpt2":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        # trim_offsets: a token's offsets exclude the space it carries ("Ġword" -> "word")
+        tok.post_processor = processors.ByteLevel(trim_offsets=True)
+    else:
+        split = QWEN2_SPLIT if style == "qwen2" else LLAMA3_SPLIT
+        tok = Tokenizer(models.BPE(ignore_merges=style == "llama3"))
+        if style == "qwen2":
+            tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
     tok.decoder = decoders.ByteLevel()
-    # trim_offsets: a token's offsets exclude the space it carries ("Ġword" -> "word")
-    tok.post_processor = processors.ByteLevel(trim_offsets=True)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS.values()),
+        special_tokens=list(specials),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    if style == "llama3":
+        bos = LLAMA3_SPECIAL_TOKENS[0]
+        tok.post_processor = processors.Sequence(
+            [
+                processors.ByteLevel(trim_offsets=False),
+                processors.TemplateProcessing(
+                    single=f"{bos} $A",
+                    pair=f"{bos} $A {bos} $B",
+                    special_tokens=[(bos, tok.token_to_id(bos))],
+                ),
+            ]
+        )
     logger.info(
-        "trained byte-level BPE: %d tokens from %d texts (seed %d recorded only)",
+        "trained byte-level BPE (%s style): %d tokens from %d texts (seed %d recorded only)",
+        style,
         tok.get_vocab_size(),
         len(texts),
         seed,
     )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **_STYLE_ROLES[style])
 
 
 def _causal_lm_config(
@@ -101,15 +194,10 @@ def _causal_lm_config(
     intermediate_size: int,
     vocab_size: int,
     max_positions: int,
-    special_ids: dict[str, int],
+    ids: dict[str, int],
 ):
-    from transformers import GPT2Config, LlamaConfig, OPTConfig
+    from transformers import GPT2Config, LlamaConfig, OPTConfig, Qwen2Config
 
-    ids = {
-        "bos_token_id": special_ids["bos_token"],
-        "eos_token_id": special_ids["eos_token"],
-        "pad_token_id": special_ids["pad_token"],
-    }
     if arch == "opt":
         return OPTConfig(
             vocab_size=vocab_size,
@@ -131,6 +219,42 @@ def _causal_lm_config(
             num_key_value_heads=num_heads,
             intermediate_size=intermediate_size,
             max_position_embeddings=max_positions,
+            **ids,
+        )
+    if arch == "qwen2":
+        # as Qwen2.5-0.5B..3B: grouped-query attention, tied embeddings, q/k/v biases
+        return Qwen2Config(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=max(1, num_heads // 2),
+            intermediate_size=intermediate_size,
+            max_position_embeddings=max_positions,
+            tie_word_embeddings=True,
+            use_sliding_window=False,
+            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+            **ids,
+        )
+    if arch == "llama3":
+        # as Llama-3.1/3.2: grouped-query attention and the llama3 RoPE frequency scaling
+        return LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=max(1, num_heads // 2),
+            intermediate_size=intermediate_size,
+            max_position_embeddings=max_positions,
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 500_000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                # Llama-3.1's is 8192 of 131072 positions; it must be below max_positions
+                "original_max_position_embeddings": max(1, max_positions // 4),
+            },
             **ids,
         )
     if arch == "gpt2":
@@ -169,8 +293,11 @@ def build_tiny_causal_lm(
     out_dir : path-like
         Directory to write (``config.json``, ``model.safetensors``, tokenizer files,
         ``provenance.json``); created if needed, existing files overwritten.
-    arch : {"opt", "llama", "gpt2"}
-        Architecture family, built from ``OPTConfig`` / ``LlamaConfig`` / ``GPT2Config``.
+    arch : {"opt", "llama", "gpt2", "qwen2", "llama3"}
+        Architecture family, built from ``OPTConfig`` / ``LlamaConfig`` / ``GPT2Config`` /
+        ``Qwen2Config`` / ``LlamaConfig`` (Llama-3 style), with its tokenizer style
+        (`train_tokenizer`). ``qwen2`` and ``llama3`` use half as many key/value heads as
+        query heads.
     hidden_size, num_layers, num_heads : int
         Model width, depth (transformer blocks) and attention heads (must divide ``hidden_size``).
     intermediate_size : int, optional
@@ -201,10 +328,16 @@ def build_tiny_causal_lm(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = train_tokenizer(texts, vocab_size=vocab_size, seed=seed)
-    special_ids = {
-        name: tokenizer.convert_tokens_to_ids(tok) for name, tok in SPECIAL_TOKENS.items()
+    style = _TOKENIZER_STYLE[arch]
+    tokenizer = train_tokenizer(texts, vocab_size=vocab_size, seed=seed, style=style)
+    ids = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
     }
+    if style == "qwen2":
+        # Qwen2.5's config.json: bos_token_id = eos_token_id = <|endoftext|>, no pad_token_id
+        ids = {"bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id}
     config = _causal_lm_config(
         arch,
         hidden_size=hidden_size,
@@ -213,7 +346,7 @@ def build_tiny_causal_lm(
         intermediate_size=intermediate_size,
         vocab_size=len(tokenizer),
         max_positions=max_positions,
-        special_ids=special_ids,
+        ids=ids,
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)

@@ -3,7 +3,21 @@
 The context policy and the window schedule (one forward pass per window serves every word
 whose context starts there) are in `fmriscaling.features.context`. A word's feature is the hidden
 state (every layer, embeddings = layer 0) at the word's last sub-word token, from a forward pass
-over ``[BOS] + tokens(context words)``.
+over ``[start] + tokens(context words)``.
+
+Window start. What ``[start]`` is comes from the model's ``window_start`` (a registry key):
+
+- ``auto`` (default): the model's BOS token if it has one (``bos``), else its document
+  separator (``eos``). Qwen2.5's tokenizer defines no BOS; its config's ``bos_token_id``
+  (151643, ``<|endoftext|>``) is the separator it was pretrained with between documents, so a
+  window starts the way a pretraining document did.
+- ``bos``: the tokenizer's BOS token, else the config's ``bos_token_id``; an error if neither.
+- ``eos``: the tokenizer's EOS token, else the config's ``eos_token_id``; an error if neither.
+- ``none``: no start token; a window is the context words' tokens only.
+- an integer: that token id.
+
+The token id, its string and where it came from (``tokenizer.bos_token``,
+``config.bos_token_id``, ...) are recorded in ``provenance.json`` (``window_start``).
 
 Empty words. The timing stage keeps empty TextGrid labels ("") as words. They are not shown to
 the model and do not count towards the context; each gets the feature of the closest preceding
@@ -11,20 +25,35 @@ non-empty word (zeros if there is none), as in the companion code. Words are str
 surrounding whitespace first, so a whitespace-only word counts as empty.
 
 Word-to-token alignment. The words of a pass are joined with single spaces and tokenised
-without special tokens, with ``return_offsets_mapping``; a token belongs to the word that holds
-its last character, and a word's feature is read at its last token. This relies only on the
-tokenizer (no model-specific sentinels), and assumes tokens do not merge across a space (true
-of the byte-level BPE and SentencePiece tokenizers of GPT-2, OPT, Pythia and LLaMA).
+without special tokens, with ``return_offsets_mapping``. Only each token's *start* offset is
+used: the end offsets of Llama-3-style tokenizers (``ignore_merges``) were wrong in tokenizers
+< 0.20.1 (``(start, start)`` for every whole-word token; huggingface/tokenizers#1553, #1688),
+while their starts were right. A token belongs to the word it starts in, the joining space
+counting as the start of the word after it (byte-level BPE tokens carry their leading space:
+``"Ġbrain"``); a word's last token is the one before the next word's first token. Every word
+must have a token that starts exactly at it (or at the space before it): a token that runs
+across the space into the next word would leave a word without a last token of its own, so it
+raises a `DataError` naming the model and the two words rather than reading a feature that
+has seen the next word. The byte-level BPE tokenizers of GPT-2, OPT, Pythia, Qwen2.5 and
+Llama-3 (whose pre-tokenisers split before every space) and LLaMA-2's SentencePiece never do.
 
-The module (~630 lines, 170 of them docstrings) holds the loader, the pass engine and the
-text model's hooks into the one extraction driver (`fmriscaling.features.extract`): all three
-share `LoadedLM` and the pass schedule, and the speech track has the same shape in
-`fmriscaling.features.speech`.
+Models larger than one device. `load_causal_lm` takes a ``device_map`` (transformers' big-model
+loading through accelerate): ``"auto"`` with a ``max_memory`` per GPU, or an explicit map of
+modules to GPUs, ``"cpu"`` and ``"disk"`` (weights read from disk at each forward; they are
+read from the snapshot's safetensors in place, or re-saved in ``offload_folder`` when the
+snapshot is not safetensors). Inputs go to the execution device of the input embeddings and
+every layer's hidden states are gathered to the host, so the features equal a single-device
+pass. `extract_text_model` loads a job's ``n_gpus > 1`` GPUs this way (`gpu_max_memory`).
+
+The module holds the loader, the pass engine and the text model's hooks into the one
+extraction driver (`fmriscaling.features.extract`): all three share `LoadedLM` and the pass
+schedule, and the speech track has the same shape in `fmriscaling.features.speech`.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import os
 import time
@@ -37,6 +66,7 @@ import numpy as np
 
 from .._utils import DataError, provenance
 from ..models import pick_device, pick_dtype, require_model_dir, snapshot_record
+from ..sizing import extraction_sizing, usable_gpu_bytes
 from ..stimuli import read_words
 from .context import check_context, context_starts, window_schedule
 from .extract import RunRecord, extract_model
@@ -58,9 +88,9 @@ class ExtractionStats:
     n_words : int
         Non-empty words (the words the model saw).
     n_story_tokens : int
-        Tokens of the whole story tokenised once (no BOS).
+        Tokens of the whole story tokenised once (no window start token).
     n_tokens_processed : int
-        Tokens fed to the model over all passes, BOS included, padding excluded.
+        Tokens fed to the model over all passes, start tokens included, padding excluded.
     n_passes : int
         Sequences run (windows, or words for the naive method).
     n_batches : int
@@ -86,6 +116,39 @@ class ExtractionStats:
         return self.n_words / self.seconds if self.seconds > 0 else float("inf")
 
 
+#: the ``window_start`` policies besides an explicit token id (see the module docstring)
+WINDOW_STARTS = ("auto", "bos", "eos", "none")
+
+
+@dataclass(frozen=True)
+class WindowStart:
+    """What starts every window of a model's forward passes.
+
+    Attributes
+    ----------
+    policy : str or int
+        The ``window_start`` asked for: ``auto``, ``bos``, ``eos``, ``none`` or a token id.
+    token_id : int or None
+        The start token (None for ``none``).
+    token : str or None
+        Its string in the tokenizer's vocabulary.
+    source : str
+        Where the id came from: ``tokenizer.bos_token``, ``config.bos_token_id``,
+        ``tokenizer.eos_token``, ``config.eos_token_id``, ``window_start`` (an explicit id) or
+        ``none``.
+    """
+
+    policy: str | int
+    token_id: int | None
+    token: str | None
+    source: str
+
+    @property
+    def ids(self) -> list[int]:
+        """The tokens put before a window's words: ``[token_id]``, or ``[]`` for ``none``."""
+        return [] if self.token_id is None else [self.token_id]
+
+
 @dataclass
 class LoadedLM:
     """A causal LM and its tokenizer, loaded once and reused across stories.
@@ -97,14 +160,27 @@ class LoadedLM:
     tokenizer : transformers fast tokenizer
     model_dir : Path
     device : str
+        Where inputs go: the model's device, or with a device map the execution device of its
+        input embeddings.
     dtype : torch.dtype
     n_layers : int
         Transformer blocks; hidden states have ``n_layers + 1`` entries.
     hidden_size : int
-    bos_token_id : int
+    window_start : WindowStart
+        What starts every window.
     max_positions : int or None
         The model's maximum sequence length, when its config says.
     n_params : int
+    model_name : str
+        The model's name (in error messages).
+    device_map : dict or None
+        With a device map: modules per device, ``{"cuda:0": 41, "disk": 2, ...}`` (summary of
+        ``model.hf_device_map``).
+    max_memory : dict or None
+        The ``max_memory`` the device map was inferred under (device -> bytes or "NGiB").
+    offload : dict or None
+        With modules on ``"disk"``: ``folder``, ``files_written`` (weights re-saved there) and
+        ``read_from`` (``snapshot``: read in place from its safetensors; ``offload_folder``).
     """
 
     model: Any
@@ -114,9 +190,112 @@ class LoadedLM:
     dtype: torch.dtype
     n_layers: int
     hidden_size: int
-    bos_token_id: int
+    window_start: WindowStart
     max_positions: int | None
     n_params: int
+    model_name: str = ""
+    device_map: dict[str, int] | None = None
+    max_memory: dict[str, Any] | None = None
+    offload: dict[str, Any] | None = None
+
+
+def _special_id(value: Any) -> int | None:
+    # configs may hold a list of EOS ids (Llama-3.1 instruct): the first is the main one
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    return None if value is None else int(value)
+
+
+def resolve_window_start(
+    tokenizer: Any, config: Any, window_start: str | int = "auto", *, model_name: str = "model"
+) -> WindowStart:
+    """What starts every window of a model (see the module docstring).
+
+    Parameters
+    ----------
+    tokenizer : transformers tokenizer
+    config : transformers.PretrainedConfig
+        Its ``bos_token_id`` / ``eos_token_id`` are the fallbacks of the tokenizer's.
+    window_start : {"auto", "bos", "eos", "none"} or int
+    model_name : str
+        Named in errors.
+
+    Returns
+    -------
+    WindowStart
+
+    Raises
+    ------
+    DataError
+        The model defines no such token, or an explicit id is outside the vocabulary.
+    ValueError
+        An unknown policy.
+    """
+    if isinstance(window_start, bool) or not isinstance(window_start, int | str):
+        raise ValueError(f"window_start must be one of {WINDOW_STARTS} or a token id")
+    if isinstance(window_start, int):
+        if not 0 <= window_start < len(tokenizer):
+            raise DataError(
+                f"model {model_name!r}: window_start token id {window_start} is outside its "
+                f"tokenizer's vocabulary (0..{len(tokenizer) - 1}); fix the model's "
+                "window_start in the config"
+            )
+        token = tokenizer.convert_ids_to_tokens(window_start)
+        return WindowStart(window_start, window_start, token, "window_start")
+    if window_start not in WINDOW_STARTS:
+        raise ValueError(
+            f"window_start must be one of {WINDOW_STARTS} or a token id, got {window_start!r}"
+        )
+    if window_start == "none":
+        return WindowStart("none", None, None, "none")
+    bos = [
+        ("tokenizer.bos_token", tokenizer.bos_token_id),
+        ("config.bos_token_id", getattr(config, "bos_token_id", None)),
+    ]
+    eos = [
+        ("tokenizer.eos_token", tokenizer.eos_token_id),
+        ("config.eos_token_id", getattr(config, "eos_token_id", None)),
+    ]
+    candidates = {"bos": bos, "eos": eos, "auto": bos + eos}[window_start]
+    for source, value in candidates:
+        token_id = _special_id(value)
+        if token_id is not None:
+            token = tokenizer.convert_ids_to_tokens(token_id)
+            return WindowStart(window_start, token_id, token, source)
+    what = {"bos": "BOS", "eos": "EOS", "auto": "BOS or EOS"}[window_start]
+    raise DataError(
+        f"model {model_name!r} defines no {what} token in its tokenizer or config, so "
+        f"window_start: {window_start} has nothing to start each window with; set the model's "
+        "window_start in the config to eos, none or a token id"
+    )
+
+
+def _device_name(device: Any) -> str:
+    # accelerate names GPUs by index; "cpu" / "disk" / "cuda:1" are kept as they are
+    return f"cuda:{device}" if isinstance(device, int) else str(device)
+
+
+def _input_device(model: Any) -> str:
+    """Where a dispatched model's inputs go: the execution device of its input embeddings.
+
+    The embedding weights may be on the meta device (offloaded to CPU or disk, loaded by a hook
+    at each forward), so the accelerate hook's ``execution_device`` comes first, then the
+    weights' own device, then the device map's entry for the embeddings.
+    """
+    embeddings = model.get_input_embeddings()
+    device = getattr(getattr(embeddings, "_hf_hook", None), "execution_device", None)
+    if device is not None:
+        return _device_name(device)
+    for param in embeddings.parameters():
+        if param.device.type != "meta":
+            return str(param.device)
+    name = next(n for n, m in model.named_modules() if m is embeddings)
+    device_map = getattr(model, "hf_device_map", {})
+    owners = [k for k in device_map if k == "" or name == k or name.startswith(k + ".")]
+    if not owners:
+        raise DataError(f"cannot tell where the input embeddings {name!r} run")
+    device = device_map[max(owners, key=len)]
+    return "cpu" if device == "disk" else _device_name(device)
 
 
 def load_causal_lm(
@@ -125,7 +304,10 @@ def load_causal_lm(
     device: str = "auto",
     dtype: str = "auto",
     model_name: str | None = None,
-    bos_token_id: int | None = None,
+    window_start: str | int = "auto",
+    device_map: str | Mapping[str, Any] | None = None,
+    max_memory: Mapping[Any, Any] | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> LoadedLM:
     """Load a causal LM snapshot offline for feature extraction.
 
@@ -134,17 +316,40 @@ def load_causal_lm(
     model_dir : path-like
         Snapshot directory (``config.json``, weights, tokenizer files).
     device : str
-        ``"auto"`` (CUDA when visible), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        ``"auto"`` (CUDA when visible), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... Without a
+        ``device_map``, the model goes there; with one, it only picks the ``auto`` dtype.
     dtype : {"auto", "float32", "float16", "bfloat16"}
         ``auto`` = bf16/fp16 on GPU, fp32 on CPU (`fmriscaling.models.pick_dtype`).
     model_name : str, optional
         Name used in error messages (defaults to the directory name).
-    bos_token_id : int, optional
-        Fallback BOS id for a model whose tokenizer and config define none.
+    window_start : {"auto", "bos", "eos", "none"} or int
+        What starts every window (`resolve_window_start`, the module docstring).
+    device_map : None, str or dict, optional
+        None: the whole model on ``device``. ``"auto"`` (or ``"balanced"``, ``"sequential"``):
+        placed by accelerate within ``max_memory``. A dict: module name -> GPU index,
+        ``"cuda:N"``, ``"cpu"`` or ``"disk"`` (transformers' ``device_map``).
+    max_memory : dict, optional
+        Device (GPU index, ``"cpu"``) -> bytes or a string such as ``"70GiB"``, for a string
+        ``device_map``. Modules are never placed on a device it leaves out: a model that does
+        not fit is an error, not a silent offload.
+    offload_folder : path-like, optional
+        Where weights of ``"disk"`` modules are re-saved when the snapshot is not safetensors
+        (safetensors are read in place). Required when the map has ``"disk"`` entries.
+
+    Returns
+    -------
+    LoadedLM
+
+    Raises
+    ------
+    DataError
+        No snapshot, no fast tokenizer, no window start token, or a model that does not fit
+        ``max_memory``.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     model_dir = require_model_dir(model_dir, model_name)
+    name = model_name or model_dir.name
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
@@ -153,23 +358,34 @@ def load_causal_lm(
             f"the tokenizer in {model_dir} is not a fast (Rust) tokenizer, so it cannot map "
             "tokens to words with offsets; add a tokenizer.json to the snapshot"
         )
-    model = AutoModelForCausalLM.from_pretrained(
-        model_dir, local_files_only=True, dtype=torch_dtype
-    )
-    model.to(device)
+    # the window start is settled before the weights load: a 70B model should not load to fail
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    start = resolve_window_start(tokenizer, config, window_start, model_name=name)
+    placement: dict[str, Any] = {}
+    if device_map is None:
+        if max_memory is not None or offload_folder is not None:
+            raise ValueError("max_memory and offload_folder need a device_map")
+    else:
+        placement = _placement(device_map, max_memory, offload_folder, name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, local_files_only=True, dtype=torch_dtype, **placement
+        )
+    except ValueError as err:
+        if device_map is None or "offload" not in str(err):
+            raise
+        raise DataError(
+            f"model {name!r} ({model_dir}) needs weights on disk under device_map "
+            f"{device_map!r} (max_memory {max_memory}): {err}"
+        ) from err
+    device_counts = offload = None
+    if device_map is None:
+        model.to(device)
+    else:
+        device_counts, offload = _check_placement(model, device_map, max_memory, placement, name)
+        device = _input_device(model)
     model.eval()
     config = model.config
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        bos = getattr(config, "bos_token_id", None)
-    if bos is None:
-        bos = bos_token_id
-    if bos is None:
-        raise DataError(
-            f"model {model_name or model_dir.name!r} ({model_dir}) defines no BOS token in its "
-            "tokenizer or config; every window starts with BOS, so pass a fallback "
-            "`bos_token_id` (e.g. the EOS id) in the model's config entry"
-        )
     max_positions = getattr(config, "max_position_embeddings", None) or getattr(
         config, "n_positions", None
     )
@@ -181,21 +397,89 @@ def load_causal_lm(
         dtype=torch_dtype,
         n_layers=int(config.num_hidden_layers),
         hidden_size=int(config.hidden_size),
-        bos_token_id=int(bos),
+        window_start=start,
         max_positions=int(max_positions) if max_positions else None,
         n_params=sum(p.numel() for p in model.parameters()),
+        model_name=name,
+        device_map=device_counts,
+        max_memory=None if max_memory is None else {str(k): v for k, v in max_memory.items()},
+        offload=offload,
     )
     logger.info(
-        "loaded %s: %d layers, hidden %d, %.3g parameters, %s on %s, BOS id %d",
+        "loaded %s: %d layers, hidden %d, %.3g parameters, %s on %s%s, windows start with %s "
+        "(id %s, %s)",
         model_dir,
         lm.n_layers,
         lm.hidden_size,
         lm.n_params,
         torch_dtype,
         device,
-        lm.bos_token_id,
+        f" (device map: {device_counts})" if device_counts else "",
+        start.token,
+        start.token_id,
+        start.source,
     )
     return lm
+
+
+def _placement(
+    device_map: str | Mapping[str, Any],
+    max_memory: Mapping[Any, Any] | None,
+    offload_folder: str | os.PathLike | None,
+    name: str,
+) -> dict[str, Any]:
+    """``from_pretrained`` keywords of a device map, checked."""
+    if isinstance(device_map, str):
+        if device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+            raise ValueError(
+                "device_map must be None, 'auto', 'balanced', 'balanced_low_0', 'sequential' "
+                f"or a dict of module -> device, got {device_map!r}"
+            )
+    else:
+        device_map = dict(device_map)
+        if "disk" in device_map.values() and offload_folder is None:
+            raise ValueError(
+                f"model {name!r}: the device_map puts modules on 'disk'; pass an offload_folder "
+                "(where their weights are re-saved when the snapshot is not safetensors)"
+            )
+    placement: dict[str, Any] = {"device_map": device_map}
+    if max_memory is not None:
+        placement["max_memory"] = dict(max_memory)
+    if offload_folder is not None:
+        placement["offload_folder"] = str(offload_folder)
+    return placement
+
+
+def _check_placement(
+    model: Any,
+    device_map: str | Mapping[str, Any],
+    max_memory: Mapping[Any, Any] | None,
+    placement: Mapping[str, Any],
+    name: str,
+) -> tuple[dict[str, int], dict[str, Any] | None]:
+    """Summarise where the modules went; refuse an inferred map that left ``max_memory``."""
+    placed = [_device_name(d) for d in getattr(model, "hf_device_map", {"": "cpu"}).values()]
+    counts = {d: placed.count(d) for d in sorted(set(placed))}
+    if isinstance(device_map, str) and max_memory is not None:
+        allowed = {_device_name(d) for d in max_memory}
+        outside = {d: n for d, n in counts.items() if d not in allowed}
+        if outside:
+            raise DataError(
+                f"model {name!r} does not fit max_memory {dict(max_memory)}: device_map "
+                f"{device_map!r} put {sum(outside.values())} module(s) on {sorted(outside)} "
+                f"(placement: {counts}). Fix: give the job more GPUs (compute.gpu_mem_gb, "
+                "compute.max_gpus_per_job) or lower features.text.batch_size"
+            )
+    offload = None
+    if "disk" in counts:
+        folder = Path(placement["offload_folder"])
+        written = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+        offload = {
+            "folder": str(folder),
+            "files_written": written,
+            "read_from": "offload_folder" if written else "snapshot",
+        }
+    return counts, offload
 
 
 # ---------------------------------------------------------------------------- engine
@@ -203,40 +487,80 @@ def load_causal_lm(
 
 @dataclass
 class _Pass:
-    input_ids: list[int]  # BOS + tokens
+    input_ids: list[int]  # start token (if any) + tokens
     positions: list[int]  # token position of each served word's last token
     served: list[int]  # indices (into the non-empty words) of the served words
 
 
-def _tokenize_pass(
-    tokenizer, words: Sequence[str], start: int, first: int, stop: int, bos: int
-) -> _Pass:
-    """Tokenise ``words[start:stop]`` and locate the last token of words ``first .. stop-1``."""
+def _tokenize_pass(lm: LoadedLM, words: Sequence[str], start: int, first: int, stop: int) -> _Pass:
+    """Tokenise ``words[start:stop]`` and locate the last token of words ``first .. stop-1``.
+
+    Only the tokens' start offsets are used (see the module docstring): token ``t`` belongs to
+    the word it starts in, the joining space counting towards the next word, and a word's last
+    token is the one before the next word's first.
+    """
     ctx = words[start:stop]
     word_starts, pos = [], 0
     for w in ctx:
         word_starts.append(pos)
         pos += len(w) + 1
-    enc = tokenizer(" ".join(ctx), add_special_tokens=False, return_offsets_mapping=True)
-    last_token = [-1] * len(ctx)
-    for t, (a, b) in enumerate(enc["offset_mapping"]):
-        if b <= a:
-            continue
-        # the word holding the token's last character (a space belongs to none)
-        j = bisect.bisect_right(word_starts, b - 1) - 1
-        if j >= 0 and b - 1 < word_starts[j] + len(ctx[j]):
-            last_token[j] = t
+    word_ends = [a + len(w) for a, w in zip(word_starts, ctx, strict=True)]
+    text = " ".join(ctx)
+    enc = lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = enc["input_ids"]
+    token_starts = [int(a) for a, _ in enc["offset_mapping"]]
+    if any(b < a for a, b in itertools.pairwise(token_starts)) or not all(
+        0 <= a < len(text) for a in token_starts
+    ):
+        raise DataError(
+            f"model {lm.model_name!r}: its tokenizer returned offsets that are not increasing "
+            f"positions in the text ({token_starts[:20]}...), so tokens cannot be mapped to "
+            "words; use a tokenizer.json that maps offsets (a fast tokenizer of tokenizers "
+            ">= 0.20.1)"
+        )
+    first_token = [-1] * len(ctx)
+    for t, a in enumerate(token_starts):
+        j = bisect.bisect_right(word_starts, a) - 1
+        if a >= word_ends[j]:
+            j += 1  # the joining space starts the next word's first token ("Ġbrain")
+        if first_token[j] < 0:
+            first_token[j] = t
+    for j, t in enumerate(first_token):
+        if t < 0 or token_starts[t] not in (word_starts[j], word_starts[j] - 1):
+            _misaligned(lm, words, start, j, ids, token_starts, word_starts)
+    last_token = [t - 1 for t in first_token[1:]] + [len(ids) - 1]
+    n_start = len(lm.window_start.ids)
     served = list(range(first, stop))
-    positions = []
-    for i in served:
-        t = last_token[i - start]
-        if t < 0:
-            raise DataError(
-                f"word {i} ({words[i]!r}) got no token from the tokenizer; check the words "
-                "table for unusual characters"
-            )
-        positions.append(t + 1)  # + 1 for BOS
-    return _Pass([bos, *enc["input_ids"]], positions, served)
+    positions = [last_token[i - start] + n_start for i in served]
+    return _Pass([*lm.window_start.ids, *ids], positions, served)
+
+
+def _misaligned(
+    lm: LoadedLM,
+    words: Sequence[str],
+    start: int,
+    j: int,
+    ids: list[int],
+    token_starts: list[int],
+    word_starts: list[int],
+) -> None:
+    """Raise the `DataError` of word ``start + j``, which no token starts at."""
+    i = start + j
+    # the token that holds the word's beginning: the last one starting before it
+    t = bisect.bisect_left(token_starts, word_starts[j] - (1 if j else 0)) - 1
+    if j and t >= 0:
+        token = lm.tokenizer.convert_ids_to_tokens(ids[t])
+        raise DataError(
+            f"model {lm.model_name!r}: its tokenizer merges across the space between words "
+            f"{i - 1} and {i} ({words[i - 1]!r} and {words[i]!r}; token {token!r}), so "
+            f"{words[i - 1]!r} has no last token of its own and its feature would see "
+            f"{words[i]!r}. This tokenizer cannot be aligned to words; use a model whose "
+            "tokenizer splits at spaces"
+        )
+    raise DataError(
+        f"model {lm.model_name!r}: word {i} ({words[i]!r}) got no token from its tokenizer; "
+        "check the words table for unusual characters"
+    )
 
 
 def _run_passes(
@@ -258,14 +582,17 @@ def _run_passes(
     for p in passes:
         if lm.max_positions is not None and len(p.input_ids) > lm.max_positions:
             raise DataError(
-                f"a context of {len(p.input_ids)} tokens (BOS included) exceeds the model's "
+                f"a context of {len(p.input_ids)} tokens (start token included) exceeds the model's "
                 f"{lm.max_positions} positions ({lm.model_dir}); lower max_words / reset_words "
                 "for this model in the config"
             )
     feats = np.zeros((len(layer_idx), n_words, lm.hidden_size), dtype=np.float32)
     pad_id = lm.tokenizer.pad_token_id
     if pad_id is None:
-        pad_id = lm.bos_token_id  # masked out, its value never matters
+        # masked out, its value never matters
+        pad_id = next(
+            (i for i in (lm.window_start.token_id, lm.tokenizer.eos_token_id) if i is not None), 0
+        )
     # longest first: batches of similar lengths waste little on padding
     order = sorted(range(len(passes)), key=lambda k: -len(passes[k].input_ids))
     base = lm.model.base_model
@@ -293,11 +620,13 @@ def _run_passes(
                 f"{lm.model_dir}: the model returned {len(hidden)} hidden states, expected "
                 f"num_hidden_layers + 1 = {lm.n_layers + 1}; this architecture is not supported"
             )
-        rows = torch.tensor([b for b, p in enumerate(batch) for _ in p.positions], device=lm.device)
-        cols = torch.tensor([t for p in batch for t in p.positions], device=lm.device)
+        rows = torch.tensor([b for b, p in enumerate(batch) for _ in p.positions])
+        cols = torch.tensor([t for p in batch for t in p.positions])
         served = np.array([i for p in batch for i in p.served], dtype=np.int64)
         for li, layer in enumerate(layer_idx):
-            feats[li, served] = hidden[layer][rows, cols].float().cpu().numpy()
+            # under a device map each layer's states stay on the device that ran the layer
+            h = hidden[layer]
+            feats[li, served] = h[rows.to(h.device), cols.to(h.device)].float().cpu().numpy()
         n_tokens += int(mask.sum())
         n_batches += 1
         n_done += len(served)
@@ -366,7 +695,7 @@ def lm_features_and_stats(
         schedule = [(int(starts[i]), i, i + 1) for i in range(n)]
     else:
         schedule = window_schedule(n, max_words, reset_words)
-    passes = [_tokenize_pass(lm.tokenizer, real, *w, lm.bos_token_id) for w in schedule]
+    passes = [_tokenize_pass(lm, real, *w) for w in schedule]
     feats_real, n_tokens, n_batches = _run_passes(lm, passes, n, layer_idx, batch_size, progress)
     seconds = time.perf_counter() - t0
     n_story_tokens = (
@@ -478,7 +807,7 @@ def naive_lm_features(
     """Reference: one forward pass per word over exactly its own context.
 
     Word ``i``'s context start comes from `context_starts` (the policy applied word by word);
-    its pass is ``[BOS] + tokens(words[start:i+1])``. Same parameters and return value as
+    its pass is ``[start] + tokens(words[start:i+1])``. Same parameters and return value as
     `extract_lm_features`; ``batch_size`` defaults to 1 (no padding at all).
     """
     feats, _ = lm_features_and_stats(
@@ -557,13 +886,100 @@ class _TextExtraction:
             n_params=lm.n_params,
             n_layers=lm.n_layers,
             hidden_size=lm.hidden_size,
-            bos_token_id=lm.bos_token_id,
+            window_start=asdict(lm.window_start),
+            device_map=lm.device_map,
+            max_memory=lm.max_memory,
+            offload=lm.offload,
             stats=asdict(self.totals),
             **self.context,
             lanczos_window=run.lanczos_window,
             lanczos_normalize=run.lanczos_normalize,
             stories=self.stories,
         )
+
+
+def gpu_max_memory(n_gpus: int, gpu_mem_gb: float, activation_bytes: float) -> dict[int, int]:
+    """``max_memory`` of a device map over GPUs ``0 .. n_gpus - 1``: bytes of weights per GPU.
+
+    Each GPU may take ``usable - activation_bytes / n_gpus`` of weights, where ``usable`` is
+    what `fmriscaling.sizing.usable_gpu_bytes` leaves of ``gpu_mem_gb`` (its reserve covers the
+    CUDA context, the allocator and one layer's working set). The activations of a forward call
+    are mostly every layer's hidden states, each kept on the GPU that ran the layer, so each GPU
+    keeps an equal share of them free. The sizing asks for
+    ``ceil((weights + activations) / usable)`` GPUs, so the weights fit these limits whenever
+    the job has the GPUs the sizing asked for.
+
+    Parameters
+    ----------
+    n_gpus : int
+        GPUs of the job (>= 1).
+    gpu_mem_gb : float
+        Memory of one GPU, GB (``compute.gpu_mem_gb``).
+    activation_bytes : float
+        One forward call's activations (`fmriscaling.sizing.ExtractionSizing.activation_bytes`).
+
+    Returns
+    -------
+    max_memory : dict of int -> int
+        GPU index -> bytes.
+    """
+    if n_gpus < 1:
+        raise ValueError(f"n_gpus must be >= 1, got {n_gpus}")
+    per_gpu = usable_gpu_bytes(gpu_mem_gb) - activation_bytes / n_gpus
+    if per_gpu <= 0:
+        raise DataError(
+            f"one forward call's activations (~{activation_bytes / 1e9:.1f} GB) leave no room "
+            f"for weights on {n_gpus} GPU(s) of {gpu_mem_gb:g} GB; lower "
+            "features.text.batch_size or raise compute.gpu_mem_gb"
+        )
+    return {i: int(per_gpu) for i in range(n_gpus)}
+
+
+def _multi_gpu_placement(
+    model_dir: str | os.PathLike,
+    *,
+    model_name: str,
+    n_gpus: int,
+    gpu_mem_gb: float,
+    dtype: str,
+    max_words: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    """``device_map="auto"`` over the job's visible GPUs with `gpu_max_memory` limits."""
+    import torch
+    from transformers import AutoConfig
+
+    visible = torch.cuda.device_count()
+    if visible < n_gpus:
+        raise DataError(
+            f"the extraction job of {model_name!r} was given {n_gpus} GPUs (resource gpu) but "
+            f"sees {visible} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+            "run it where the GPUs it asks for are visible, or set features.device: cpu"
+        )
+    config = AutoConfig.from_pretrained(
+        require_model_dir(model_dir, model_name), local_files_only=True
+    )
+    spec = {
+        "kind": "text",
+        # the activations do not depend on the parameter count; ~12 L h^2 keeps the sizing's
+        # weights in the right range for its log line
+        "n_params": 12 * config.num_hidden_layers * config.hidden_size**2,
+        "n_layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
+    }
+    features = {"dtype": dtype, "text": {"max_words": max_words, "batch_size": batch_size}}
+    sizing = extraction_sizing(model_name, spec, features, {"gpu": True, "gpu_mem_gb": gpu_mem_gb})
+    max_memory = gpu_max_memory(n_gpus, gpu_mem_gb, sizing.activation_bytes)
+    logger.info(
+        "%s: device_map auto over %d GPUs, max_memory %.1f GB each (%g GB GPUs; %.1f GB of "
+        "activations per forward call)",
+        model_name,
+        n_gpus,
+        max_memory[0] / 1e9,
+        gpu_mem_gb,
+        sizing.activation_bytes / 1e9,
+    )
+    return {"device_map": "auto", "max_memory": max_memory}
 
 
 def extract_text_model(
@@ -578,7 +994,12 @@ def extract_text_model(
     batch_size: int = 8,
     device: str = "auto",
     dtype: str = "auto",
-    bos_token_id: int | None = None,
+    window_start: str | int = "auto",
+    n_gpus: int = 1,
+    gpu_mem_gb: float = 80,
+    device_map: str | Mapping[str, Any] | None = None,
+    max_memory: Mapping[Any, Any] | None = None,
+    offload_folder: str | os.PathLike | None = None,
     **options: Any,
 ) -> list[Path]:
     """Extract a causal LM's features for every story and write them per layer at TR times.
@@ -586,7 +1007,8 @@ def extract_text_model(
     `fmriscaling.features.extract.extract_model` with a causal LM: every story's words table
     is read first (a story without words is an error), then per story `extract_lm_features`
     at the word times, downsampled to the TRs with ``response_row >= 0`` and appended to
-    ``layer-<l>.h5``. Writes ``out_dir/provenance.json``.
+    ``layer-<l>.h5``. Writes ``out_dir/provenance.json`` (with the window start and, under a
+    device map, where the modules went).
 
     Parameters
     ----------
@@ -603,8 +1025,16 @@ def extract_text_model(
         The model's name in the config.
     max_words, reset_words, batch_size, device, dtype
         As in `extract_lm_features`.
-    bos_token_id : int, optional
-        Fallback BOS id for a model whose tokenizer and config define none.
+    window_start : {"auto", "bos", "eos", "none"} or int
+        What starts every window (the model's registry entry; see the module docstring).
+    n_gpus : int
+        GPUs of the job (the rule's ``gpu`` resource). With more than one and ``device``
+        ``auto`` or ``cuda``, the model is loaded with ``device_map="auto"`` over GPUs
+        ``0 .. n_gpus - 1`` and `gpu_max_memory` limits; otherwise on one device as usual.
+    gpu_mem_gb : float
+        Memory of one GPU, GB (``compute.gpu_mem_gb``), for those limits.
+    device_map, max_memory, offload_folder
+        An explicit placement, as in `load_causal_lm` (instead of the one ``n_gpus`` picks).
     **options
         ``expected_n_layers``, ``lanczos_window``, ``lanczos_normalize``, ``params``: as in
         `fmriscaling.features.extract.extract_model`.
@@ -616,8 +1046,31 @@ def extract_text_model(
     """
 
     def load() -> _TextExtraction:
+        placement = {
+            "device_map": device_map,
+            "max_memory": max_memory,
+            "offload_folder": offload_folder,
+        }
+        if device_map is None and n_gpus > 1:
+            if device == "cpu":
+                logger.warning("%s: %d GPUs given but features.device is cpu", model_name, n_gpus)
+            else:
+                placement = _multi_gpu_placement(
+                    model_dir,
+                    model_name=model_name,
+                    n_gpus=n_gpus,
+                    gpu_mem_gb=gpu_mem_gb,
+                    dtype=dtype,
+                    max_words=max_words,
+                    batch_size=batch_size,
+                )
         lm = load_causal_lm(
-            model_dir, device=device, dtype=dtype, model_name=model_name, bos_token_id=bos_token_id
+            model_dir,
+            device=device,
+            dtype=dtype,
+            model_name=model_name,
+            window_start=window_start,
+            **placement,
         )
         context = {"max_words": max_words, "reset_words": reset_words, "batch_size": batch_size}
         return _TextExtraction(lm, model_name, context)

@@ -292,7 +292,12 @@ class StudyFacts:
         if not arch:
             arch = _arch_from_name(name, spec["kind"])
         n_layers = int(spec["n_layers"])
-        hidden = hf.get("hidden_size") or hf.get("d_model") or hf.get("n_embd")
+        hidden = (
+            hf.get("hidden_size")
+            or hf.get("d_model")
+            or hf.get("n_embd")
+            or spec.get("hidden_size")
+        )
         n_params = spec.get("n_params") or record.get("n_params")
         if "build" in source and (hidden is None or n_params is None):
             preset = _tiny_preset(spec["kind"], source["build"].get("preset", ""))
@@ -311,8 +316,8 @@ class StudyFacts:
             encoder_params = n_params / 2 if arch == "whisper" else n_params
             hidden = 64 * max(1, round(math.sqrt(encoder_params / (12 * n_layers)) / 64))
             self.assume(
-                "hub models not downloaded yet: hidden size sqrt(n_params / (12 layers)), "
-                "rounded to 64"
+                "hub models without hidden_size in the registry, not downloaded yet: hidden "
+                "size sqrt(n_params / (12 layers)), rounded to 64"
             )
         conv = hf.get("conv_dim")
         return ModelFacts(
