@@ -35,6 +35,8 @@ SIZES = {
     # n_train, n_features, n_voxels, n_test, story_len
     "small": (600, 512, 2000, 150, 100),
     "cpu": (3000, 4096, 20000, 300, 300),
+    # benchmarks/gpu_check.sh on one H100: ds003020's TRs and voxels, a primal 8,192 features
+    "gpu-check": (27000, 8192, 95000, 300, 300),
     "real": (27000, 28672, 95000, 300, 300),
 }
 
@@ -179,6 +181,11 @@ def main(argv=None):
         "--seed", type=int, default=0, help="seed of the synthetic data and the bootstrap folds"
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the bootstrap baseline")
+    parser.add_argument(
+        "--fold-kinds",
+        default="story,bootstrap",
+        help="comma-separated: story (leave-stories-out) and/or bootstrap (the baseline's)",
+    )
     parser.add_argument("--force", action="store_true", help="run --size real without a GPU")
     parser.add_argument("--json", nargs="?", const="-", help="write results as JSON (- = stdout)")
     args = parser.parse_args(argv)
@@ -242,7 +249,10 @@ def main(argv=None):
     dtypes = ["float32", "bfloat16"] if args.score_dtype == "both" else [args.score_dtype]
     report["score_dtypes"] = dtypes
     runs = {}
+    kinds = args.fold_kinds.split(",")
     for fold_kind, folds in (("story", s_folds), ("bootstrap", b_folds)):
+        if fold_kind not in kinds:
+            continue
         for dtype in dtypes:
             suffix = "" if dtype == "float32" else f"_{dtype}"
             runs[f"ours_{fold_kind}_folds{suffix}"] = (folds, dtype)
@@ -270,12 +280,12 @@ def main(argv=None):
             "alphas": res.alphas,
         }
     if args.score_dtype == "both":
-        for fold_kind in ("story", "bootstrap"):
+        for fold_kind in kinds:
             exact = report[f"ours_{fold_kind}_folds"]
             low = report[f"ours_{fold_kind}_folds_bfloat16"]
             low["same_alpha_as_float32"] = float(np.mean(low["alphas"] == exact["alphas"]))
             low["test_r_minus_float32"] = low["mean_test_r"] - exact["mean_test_r"]
-    if not args.no_baseline:
+    if not args.no_baseline and "bootstrap" in kinds:
         peak = _PeakMemory("cpu")
         t0 = time.perf_counter()
         base = bootstrap_ridge_baseline(X, Y, X_test, Y_test, companion, b_folds)

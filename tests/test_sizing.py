@@ -175,3 +175,37 @@ def test_usable_memory_leaves_the_documented_reserve():
     assert sizing.dtype_bytes("auto", on_gpu=False) == 4
     with pytest.raises(ValueError, match="float64"):
         sizing.dtype_bytes("float64", on_gpu=True)
+
+
+def _extraction_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "extract_features_script", ROOT / "workflow_scripts/extract_features.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_job_given_fewer_gpus_than_its_model_needs_stops_before_loading():
+    """Snakemake caps a job's gpu at the run's (the default profile allows one): the job reads
+    the uncapped count (resource model_gpus) and refuses, naming the flag that fixes it."""
+    from types import SimpleNamespace
+
+    from snakemake.iocontainers import Namedlist
+
+    from fmriscaling._utils import DataError
+
+    script = _extraction_script()
+
+    def job(gpu, model_gpus):
+        return SimpleNamespace(resources=Namedlist(fromdict={"gpu": gpu, "model_gpus": model_gpus}))
+
+    with pytest.raises(DataError, match=r"'opt-66b' needs 2 GPUs .* gives its extraction job 1"):
+        script._gpus(job(1, 2), "opt-66b")
+    with pytest.raises(DataError, match=r"--resources gpu=3 or more"):
+        script._gpus(job(2, 3), "llama-2-70b")
+    assert script._gpus(job(2, 2), "opt-66b") == 2
+    assert script._gpus(job(4, 2), "opt-66b") == 2  # the model's count, not the run's
+    assert script._gpus(job(0, 0), "tiny-opt-m") == 1  # a CPU run: one device
