@@ -16,6 +16,7 @@ from fmriscaling.demo.tiny_lm import build_tiny_causal_lm
 from fmriscaling.features.context import context_starts, window_schedule
 from fmriscaling.features.io import (
     FeatureWriter,
+    check_layer_padding,
     layer_path,
     list_stories,
     read_layer,
@@ -469,3 +470,123 @@ def test_gpu_matches_cpu(model_dirs, lms, words, dtype):
     assert gpu.dtype == np.float32 and gpu.shape == cpu.shape
     tol = 1e-4 if dtype == "float32" else 0.1
     np.testing.assert_allclose(gpu, cpu, atol=tol * max(1.0, float(np.abs(cpu).max())))
+
+
+# ---------------------------------------------------------------- layers of different widths
+
+#: an OPT-350m-like model: a 32-wide decoder between 16-wide projections
+WIDE, PROJ = 32, 16
+
+
+@pytest.fixture(scope="module")
+def projected_lm(tmp_path_factory):
+    out = tmp_path_factory.mktemp("opt-projected")
+    build_tiny_causal_lm(
+        out,
+        arch="opt",
+        hidden_size=WIDE,
+        word_embed_proj_dim=PROJ,
+        num_layers=N_LAYERS,
+        num_heads=2,
+        texts=TEXTS,
+    )
+    return load_causal_lm(out, device="cpu")
+
+
+def test_a_projected_last_layer_is_measured_at_load(projected_lm, words):
+    lm = projected_lm
+    widths = (WIDE,) * N_LAYERS + (PROJ,)
+    assert lm.layer_widths == widths and lm.hidden_size == WIDE
+    # independently: the causal LM itself over one window, [BOS] + its first 5 real words
+    real = [w for w in words if w][:5]
+    ids = lm.tokenizer(" ".join(real), add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        direct = lm.model(input_ids=torch.tensor([[0, *ids]]), output_hidden_states=True)
+    assert tuple(h.shape[-1] for h in direct.hidden_states) == widths
+    feats = extract_lm_features(lm, real, max_words=MAX_WORDS, reset_words=RESET_WORDS)
+    for layer, width in enumerate(widths):
+        np.testing.assert_allclose(
+            feats[layer, -1, :width], direct.hidden_states[layer][0, -1], rtol=1e-5, atol=1e-5
+        )
+    with pytest.raises(ValueError, match="word_embed_proj_dim is an OPT option"):
+        build_tiny_causal_lm(
+            "unused", arch="llama", hidden_size=16, num_layers=1, num_heads=2, texts=TEXTS,
+            word_embed_proj_dim=8,
+        )  # fmt: skip
+
+
+def test_layers_of_different_widths_dynamic_equals_naive(projected_lm, words):
+    lm = projected_lm
+    kw = {"max_words": MAX_WORDS, "reset_words": RESET_WORDS}
+    dyn, _ = lm_features_and_stats(lm, words, batch_size=4, **kw)
+    ref, _ = lm_features_and_stats(lm, words, naive=True, batch_size=1, **kw)
+    assert dyn.shape == ref.shape == (N_LAYERS + 1, len(words), WIDE)
+    for layer, width in enumerate(lm.layer_widths):
+        # each layer's own columns match, with no NaN; the columns past its width are NaN
+        np.testing.assert_allclose(dyn[layer, :, :width], ref[layer, :, :width], atol=1e-5)
+        assert not np.isnan(dyn[layer, :, :width]).any()
+        assert np.isnan(dyn[layer, :, width:]).all() and np.isnan(ref[layer, :, width:]).all()
+    # empty words: zeros first (padding still NaN), else the previous word's feature
+    assert np.all(dyn[-1, 0, :PROJ] == 0) and np.all(dyn[0, 0] == 0)
+    np.testing.assert_array_equal(dyn[:, 17], dyn[:, 16])
+    # a selection of layers is as wide as its widest
+    last = extract_lm_features(lm, words, layers=[N_LAYERS], batch_size=4, **kw)
+    np.testing.assert_array_equal(last, dyn[-1:, :, :PROJ])
+    # a forward call whose widths differ from the ones measured at load is an error
+    wrong = dataclasses.replace(lm, layer_widths=(WIDE,) * (N_LAYERS + 1))
+    with pytest.raises(DataError, match=r"widths 32 \(layers 0-1\), 16 \(layer 2\), not the"):
+        extract_lm_features(wrong, words, **kw)
+
+
+def test_extract_text_model_writes_each_layer_at_its_width(tmp_path, projected_lm, words):
+    lm = projected_lm
+    words_path, trs_path, times = _write_story_tables(tmp_path, "s1", words)
+    kw = {"max_words": MAX_WORDS, "reset_words": RESET_WORDS}
+    paths = extract_text_model(
+        lm.model_dir,
+        {"s1": words_path},
+        {"s1": trs_path},
+        tmp_path / "features",
+        model_name="tiny-opt-projected",
+        device="cpu",
+        batch_size=4,
+        **kw,
+    )
+    word_feats = extract_lm_features(lm, words, **kw)
+    tr_times = np.arange(20) * 2.0 - 9.0
+    for layer, (path, width) in enumerate(zip(paths, lm.layer_widths, strict=True)):
+        got = read_layer(path, "s1")
+        assert got.shape == (15, width) and not np.isnan(got).any()
+        expected = downsample_story(word_feats[[layer], :, :width], times, tr_times, slice(3, 18))
+        np.testing.assert_allclose(got, expected[0], rtol=1e-4, atol=1e-5)
+    assert [read_layer(p, "s1").shape[1] for p in paths] == [WIDE] * N_LAYERS + [PROJ]
+    record = json.loads((tmp_path / "features" / "provenance.json").read_text())
+    assert record["layer_widths"] == [WIDE] * N_LAYERS + [PROJ] and record["hidden_size"] == WIDE
+
+
+def test_layer_padding_is_checked(tmp_path):
+    feats = np.full((2, 4, 3), np.nan, dtype=np.float32)
+    feats[0], feats[1, :, :2] = 1.0, 2.0
+    check_layer_padding(feats, [3, 2])
+    padding_used = feats.copy()
+    padding_used[1, 0, 2] = 0.0
+    with pytest.raises(DataError, match="layer 1 has values past its width 2"):
+        check_layer_padding(padding_used, [3, 2])
+    nan_feature = feats.copy()
+    nan_feature[1, 3, 1] = np.nan
+    with pytest.raises(DataError, match=r"layer 1 \(2 wide\) has NaN features"):
+        check_layer_padding(nan_feature, [3, 2])
+    with pytest.raises(ValueError, match=r"expected features of shape \(2, n_times, 2\)"):
+        check_layer_padding(feats, [2, 2])
+    # the writer keeps each layer's own columns and refuses to keep a NaN
+    with FeatureWriter(tmp_path, 1, "tiny", layer_widths=[3, 2]) as writer:
+        writer.write_story("s", feats)
+        with pytest.raises(DataError, match=r"layers \[1\] have NaN within their widths"):
+            writer.write_story("t", nan_feature)
+        with pytest.raises(ValueError, match="features are 2 wide, expected"):
+            writer.write_story("u", feats[:, :, :2])
+    np.testing.assert_array_equal(read_layer(layer_path(tmp_path, 0), "s"), feats[0])
+    np.testing.assert_array_equal(read_layer(layer_path(tmp_path, 1), "s"), feats[1, :, :2])
+    assert list_stories(layer_path(tmp_path, 1)) == ["s"]
+    with pytest.raises(ValueError, match="layer_widths must be n_layers \\+ 1 = 2"):
+        FeatureWriter(tmp_path / "x", 1, "tiny", layer_widths=[3])

@@ -195,9 +195,12 @@ def _causal_lm_config(
     vocab_size: int,
     max_positions: int,
     ids: dict[str, int],
+    word_embed_proj_dim: int | None = None,
 ):
     from transformers import GPT2Config, LlamaConfig, OPTConfig, Qwen2Config
 
+    if word_embed_proj_dim is not None and arch != "opt":
+        raise ValueError(f"word_embed_proj_dim is an OPT option, not one of arch {arch!r}")
     if arch == "opt":
         return OPTConfig(
             vocab_size=vocab_size,
@@ -205,7 +208,7 @@ def _causal_lm_config(
             num_hidden_layers=num_layers,
             num_attention_heads=num_heads,
             ffn_dim=intermediate_size,
-            word_embed_proj_dim=hidden_size,
+            word_embed_proj_dim=word_embed_proj_dim or hidden_size,
             max_position_embeddings=max_positions,
             dropout=0.0,
             **ids,
@@ -285,6 +288,7 @@ def build_tiny_causal_lm(
     vocab_size: int = 300,
     max_positions: int = 2048,
     seed: int = 0,
+    word_embed_proj_dim: int | None = None,
 ) -> dict[str, Any]:
     """Build a randomly initialised causal LM and its tokenizer, saved like a hub snapshot.
 
@@ -310,12 +314,17 @@ def build_tiny_causal_lm(
         Maximum sequence length in tokens.
     seed : int
         Seed of the random initialisation (``torch.manual_seed``).
+    word_embed_proj_dim : int, optional
+        ``opt`` only: the width of the token embeddings and of the last hidden state, projected
+        from and to ``hidden_size`` (as OPT-350m: 512 around a 1024-wide decoder). Default:
+        ``hidden_size`` (no projections).
 
     Returns
     -------
     info : dict
         The provenance record written to ``out_dir/provenance.json``: ``arch``, sizes,
-        ``vocab_size``, ``n_params``, ``seed``, ``model_id`` (``tiny-<arch>-...``), versions.
+        ``vocab_size``, ``n_params``, ``seed``, ``model_id`` (``tiny-<arch>-...``, ending in
+        ``-p<word_embed_proj_dim>`` when it is given), versions.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -347,6 +356,7 @@ def build_tiny_causal_lm(
         vocab_size=len(tokenizer),
         max_positions=max_positions,
         ids=ids,
+        word_embed_proj_dim=word_embed_proj_dim,
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
@@ -356,10 +366,14 @@ def build_tiny_causal_lm(
     tokenizer.save_pretrained(out_dir)
 
     model_id = f"tiny-{arch}-h{hidden_size}-l{num_layers}"
+    sizes: dict[str, Any] = {"hidden_size": hidden_size}
+    if word_embed_proj_dim is not None:
+        model_id += f"-p{word_embed_proj_dim}"
+        sizes["word_embed_proj_dim"] = word_embed_proj_dim
     info = provenance(
         {
             "arch": arch,
-            "hidden_size": hidden_size,
+            **sizes,
             "num_layers": num_layers,
             "num_heads": num_heads,
             "intermediate_size": intermediate_size,

@@ -24,7 +24,7 @@ import numpy as np
 from .._utils import DataError, write_json
 from ..interpolation import downsample_story
 from ..stimuli import kept_tr_rows
-from .io import FeatureWriter
+from .io import FeatureWriter, check_layer_padding
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,11 @@ class RunRecord:
 
 
 class LoadedModel(Protocol):
-    """What the driver reads of a loaded model (`LoadedLM`, `SpeechModel`)."""
+    """What the driver reads of a loaded model (`LoadedLM`, `SpeechModel`).
+
+    A model may also have ``layer_widths`` (`LoadedLM`): the width of each of its
+    ``n_layers + 1`` layers, when they differ (see `extract_model`).
+    """
 
     model_dir: Path
     n_layers: int
@@ -91,7 +95,8 @@ class StoryExtractor(Protocol):
         Returns
         -------
         feats : array of shape (n_layers + 1, n_times, n_dims)
-            Features of every layer at ``times``.
+            Features of every layer at ``times``; ``n_dims = max(layer_widths)`` with NaN
+            past each narrower layer's width, for a model whose layers differ in width.
         times : array of shape (n_times,)
             Stimulus times of the features (word times, window ends), seconds from sound onset.
         stats : object
@@ -183,6 +188,12 @@ def extract_model(
     (`fmriscaling.interpolation.downsample_story`) -> one write to every layer file. Last,
     ``out_dir/provenance.json``.
 
+    A model whose layers differ in width (its ``layer_widths``, e.g. OPT-350m's projected last
+    hidden state) gives features as wide as its widest layer, NaN past each narrower layer's
+    width: the padding is checked at stimulus times (`check_layer_padding`), the
+    downsampling maps each column on its own, and each layer file is written at its own
+    width (`FeatureWriter`'s ``layer_widths``).
+
     Parameters
     ----------
     load : callable () -> StoryExtractor
@@ -217,7 +228,9 @@ def extract_model(
     ------
     DataError
         When the story lists do not match, the layer count differs from the config's, or an
-        input is missing or unreadable; nothing is written then.
+        input is missing or unreadable; nothing is written then. When a story's features hold
+        NaN or padding that is not NaN (layers of different widths); nothing is written then
+        either.
     """
     check_story_inputs(inputs, trs_tables, input_name=input_name, model_name=model_name)
     out_dir = Path(out_dir)
@@ -227,14 +240,20 @@ def extract_model(
     # every input before the first (slow) story, so a bad file fails fast
     story_inputs = {story: extractor.read_input(story, path) for story, path in inputs.items()}
     story_rows = {story: kept_tr_rows(trs_tables[story], story) for story in inputs}
+    # layers of different widths come NaN-padded to the widest (None: all as wide, no padding)
+    widths = getattr(model, "layer_widths", None)
+    if widths is not None and len(set(widths)) == 1:
+        widths = None
 
     t0 = time.perf_counter()
-    with FeatureWriter(out_dir, model.n_layers, model_name) as writer:
+    with FeatureWriter(out_dir, model.n_layers, model_name, layer_widths=widths) as writer:
         for k, story in enumerate(inputs):
             tr_times, rows = story_rows[story]
             feats, times, stats = extractor.story_features(
                 story, story_inputs[story], tr_times, rows
             )
+            if widths is not None:
+                check_layer_padding(feats, widths, what=f"model {model_name!r}, story {story!r}")
             tr_feats = downsample_story(
                 feats, times, tr_times, rows, window=lanczos_window, normalize=lanczos_normalize
             )

@@ -6,6 +6,10 @@ Layout written by `FeatureWriter`::
     <out_dir>/layer-1.h5     # block 1
     ...                      # each holds datasets <story>: float32 (n_trs, n_dims)
 
+A model's layers may differ in width (OPT-350m's last hidden state is 512 wide, the others
+1024): its features come as one array as wide as the widest layer, NaN past each narrower
+layer's width (`check_layer_padding`), and each layer file gets its own width.
+
 Files are built under hidden temporary names (``.layer-<l>.h5.part``) and renamed onto their
 final names only when the writer closes without error, so an interrupted run leaves nothing that
 looks complete.
@@ -17,6 +21,7 @@ import contextlib
 import logging
 import os
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -26,6 +31,50 @@ from .._hdf5 import open_hdf5
 from .._utils import DataError
 
 logger = logging.getLogger(__name__)
+
+
+def check_layer_padding(
+    feats: np.ndarray, layer_widths: Sequence[int], *, what: str = "features"
+) -> None:
+    """Check the NaN padding of features whose layers differ in width.
+
+    Layer ``l``'s features are ``feats[l, :, :layer_widths[l]]``; the columns past its width
+    are padding and must be NaN, and the features themselves must hold no NaN, so padding can
+    neither be taken for features nor hide among them.
+
+    Parameters
+    ----------
+    feats : array of shape (n_layers + 1, n_times, max(layer_widths))
+    layer_widths : sequence of int, length n_layers + 1
+    what : str
+        What the features are, in messages (e.g. ``"story 'wheretheressmoke'"``).
+
+    Raises
+    ------
+    ValueError
+        When the shape does not match ``layer_widths``.
+    DataError
+        When a padding value is not NaN or a feature is NaN.
+    """
+    feats = np.asarray(feats)
+    widths = [int(w) for w in layer_widths]
+    if feats.ndim != 3 or feats.shape[0] != len(widths) or feats.shape[2] != max(widths):
+        raise ValueError(
+            f"{what}: expected features of shape ({len(widths)}, n_times, {max(widths)}) for "
+            f"layer widths {widths}, got {feats.shape}"
+        )
+    for layer, width in enumerate(widths):
+        if not np.isnan(feats[layer, :, width:]).all():
+            raise DataError(
+                f"{what}: layer {layer} has values past its width {width}, where only NaN "
+                "padding may be; the recorded layer widths do not match the features"
+            )
+        if np.isnan(feats[layer, :, :width]).any():
+            raise DataError(
+                f"{what}: layer {layer} ({width} wide) has NaN features; the model produced "
+                "NaN (e.g. a float16 overflow: try features.dtype bfloat16 or float32) or "
+                "the recorded layer widths do not match the features"
+            )
 
 
 def layer_path(out_dir: str | os.PathLike, layer: int) -> Path:
@@ -44,6 +93,11 @@ class FeatureWriter:
         Number of transformer blocks; ``n_layers + 1`` files are written (layer 0 = embeddings).
     model_name : str
         Stored as the ``model_name`` attribute of every file.
+    layer_widths : sequence of int, optional
+        Width of each layer, length ``n_layers + 1``, for a model whose layers differ in
+        width: the features given to `write_story` are then ``max(layer_widths)`` wide and
+        layer ``l`` is written as its first ``layer_widths[l]`` columns (the rest is padding;
+        see `check_layer_padding`). Default: every layer as wide as the features.
 
     Examples
     --------
@@ -52,11 +106,25 @@ class FeatureWriter:
     ...         writer.write_story(story, feats)  # (13, n_trs, 768)
     """
 
-    def __init__(self, out_dir: str | os.PathLike, n_layers: int, model_name: str) -> None:
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        n_layers: int,
+        model_name: str,
+        layer_widths: Sequence[int] | None = None,
+    ) -> None:
         if n_layers < 0:
             raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+        if layer_widths is not None and (
+            len(layer_widths) != n_layers + 1 or min(layer_widths) < 1
+        ):
+            raise ValueError(
+                f"layer_widths must be n_layers + 1 = {n_layers + 1} positive widths, got "
+                f"{list(layer_widths)}"
+            )
         self.out_dir = Path(out_dir)
         self.n_layers = int(n_layers)
+        self.layer_widths = None if layer_widths is None else [int(w) for w in layer_widths]
         self.model_name = model_name
         self.stories: list[str] = []
         self._closed = False
@@ -85,7 +153,9 @@ class FeatureWriter:
         story : str
             Dataset name (no ``/``); each story may be written once.
         layer_feats : array of shape (n_layers + 1, n_trs, n_dims)
-            Features of every layer at the story's response TRs; stored as float32.
+            Features of every layer at the story's response TRs; stored as float32. With
+            ``layer_widths``, ``n_dims`` is ``max(layer_widths)`` and each layer is stored at
+            its own width; a stored value that is NaN is then an error (`DataError`).
         """
         import h5py
 
@@ -101,9 +171,29 @@ class FeatureWriter:
                 f"story {story!r}: expected features of shape ({self.n_layers + 1}, n_trs, "
                 f"n_dims), got {layer_feats.shape}"
             )
-        for layer in range(self.n_layers + 1):
+        widths = self.layer_widths or [layer_feats.shape[2]] * (self.n_layers + 1)
+        if self.layer_widths is not None:
+            if layer_feats.shape[2] != max(widths):
+                raise ValueError(
+                    f"story {story!r}: features are {layer_feats.shape[2]} wide, expected "
+                    f"max(layer_widths) = {max(widths)}"
+                )
+            # the padding is checked before the downsampling (check_layer_padding): whether it
+            # stays NaN at a TR whose Lanczos weights are all 0 depends on the BLAS (0 * NaN)
+            kept_nan = [
+                layer
+                for layer, width in enumerate(widths)
+                if np.isnan(layer_feats[layer, :, :width]).any()
+            ]
+            if kept_nan:
+                raise DataError(
+                    f"story {story!r}: layers {kept_nan} have NaN within their widths "
+                    f"({[widths[k] for k in kept_nan]}); padding or NaN features would be written"
+                )
+        for layer, width in enumerate(widths):
+            data = layer_feats[layer, :, :width].astype(np.float32, copy=False)
             with h5py.File(self._tmp_path(layer), "a") as f:
-                f.create_dataset(story, data=layer_feats[layer].astype(np.float32, copy=False))
+                f.create_dataset(story, data=data)
         self.stories.append(story)
         logger.debug("wrote %s %s to %s", story, layer_feats.shape, self.out_dir)
 

@@ -45,6 +45,19 @@ snapshot is not safetensors). Inputs go to the execution device of the input emb
 every layer's hidden states are gathered to the host, so the features equal a single-device
 pass. `extract_text_model` loads a job's ``n_gpus > 1`` GPUs this way (`gpu_max_memory`).
 
+Layers of different widths. Most models' hidden states are all ``hidden_size`` wide, but not
+every model's: OPT-350m's decoder works at 1024 and projects its input embeddings up from 512
+(``project_in``) and its output down to 512 (``project_out``, after the final layer norm), so
+hidden states 0 .. n_layers - 1 are 1024 wide and the last one is 512. `load_causal_lm` measures
+the width of every hidden state with a one-token forward pass (``LoadedLM.layer_widths``, in
+the log and in ``provenance.json``) and every forward call is checked against it. The features
+stay one array, ``max(layer_widths)`` wide: layer ``l``'s features are
+``feats[l, :, :layer_widths[l]]`` and the columns past a narrower layer's width are NaN, so
+padding can never pass for a feature (all widths equal: no padding, the array as before). The
+extraction driver checks the padding exactly at word level (padding all NaN, features free of
+NaN; `fmriscaling.features.io.check_layer_padding`), the Lanczos downsampling maps each column on
+its own, and `fmriscaling.features.io.FeatureWriter` writes each layer file at its own width.
+
 The module holds the loader, the pass engine and the text model's hooks into the one
 extraction driver (`fmriscaling.features.extract`): all three share `LoadedLM` and the pass
 schedule, and the speech track has the same shape in `fmriscaling.features.speech`.
@@ -166,6 +179,11 @@ class LoadedLM:
     n_layers : int
         Transformer blocks; hidden states have ``n_layers + 1`` entries.
     hidden_size : int
+        The config's ``hidden_size``.
+    layer_widths : tuple of int, length n_layers + 1
+        Width of each hidden state (embeddings first), measured at load; all ``hidden_size``
+        for most models, OPT-350m's last is its ``word_embed_proj_dim`` (see the module
+        docstring).
     window_start : WindowStart
         What starts every window.
     max_positions : int or None
@@ -190,6 +208,7 @@ class LoadedLM:
     dtype: torch.dtype
     n_layers: int
     hidden_size: int
+    layer_widths: tuple[int, ...]
     window_start: WindowStart
     max_positions: int | None
     n_params: int
@@ -389,14 +408,17 @@ def load_causal_lm(
     max_positions = getattr(config, "max_position_embeddings", None) or getattr(
         config, "n_positions", None
     )
+    n_layers = int(config.num_hidden_layers)
+    layer_widths = _measure_layer_widths(model, device, start, n_layers, model_dir)
     lm = LoadedLM(
         model=model,
         tokenizer=tokenizer,
         model_dir=model_dir,
         device=device,
         dtype=torch_dtype,
-        n_layers=int(config.num_hidden_layers),
+        n_layers=n_layers,
         hidden_size=int(config.hidden_size),
+        layer_widths=layer_widths,
         window_start=start,
         max_positions=int(max_positions) if max_positions else None,
         n_params=sum(p.numel() for p in model.parameters()),
@@ -406,11 +428,12 @@ def load_causal_lm(
         offload=offload,
     )
     logger.info(
-        "loaded %s: %d layers, hidden %d, %.3g parameters, %s on %s%s, windows start with %s "
-        "(id %s, %s)",
+        "loaded %s: %d layers, hidden %d (hidden-state widths %s), %.3g parameters, %s on %s%s, "
+        "windows start with %s (id %s, %s)",
         model_dir,
         lm.n_layers,
         lm.hidden_size,
+        _describe_widths(layer_widths),
         lm.n_params,
         torch_dtype,
         device,
@@ -419,7 +442,67 @@ def load_causal_lm(
         start.token_id,
         start.source,
     )
+    if len(set(layer_widths)) > 1:
+        logger.info(
+            "%s: hidden states differ in width (%s); features are NaN-padded to %d and each "
+            "layer file is written at its own width",
+            name,
+            _describe_widths(layer_widths),
+            max(layer_widths),
+        )
     return lm
+
+
+def _hidden_states(model: Any, device: str, ids: torch.Tensor, mask: torch.Tensor) -> tuple:
+    """Every hidden state of ``model.base_model`` over a batch (embeddings first)."""
+    import torch
+
+    with torch.inference_mode():
+        out = model.base_model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            output_hidden_states=True,
+            use_cache=False,
+            return_dict=True,
+        )
+    return out.hidden_states
+
+
+def _measure_layer_widths(
+    model: Any, device: str, start: WindowStart, n_layers: int, model_dir: Path
+) -> tuple[int, ...]:
+    """Width of each hidden state, from a forward pass over one token (the window start)."""
+    import torch
+
+    # any token will do: the widths do not depend on it
+    ids = torch.tensor([start.ids or [0]], dtype=torch.long)
+    hidden = _hidden_states(model, device, ids, torch.ones_like(ids))
+    if len(hidden) != n_layers + 1:
+        raise DataError(
+            f"{model_dir}: the model returned {len(hidden)} hidden states, expected "
+            f"num_hidden_layers + 1 = {n_layers + 1}; this architecture is not supported"
+        )
+    return tuple(int(h.shape[-1]) for h in hidden)
+
+
+def _describe_widths(widths: Sequence[int]) -> str:
+    """``"16 (layers 0-2)"``, or ``"32 (layers 0-2), 16 (layer 3)"``: runs of equal widths."""
+    runs, first = [], 0
+    for k in range(1, len(widths) + 1):
+        if k == len(widths) or widths[k] != widths[first]:
+            layers = f"layer {first}" if k - first == 1 else f"layers {first}-{k - 1}"
+            runs.append(f"{widths[first]} ({layers})")
+            first = k
+    return ", ".join(runs)
+
+
+def _layer_array(widths: Sequence[int], n_words: int) -> np.ndarray:
+    """Zeros of shape (len(widths), n_words, max(widths)), float32, with NaN past each layer's
+    width (padding of the narrower layers; none when all widths are equal)."""
+    feats = np.zeros((len(widths), n_words, max(widths, default=0)), dtype=np.float32)
+    for li, width in enumerate(widths):
+        feats[li, :, width:] = np.nan
+    return feats
 
 
 def _placement(
@@ -573,7 +656,8 @@ def _run_passes(
 ) -> tuple[np.ndarray, int, int]:
     """Run ``passes`` in batches; gather the served words' hidden states.
 
-    Returns (features (n_sel_layers, n_words, hidden) float32, tokens processed, batches).
+    Returns (features (n_sel_layers, n_words, max width) float32, NaN past a narrower layer's
+    width; tokens processed; batches).
     """
     import torch
 
@@ -586,7 +670,8 @@ def _run_passes(
                 f"{lm.max_positions} positions ({lm.model_dir}); lower max_words / reset_words "
                 "for this model in the config"
             )
-    feats = np.zeros((len(layer_idx), n_words, lm.hidden_size), dtype=np.float32)
+    widths = [lm.layer_widths[layer] for layer in layer_idx]
+    feats = _layer_array(widths, n_words)
     pad_id = lm.tokenizer.pad_token_id
     if pad_id is None:
         # masked out, its value never matters
@@ -595,7 +680,6 @@ def _run_passes(
         )
     # longest first: batches of similar lengths waste little on padding
     order = sorted(range(len(passes)), key=lambda k: -len(passes[k].input_ids))
-    base = lm.model.base_model
     n_tokens = n_batches = n_done = 0
     for lo in range(0, len(order), batch_size):
         batch = [passes[k] for k in order[lo : lo + batch_size]]
@@ -606,19 +690,13 @@ def _run_passes(
             ids[b, : len(p.input_ids)] = torch.tensor(p.input_ids)
             mask[b, : len(p.input_ids)] = 1
         # right padding: real tokens never attend to the pads after them (causal mask)
-        with torch.inference_mode():
-            out = base(
-                input_ids=ids.to(lm.device),
-                attention_mask=mask.to(lm.device),
-                output_hidden_states=True,
-                use_cache=False,
-                return_dict=True,
-            )
-        hidden = out.hidden_states
-        if len(hidden) != lm.n_layers + 1:
+        hidden = _hidden_states(lm.model, lm.device, ids, mask)
+        got = tuple(int(h.shape[-1]) for h in hidden)
+        if got != lm.layer_widths:
             raise DataError(
-                f"{lm.model_dir}: the model returned {len(hidden)} hidden states, expected "
-                f"num_hidden_layers + 1 = {lm.n_layers + 1}; this architecture is not supported"
+                f"{lm.model_dir}: the model returned hidden states of widths "
+                f"{_describe_widths(got)}, not the {_describe_widths(lm.layer_widths)} measured "
+                "when it was loaded; this architecture is not supported"
             )
         rows = torch.tensor([b for b, p in enumerate(batch) for _ in p.positions])
         cols = torch.tensor([t for p in batch for t in p.positions])
@@ -626,13 +704,14 @@ def _run_passes(
         for li, layer in enumerate(layer_idx):
             # under a device map each layer's states stay on the device that ran the layer
             h = hidden[layer]
-            feats[li, served] = h[rows.to(h.device), cols.to(h.device)].float().cpu().numpy()
+            h = h[rows.to(h.device), cols.to(h.device)]
+            feats[li, served, : widths[li]] = h.float().cpu().numpy()
         n_tokens += int(mask.sum())
         n_batches += 1
         n_done += len(served)
         if progress is not None:
             progress(n_done, n_words)
-        del out, hidden
+        del hidden
     return feats, n_tokens, n_batches
 
 
@@ -678,8 +757,10 @@ def lm_features_and_stats(
 
     Returns
     -------
-    feats : array of shape (n_layers + 1, n_words, hidden_size), float32
-        (``len(layers)`` rows when ``layers`` is given.)
+    feats : array of shape (n_layers + 1, n_words, max(layer_widths)), float32
+        (``len(layers)`` rows when ``layers`` is given.) Layer ``l``'s features are
+        ``feats[l, :, :layer_widths[l]]``, NaN past it (``LoadedLM.layer_widths``; the
+        module docstring); all widths are ``hidden_size`` for most models.
     stats : ExtractionStats
         Words, tokens, passes, forward calls and seconds.
     """
@@ -711,7 +792,7 @@ def lm_features_and_stats(
     )
 
     # empty words carry the previous non-empty word's feature (zeros before the first)
-    feats = np.zeros((len(layer_idx), len(clean), lm.hidden_size), dtype=np.float32)
+    feats = _layer_array([lm.layer_widths[layer] for layer in layer_idx], len(clean))
     if n:
         owner = np.full(len(clean), -1, dtype=np.int64)
         owner[kept] = np.arange(n)
@@ -777,8 +858,10 @@ def extract_lm_features(
 
     Returns
     -------
-    feats : array of shape (n_layers + 1, n_words, hidden_size), float32
-        (``len(layers)`` rows when ``layers`` is given.)
+    feats : array of shape (n_layers + 1, n_words, max(layer_widths)), float32
+        (``len(layers)`` rows when ``layers`` is given.) Layer ``l``'s features are
+        ``feats[l, :, :layer_widths[l]]``, NaN past it (``LoadedLM.layer_widths``; the
+        module docstring); all widths are ``hidden_size`` for most models.
     """
     feats, _ = lm_features_and_stats(
         _as_loaded(model, device, dtype),
@@ -886,6 +969,7 @@ class _TextExtraction:
             n_params=lm.n_params,
             n_layers=lm.n_layers,
             hidden_size=lm.hidden_size,
+            layer_widths=list(lm.layer_widths),
             window_start=asdict(lm.window_start),
             device_map=lm.device_map,
             max_memory=lm.max_memory,
@@ -1007,8 +1091,9 @@ def extract_text_model(
     `fmriscaling.features.extract.extract_model` with a causal LM: every story's words table
     is read first (a story without words is an error), then per story `extract_lm_features`
     at the word times, downsampled to the TRs with ``response_row >= 0`` and appended to
-    ``layer-<l>.h5``. Writes ``out_dir/provenance.json`` (with the window start and, under a
-    device map, where the modules went).
+    ``layer-<l>.h5``, each at its layer's width (``LoadedLM.layer_widths``). Writes
+    ``out_dir/provenance.json`` (with the window start, the layer widths and, under a device
+    map, where the modules went).
 
     Parameters
     ----------
