@@ -60,6 +60,7 @@ JOB_OVERHEAD_S: dict[str, float] = {
     "prepare_responses": 1.0,
     "fit_encoding": 2.5,
     "fit_encoding_subset": 2.4,
+    "fit_encoding_width": 2.5,
     "stack_member": 2.8,
     "stack_regression": 2.4,
     "stacking_table": 0.5,
@@ -172,6 +173,7 @@ class CostModel:
             "noise_ceiling": self._noise_ceiling,
             "fit_encoding": self._fit,
             "fit_encoding_subset": self._fit,
+            "fit_encoding_width": self._fit,
             "stack_member": self._member,
             "stack_regression": self._stack,
             "stacking_table": self._small,
@@ -339,7 +341,8 @@ class CostModel:
         return seconds, 4.0 * v * (2 * n_subsets + 3 * len(bands) + 7)
 
     def _fit(self, job: Job, device: cost.Device) -> tuple[float, float]:
-        """One fit job: one design and its decompositions, every subject of its group's voxels."""
+        """One fit job: one design and its decompositions, every subject of its group's voxels
+        (a fixed-width fit: its layer projected to ``width`` columns first)."""
         enc = self.config["encoding"]
         train = job.params["train_stories"]
         n = sum(self.facts.story_rows(s) for s in train)
@@ -347,7 +350,9 @@ class CostModel:
         voxels = {s: self._voxels(s) for s in job.params["subjects"]}
         v = sum(voxels.values())
         model = self.facts.model(job.params["model"])
-        p = len(enc["delays"]) * model.hidden_size
+        width = job.params.get("width")
+        columns = model.hidden_size if width is None else min(int(width), model.hidden_size)
+        p = len(enc["delays"]) * columns
         n_folds = enc["n_folds"] if enc["cv"] == "stories" else enc["bootstrap"]["n_boots"]
         m = n // 5 if enc["cv"] == "bootstrap" else n // n_folds  # bootstrap holds out a fifth
         flops = cost.ridge_flops(
@@ -357,6 +362,11 @@ class CostModel:
         read += 4.0 * (n + n_test) * model.hidden_size  # one layer's features
         seconds = flops.gemm / device.gemm + flops.eigh / device.eigh + read / device.read
         seconds += self._permutation_flops(n_test, v) / device.gemm
+        if width is not None:  # the projection (PCA: covariance, then its eigh; both on CPU)
+            h = model.hidden_size
+            seconds += 2.0 * (n + n_test) * h * columns / self.cpu.gemm
+            if self.config["features"]["fixed_dim_method"] == "pca":
+                seconds += 2.0 * n * h * h / self.cpu.gemm + 9.0 * h**3 / self.cpu.eigh
         disk = 4.0 * v * SCORE_ARRAYS + 2e3 * len(voxels)
         if self.config["statistics"]["n_permutations"] > 0:
             disk += 9.0 * v  # p and q (float32) and the significance flag of every voxel

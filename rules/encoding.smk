@@ -1,8 +1,10 @@
 # Voxelwise encoding models: each subject's responses prepared once (trimmed, z-scored, float32),
 # then FIR delays + ridge per (model, layer) on all training stories and on random subsets of them
-# (data-size scaling). Subjects that share a training set share one fit job: one design, one
-# Gram and one eigendecomposition per fold for all of them, and each subject's outputs at its
-# own path (asking for one subject's scores runs the group's job). See Study.fit_groups.
+# (data-size scaling), and on all of them with the layer projected to each fixed width d
+# (features.fixed_dim: size versus width). Subjects that share a training set share one fit
+# job: one design, one Gram and one eigendecomposition per fold for all of them, and each
+# subject's outputs at its own path (asking for one subject's scores runs the group's job).
+# See Study.fit_groups.
 
 
 rule prepare_responses:
@@ -31,7 +33,7 @@ rule prepare_responses:
 
 
 for index, group in enumerate(STUDY.fit_groups):
-    for kind in ("fit", "subset_fit"):
+    for kind in ("fit", "subset_fit", "width_fit"):
 
         rule:
             name:
@@ -57,10 +59,15 @@ for index, group in enumerate(STUDY.fit_groups):
                 layer=lambda wildcards: int(wildcards.layer),
                 subjects=group,
                 train_stories=(
-                    STUDY.fit_stories(group)
-                    if kind == "fit"
-                    else over(STUDY.fit_stories, "n", "seed", subjects=group)
+                    over(STUDY.fit_stories, "n", "seed", subjects=group)
+                    if kind == "subset_fit"
+                    else STUDY.fit_stories(group)
                 ),
-                encoding=STUDY.encoding_params(),
+                # a fixed-width fit: the same settings and the projection to {width} dimensions
+                encoding=(
+                    over(STUDY.width_encoding_params, "width")
+                    if kind == "width_fit"
+                    else STUDY.encoding_params()
+                ),
             script:
                 "../workflow_scripts/fit_encoding.py"

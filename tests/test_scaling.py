@@ -266,7 +266,10 @@ def test_both_tracks_write_one_bootstrap_schema_and_fit_it_with_one_function():
     vision = replicate_means(vision_fits, test_r, cc, track=VISION, n_replicates=5, seed=1,
                              rois=rois)  # fmt: skip
     renamed = {"n_train_stories": "n_train_images", "mean_cc_norm": "mean_noise_norm"}
-    assert [renamed.get(c, c) for c in language.columns if c != "layer"] == list(vision.columns)
+    # the language track's own: a fit's layer and its width (native here, or a fixed width d)
+    assert set(language["width"]) == {"native"}
+    own = ("layer", "width")
+    assert [renamed.get(c, c) for c in language.columns if c not in own] == list(vision.columns)
     # the whole-cortex rows draw the same resamples in both tracks
     cortex = vision[vision["roi"] == "cortex"].reset_index(drop=True)
     np.testing.assert_array_equal(cortex["mean_r"], language["mean_r"])

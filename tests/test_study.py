@@ -161,7 +161,7 @@ def test_demo_targets_and_jobs():
     assert len([t for t in targets if t.endswith(".html")]) == 1 + 1  # pages: the gain maps
     jobs = s.jobs()
     counts = rules_of(jobs)
-    assert sum(counts.values()) == 112
+    assert sum(counts.values()) == 124
     assert counts["surface_maps"] == counts["vision_surface_maps"] == 2
     assert counts["subject_viewer"] == 2 and counts["vision_group_figures"] == 1
     # the 8 tiny models (3 LMs, 2 speech, 3 vision) in one job
@@ -172,6 +172,8 @@ def test_demo_targets_and_jobs():
     corpus = s.tiny_models_corpus()
     assert corpus["seed"] == 0 and corpus["n_train_stories"] == 12 and corpus["tr"] == 2.0
     assert counts["fit_encoding"] == 18 and counts["fit_encoding_subset"] == 9  # 3 x 3 x 1
+    # every layer of the three tiny LMs again at d = 16 (features.fixed_dim; text models only)
+    assert counts["fit_encoding_width"] == 3 + 4 + 5
     # the partition's CV-best speech layer is a member too (the text band is the stacks' own)
     assert counts["stack_member"] == 8 and counts["stack_regression"] == 4
     assert counts["fit_partition"] == 2 and counts["partition_map"] == 2

@@ -83,9 +83,11 @@ def test_demo_makes_every_final_target(demo):
 def test_demo_headline_rois_and_costs(demo):
     tables = demo / "results" / "tables" / "demo"
     head = pd.read_csv(tables / "headline.csv")
-    params = head[head["axis"] == "params"].set_index("family")
-    assert set(params.index) == {"tiny-opt"}  # the speech families have one size each
-    assert params.loc["tiny-opt", "paper_pct_per_decade"] == 4.4  # through paper_aliases
+    params = head[head["axis"] == "params"].set_index("width")
+    assert set(params["family"]) == {"tiny-opt"}  # the speech families have one size each
+    assert params.loc["native", "paper_pct_per_decade"] == 4.4  # through paper_aliases
+    # the size curve at d = 16 (features.fixed_dim) beside the native one; no paper number
+    assert params.loc["16", "n_points"] == 3 and pd.isna(params.loc["16", "paper_pct_per_decade"])
     assert (head["pct_lo"] <= head["pct_per_decade"]).all()
     assert (head["pct_per_decade"] <= head["pct_hi"]).all()
     assert set(head["axis"]) == {"params", "stories", "trs"}
@@ -100,9 +102,11 @@ def test_demo_headline_rois_and_costs(demo):
     costs = pd.read_csv(tables / "costs.csv")
     assert set(costs["rule"]) == {
         "extract_text_features", "extract_speech_features", "fit_encoding", "fit_encoding_subset",
+        "fit_encoding_width",
     }  # fmt: skip
-    # 5 extractions, one fit job per layer (18) and per subset fit (9), shared by both subjects
-    assert len(costs) == 5 + 18 + 9 and (costs["seconds"] > 0).all()
+    # 5 extractions, one fit job per layer (18), per subset fit (9) and per text-model layer at
+    # d = 16 (12), shared by both subjects
+    assert len(costs) == 5 + 18 + 9 + 12 and (costs["seconds"] > 0).all()
 
 
 def test_demo_report_lists_every_figure(demo_copy):
@@ -128,9 +132,18 @@ def test_demo_table_has_one_row_per_fit(demo):
     table = pd.read_csv(demo / "results" / "tables" / "demo" / "encoding.csv")
     layers = {"tiny-opt-xs": 3, "tiny-opt-s": 4, "tiny-opt-m": 5, "tiny-hubert": 3,
               "tiny-whisper": 3}  # fmt: skip
-    full = table[table["full_train"]]
+    full = table[table["full_train"] & (table["width"] == "native")]
     assert len(full) == 2 * sum(layers.values())
     assert full.groupby("model")["layer"].nunique().to_dict() == layers
+    assert (full["n_features"] > 0).all() and not full["projected"].any()
+    # every layer of the tiny LMs again at d = 16, each projected by its own training stories'
+    # PCA; tiny-opt-xs is 16 wide: a rotation that keeps all of its variance
+    fixed = table[table["width"] != "native"]
+    assert len(fixed) == 2 * (3 + 4 + 5) and set(fixed["width"].astype(str)) == {"16"}
+    assert fixed["full_train"].all() and fixed["projected"].all()
+    assert (fixed["n_features"] == 16).all() and fixed["explained_variance"].between(0, 1).all()
+    xs = fixed[fixed["model"] == "tiny-opt-xs"]
+    np.testing.assert_allclose(xs["explained_variance"], 1.0, atol=1e-6)
     sub = table[~table["full_train"]]
     # 4 log-spaced story counts from 2 to 12 (12 itself is the full fit), 3 seeds, 2 subjects
     expected = np.rint(np.geomspace(2, 12, 4)).astype(int)[:-1].tolist()
@@ -241,6 +254,7 @@ def test_changed_param_reruns_exactly_the_affected_jobs(demo, tmp_path):
     # job per (model, layer[, subset]) fits both subjects: they share their training stories
     assert jobs["fit_encoding"] == 18
     assert jobs["fit_encoding_subset"] == 3 * 3
+    assert jobs["fit_encoding_width"] == 3 + 4 + 5  # the text models' layers at d = 16
     # the stacks' members are those fits' designs, folds and alphas (per subject), and the
     # partitions' bands are fitted on them too
     assert jobs["stack_member"] == 2 * 4 and jobs["stack_regression"] == 2 * 2
@@ -248,6 +262,7 @@ def test_changed_param_reruns_exactly_the_affected_jobs(demo, tmp_path):
     assert set(jobs) == {
         "fit_encoding",
         "fit_encoding_subset",
+        "fit_encoding_width",
         "encoding_table",
         "bootstrap_means",
         "scaling_table",

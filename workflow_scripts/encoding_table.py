@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING
 
 from fmriscaling._utils import log_to_file
 from fmriscaling.encoding.tables import best_layers, collect_encoding_scores, write_table
+from fmriscaling.encoding.width import native_rows
 from fmriscaling.features.io import recorded_n_params
 
 if TYPE_CHECKING:
@@ -21,7 +22,8 @@ def main(smk) -> None:
     ceilings = dict(zip(p.subjects, smk.input.ceilings, strict=True))
     table = collect_encoding_scores(entries, ceilings, floor=p.floor)
     write_table(table, smk.output.encoding)
-    write_table(best_layers(table[table["full_train"]]), smk.output.best_layers)
+    # the best layer of each model's native features (the ROI tables and maps read it)
+    write_table(best_layers(native_rows(table[table["full_train"]])), smk.output.best_layers)
 
 
 def _with_n_params(entry: dict, features_dir: str) -> dict:

@@ -91,6 +91,11 @@ class EncodingSettings:
         ``fdr_q``, ``seed`` of the block permutation test of every voxel's test r
         (`fmriscaling.encoding.significance`), and ``alpha_edge_warning``, the fraction of
         voxels with a positive CV score at an end of the alpha grid above which the fit warns.
+    projection : mapping, optional
+        A fixed-width fit (``features.fixed_dim``): ``dim``, ``method`` ("pca" or "random")
+        and ``seed`` of the projection of every layer's z-scored features to ``dim`` columns
+        before the delays, fitted on the training stories only
+        (`fmriscaling.encoding.width`). None: the layer's native features.
     """
 
     alphas: Sequence[float]
@@ -109,6 +114,7 @@ class EncodingSettings:
     save_predictions: bool = False
     seed: int = 0
     statistics: Mapping[str, Any] | None = None
+    projection: Mapping[str, Any] | None = None
 
     @property
     def n_permutations(self) -> int:
@@ -172,7 +178,9 @@ def fit_encoding(
         What ``scores.json`` holds: n_train_stories, n_train_trs, n_test_trs, train_stories,
         test_story, n_voxels, n_features, delays, cv, n_folds, solver, solver_impl, backend,
         score_dtype, fit_seconds, peak_memory_bytes, shared_with (empty here), mean_test_r,
-        median_test_r, median_alpha, mean_cv_score, plus ``meta``.
+        median_test_r, median_alpha, mean_cv_score, plus ``meta``; a fixed-width fit adds
+        ``projection`` (method, dim, seed, projected, n_features_native, n_fit_rows,
+        explained_variance_ratio: `fmriscaling.encoding.width.project_design`).
 
     Raises
     ------
@@ -198,12 +206,13 @@ def fit_encoding(
         seed=settings.seed,
         test_extra_trim=settings.test_extra_trim,
         extra_trim_train=settings.extra_trim_train,
+        projection=settings.projection,
     )
     design = prepared.design
     target = _Target(ArrayColumns(design.Y_train), design.Y_test, Path(out_npz), dict(meta or {}))
     (summary,) = _fit_and_write(
         settings, design.X_train, prepared.folds, design.X_test, [target], train_stories,
-        test_story, feature_file=feature_file, params=params,
+        test_story, feature_file=feature_file, params=params, projection=prepared.projection,
     )  # fmt: skip
     return summary
 
@@ -291,6 +300,7 @@ def fit_encoding_subjects(
         delays=settings.delays,
         test_extra_trim=settings.test_extra_trim,
         extra_trim_train=settings.extra_trim_train,
+        projection=settings.projection,
     )
     X_train, X_test = features.X_train, features.X_test
     meta = meta or {}
@@ -323,7 +333,7 @@ def fit_encoding_subjects(
         result = _fit(settings, X_train, folds, X_test, targets)
     summaries = _write(
         settings, result, X_train, X_test, targets, train_stories, test_story,
-        feature_file=feature_file, params=params,
+        feature_file=feature_file, params=params, projection=features.projection,
     )  # fmt: skip
     return dict(zip(subjects, summaries, strict=True))
 
@@ -382,8 +392,10 @@ def _write(
     *,
     feature_file: str | os.PathLike,
     params: Mapping[str, Any] | None,
+    projection: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Each target's columns of the fit: checked, then its npz, summary and provenance."""
+    """Each target's columns of the fit: checked, then its npz, summary and provenance
+    (``projection``: the fixed-width projection's record, `project_design`)."""
     result, n_folds = fitted
     subjects = [t.subject for t in targets]
     summaries = []
@@ -457,6 +469,9 @@ def _write(
             **edges,
             **significance,
         }
+        if projection is not None:
+            # method, d, seed, whether the layer was projected, the variance PCA kept
+            summary["projection"] = dict(projection)
         write_json(scores_json_path(target.out_npz), summary)
         write_provenance(
             target.out_npz,
@@ -465,6 +480,7 @@ def _write(
             test_story=test_story,
             train_stories=train_stories,
             settings=asdict(settings),
+            **({"projection": dict(projection)} if projection is not None else {}),
             **dict(target.responses or {}),
         )
         logger.info(

@@ -66,11 +66,15 @@ class PreparedFit:
     folds : list of (train_idx, val_idx)
         From `fmriscaling.encoding.folds.cv_folds`.
     alphas : float64 array of shape (n_alphas,)
+    projection : dict or None
+        What `fmriscaling.encoding.width.project_design` recorded of a fixed-width fit's
+        projection (None: native features).
     """
 
     design: FitDesign
     folds: list
     alphas: np.ndarray
+    projection: dict | None = None
 
 
 def prepare_fit(
@@ -87,6 +91,7 @@ def prepare_fit(
     seed: int,
     test_extra_trim: int,
     extra_trim_train: Mapping[str, int] | None,
+    projection: Mapping[str, int | str] | None = None,
 ) -> PreparedFit:
     """Check the story lists, read and build the designs, the CV folds and the alpha grid.
 
@@ -96,7 +101,9 @@ def prepare_fit(
     are checked per story, then `build_design` trims, z-scores and delays within each story
     (the features only, with prepared responses). The folds come from
     `fmriscaling.encoding.folds.cv_folds`. Parameters are those of
-    `fmriscaling.encoding.fit.fit_encoding` of the same names.
+    `fmriscaling.encoding.fit.fit_encoding` of the same names; ``projection`` (``dim``,
+    ``method``, ``seed``) projects the z-scored features to ``dim`` columns before the delays,
+    fitted on the training stories only (`fmriscaling.encoding.width`).
 
     Returns
     -------
@@ -122,7 +129,9 @@ def prepare_fit(
             delays=delays,
             test_extra_trim=test_extra_trim,
             extra_trim_train=extra_trim_train,
+            projection=projection,
         )
+        record = features.projection
         with opened_prepared(response_files, features, feature_file) as prepared:
             Y_train = prepared.columns(train_stories).read(slice(None))
             Y_test = prepared.read(test_story)
@@ -142,16 +151,43 @@ def prepare_fit(
                 response_file=response_files[story],
             )
         trims = _trims(train_stories, test_story, test_extra_trim, extra_trim_train)
+        # with a projection: z-scored, undelayed features first (delays after the projection)
+        own = (0,) if projection is not None else delays
         X_train, Y_train, lengths = build_design(
-            layers, responses, train_stories, delays=delays, extra_trim=trims
+            layers, responses, train_stories, delays=own, extra_trim=trims
         )
         X_test, Y_test, _ = build_design(
-            layers, responses, [test_story], delays=delays, extra_trim=trims
+            layers, responses, [test_story], delays=own, extra_trim=trims
         )
         del layers, responses
+        X_train, X_test, record = _projected(
+            X_train, lengths, X_test, delays, projection, feature_file
+        )
     folds = cv_folds(lengths, cv=cv, n_folds=n_folds, bootstrap=bootstrap, seed=seed)
     design = FitDesign(X_train, Y_train, list(lengths), X_test, Y_test)
-    return PreparedFit(design, folds, alpha_grid(alphas))
+    return PreparedFit(design, folds, alpha_grid(alphas), record)
+
+
+def _projected(
+    Z_train: np.ndarray,
+    lengths: Sequence[int],
+    Z_test: np.ndarray,
+    delays: Sequence[int],
+    projection: Mapping[str, int | str] | None,
+    feature_file: str | os.PathLike,
+) -> tuple[np.ndarray, np.ndarray, dict | None]:
+    """The delayed designs of z-scored features ``Z_*`` projected to a fixed width, the
+    projection fitted on the training rows only; unchanged designs without a projection."""
+    if projection is None:
+        return Z_train, Z_test, None
+    from .width import delay_stories, project_design, projection_spec
+
+    P_train, P_test, record = project_design(
+        Z_train, Z_test, **projection_spec(projection), what=str(feature_file)
+    )
+    X_train = delay_stories(P_train, lengths, delays)
+    X_test = delay_stories(P_test, [P_test.shape[0]], delays)
+    return X_train, X_test, record
 
 
 def _trims(
@@ -178,6 +214,9 @@ class FeatureDesign:
         TRs dropped at the start of each story (what the prepared responses must have dropped).
     n_trs : dict story -> int
         TRs of each story's features before trimming (what the raw responses must have).
+    projection : dict or None
+        The fixed-width projection's record (`fmriscaling.encoding.width.project_design`;
+        None: native features).
     """
 
     X_train: np.ndarray
@@ -185,6 +224,7 @@ class FeatureDesign:
     X_test: np.ndarray
     trims: dict[str, int]
     n_trs: dict[str, int]
+    projection: dict | None = None
 
 
 def feature_design(
@@ -195,21 +235,30 @@ def feature_design(
     delays: Sequence[int],
     test_extra_trim: int,
     extra_trim_train: Mapping[str, int] | None,
+    projection: Mapping[str, int | str] | None = None,
 ) -> FeatureDesign:
     """Read the layer's features of every story and build the training and test designs.
 
     The design depends on the features and the stories only, so subjects that share a training
-    set share it (`fmriscaling.encoding.fit.fit_encoding_subjects`).
+    set share it (`fmriscaling.encoding.fit.fit_encoding_subjects`). Only the training stories
+    and the test story are read. With ``projection`` (``dim``, ``method``, ``seed``), the
+    z-scored features are projected to ``dim`` columns before the delays, the projection fitted
+    on the training stories' rows only and applied to the test story
+    (`fmriscaling.encoding.width.project_design`).
     """
     from ..features.io import read_layer
 
     stories = [*train_stories, test_story]
     layers = {story: read_layer(feature_file, story) for story in stories}
     trims = _trims(train_stories, test_story, test_extra_trim, extra_trim_train)
-    X_train, _, lengths = build_design(layers, None, train_stories, delays=delays, extra_trim=trims)
-    X_test, _, _ = build_design(layers, None, [test_story], delays=delays, extra_trim=trims)
+    # with a projection: z-scored, undelayed features first (delays after the projection)
+    own = (0,) if projection is not None else delays
+    X_train, _, lengths = build_design(layers, None, train_stories, delays=own, extra_trim=trims)
+    X_test, _, _ = build_design(layers, None, [test_story], delays=own, extra_trim=trims)
     n_trs = {story: layers[story].shape[0] for story in stories}
-    return FeatureDesign(X_train, list(lengths), X_test, trims, n_trs)
+    del layers
+    X_train, X_test, record = _projected(X_train, lengths, X_test, delays, projection, feature_file)
+    return FeatureDesign(X_train, list(lengths), X_test, trims, n_trs, record)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import pandas as pd
 from .._utils import DataError, atomic_path
 from ..stats import fit_log_linear
 from .noise_ceiling import load_noise_ceiling, normalized_correlation, summarize_normalized
+from .width import NATIVE, native_rows, width_label
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ ENCODING_COLUMNS: tuple[str, ...] = (
     "n_layers",
     "relative_depth",
     "full_train",
+    "width",
+    "n_features",
+    "projected",
+    "explained_variance",
     "n_train_stories",
     "n_train_trs",
     "seed",
@@ -90,7 +95,8 @@ def encoding_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     Returns
     -------
     table : DataFrame of shape (n_fits, >= len(ENCODING_COLUMNS))
-        Sorted by subject, model, layer, n_train_stories, seed.
+        Sorted by subject, model, layer, width (native first, then d ascending),
+        n_train_stories, seed.
     """
     df = pd.DataFrame.from_records([dict(r) for r in records])
     for col in ENCODING_COLUMNS:
@@ -104,9 +110,18 @@ def encoding_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     extra = [c for c in df.columns if c not in ENCODING_COLUMNS]
     df = df[[*ENCODING_COLUMNS, *extra]]
     if len(df):
-        df = df.sort_values(
-            ["subject", "model", "layer", "n_train_stories", "seed"], kind="stable"
-        ).reset_index(drop=True)
+        df["width"] = df["width"].map(width_label)
+        # native first, then the fixed widths in ascending d
+        order = df["width"].map(lambda w: -1 if w == NATIVE else int(w)).rename("_width_order")
+        df = (
+            df.assign(_width_order=order)
+            .sort_values(
+                ["subject", "model", "layer", "_width_order", "n_train_stories", "seed"],
+                kind="stable",
+            )
+            .drop(columns="_width_order")
+            .reset_index(drop=True)
+        )
     return df
 
 
@@ -122,8 +137,9 @@ def collect_encoding_scores(
     ----------
     entries : sequence of mapping
         One per fit, with ``subject``, ``model``, ``family``, ``n_params``, ``layer``,
-        ``n_layers``, ``n_train`` (None for the full training set), ``seed`` and ``path`` (the
-        ``scores.npz``; its ``scores.json`` summary must lie beside it).
+        ``n_layers``, ``n_train`` (None for the full training set), ``seed``, ``width`` (d of a
+        fixed-width fit; absent or None: native features) and ``path`` (the ``scores.npz``;
+        its ``scores.json`` summary must lie beside it).
     noise_ceiling_files : mapping subject -> path-like
         Noise-ceiling npz per subject (`compute_noise_ceiling_file`). A subject without one
         gets NaN ``mean_cc_norm``.
@@ -136,6 +152,10 @@ def collect_encoding_scores(
         See `encoding_table`. ``mean_r`` is the mean test r over all voxels, ``mean_cc_norm``
         the mean of ``r / CC_max`` over voxels that have a ceiling, ``n_voxels_no_ceiling``
         counts the others (excluded from that mean), ``peak_memory_mb`` is in MB (10^6 bytes).
+        ``width`` is ``native`` or the fixed width d (a string), ``n_features`` the layer's
+        columns the ridge saw before the delays, ``projected`` whether a fixed-width fit's
+        layer was projected (False for native fits and for a layer narrower than d, fitted
+        native) and ``explained_variance`` the fraction of the training variance its PCA kept.
 
     Raises
     ------
@@ -166,6 +186,8 @@ def collect_encoding_scores(
             cc_norm = normalized_correlation(test_r, nc.cc_max, floor=floor)
             mean_cc_norm, _, n_no_ceiling = summarize_normalized(cc_norm, nc.valid)
         n_train = entry.get("n_train")
+        projection = summary.get("projection") or {}
+        n_delays = len(summary.get("delays") or [None])
         records.append(
             {
                 "subject": subject,
@@ -175,6 +197,12 @@ def collect_encoding_scores(
                 "layer": int(entry["layer"]),
                 "n_layers": entry.get("n_layers"),
                 "full_train": n_train is None,
+                "width": width_label(entry.get("width")),
+                "n_features": (
+                    int(summary["n_features"]) // n_delays if "n_features" in summary else np.nan
+                ),
+                "projected": bool(projection.get("projected", False)),
+                "explained_variance": projection.get("explained_variance_ratio") or np.nan,
                 "model_kind": entry.get("kind"),
                 "n_train_stories": int(summary["n_train_stories"]),
                 "n_train_trs": int(summary["n_train_trs"]),
@@ -235,8 +263,8 @@ def best_layers(table: pd.DataFrame, *, by: Sequence[str] = ("subject", "model")
     if dup.any():
         raise DataError(
             f"best_layers: {int(dup.sum())} rows share {[*by, 'layer']} (several training "
-            "sets or seeds per layer); filter the table to one fit per layer, e.g. "
-            "table[table.full_train], or pass a finer `by`."
+            "sets, seeds or widths per layer); filter the table to one fit per layer, e.g. "
+            "native_rows(table[table.full_train]), or pass a finer `by` (with width)."
         )
     if table["mean_cv_score"].isna().any():
         raise DataError(
@@ -270,6 +298,7 @@ def scaling_summary(table: pd.DataFrame) -> pd.DataFrame:
     """
     columns = list(SCALING_COLUMNS)
     rows: list[dict[str, Any]] = []
+    table = native_rows(table) if len(table) else table  # the fixed widths: `scaling_fits`
     full = table[table["full_train"].astype(bool)] if len(table) else table
     if len(full):
         best = best_layers(full)

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from .._utils import DataError, atomic_path
+from ..encoding.width import NATIVE, width_label, widths_of
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -134,12 +135,15 @@ def _of_model_kind(table: pd.DataFrame, model_kind: str | None, where: str) -> p
 def _fit_of(fits: pd.DataFrame, where: str, axis: str, metric: str, **labels: Any) -> pd.Series:
     """The row of the scaling-fit table for one (axis, metric, family or model/layer)."""
     _check_columns(fits, ["axis", "metric", "slope_per_decade", "intercept", "r"], where)
-    match = (fits["axis"] == axis) & (fits["metric"] == metric)
+    # native unless a width is named (a table without width: native fits only)
+    width = width_label(labels.pop("width", None))
+    match = (fits["axis"] == axis) & (fits["metric"] == metric) & (widths_of(fits) == width)
     for name, value in labels.items():
         match &= fits[name].astype(str) == str(value) if name != "layer" else fits[name] == value
     rows = fits[match]
     if len(rows) != 1:
         named = ", ".join(f"{k} {v}" for k, v in labels.items())
+        named += "" if width == NATIVE else f" at width {width}"
         raise DataError(
             f"{where}: the scaling-fit table has {len(rows)} {axis} fit(s) of {metric} for "
             f"{named}, expected one; rebuild it (rule scaling_table)"
@@ -167,7 +171,8 @@ def _draw_band(
 ) -> None:
     """Pointwise percentile band of the bootstrap replicates' lines of one fit."""
     keys = ("axis", "metric", "family", "model", "layer")
-    match = np.ones(len(bootstrap), dtype=bool)
+    # one width's lines (the native fits', or those of a fixed width d)
+    match = np.array(widths_of(bootstrap) == width_label(fit.get("width")), dtype=bool)
     for key in keys:
         value = fit.get(key)
         column = bootstrap[key]

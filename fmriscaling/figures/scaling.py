@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..encoding.tables import best_layers
+from ..encoding.width import NATIVE, native_rows, width_groups
 from ..outputs import SCALING_FIGURES
 from ..stats import fit_log_linear
 from ._base import (
@@ -76,6 +77,11 @@ def plot_model_size_scaling(
     family with at least two model sizes; the legend gives the slope per 10x parameters and the
     Pearson r of the fit, e.g. ``"OPT: +0.012 r per 10x (r=0.91)"``.
 
+    With fixed-width fits in the table (``width`` = d, ``features.fixed_dim``), each family
+    gets a second curve per width beside its native one: the same colour, dashed, hollow
+    markers, labelled ``"OPT, d = 16: ..."``, its best layer chosen by CV among the width-d
+    fits (a layer narrower than d left out, `fmriscaling.encoding.width.fixed_width_rows`).
+
     Parameters
     ----------
     table : pandas.DataFrame
@@ -87,7 +93,7 @@ def plot_model_size_scaling(
     fits : pandas.DataFrame, optional
         The scaling-fit table (`fmriscaling.scaling.scaling_fits`): the lines and legends come
         from its ``params`` rows (slope, % per decade with its interval, r), so figure and
-        table agree; a family it lacks is an error.
+        table agree; a family (and width) it lacks is an error.
     bootstrap : pandas.DataFrame, optional
         Its replicate lines: a shaded band of the fit's confidence interval.
     model_kind : str, optional
@@ -98,7 +104,8 @@ def plot_model_size_scaling(
     matplotlib.axes.Axes
         The Axes drawn into. Artists carry a ``gid``: ``"subjects:<family>"`` and
         ``"mean:<family>"`` for the point collections, ``"fit:<family>"`` for the fit line,
-        ``"band:<family>"`` for the interval.
+        ``"band:<family>"`` for the interval; a fixed width's end in ``":d<d>"``
+        (``"fit:<family>:d16"``).
     """
     where = "plot_model_size_scaling"
     table = _of_model_kind(table, model_kind, where)
@@ -109,68 +116,87 @@ def plot_model_size_scaling(
         where,
     )
     ax = get_ax(ax)
-    best = best_layers(full, by=("subject", "model"))
     n_params = _params_per_model(full)
     family_of = full.groupby("model")["family"].first()
     colors = _family_colors(family_of.to_numpy())
-
-    per_model = best.groupby("model")[metric].mean().to_frame("value")
-    per_model["n_params"] = n_params.reindex(per_model.index)
-    per_model["family"] = family_of.reindex(per_model.index)
-
-    for family in sorted(colors):
-        color = colors[family]
-        subj = best.loc[best["family"] == family]
-        ax.scatter(
-            subj["n_params"],
-            subj[metric],
-            color=color,
-            alpha=0.3,
-            s=18,
-            linewidths=0,
-            label="_nolegend_",
-            gid=f"subjects:{family}",
-        )
-        means = per_model.loc[per_model["family"] == family].sort_values("n_params")
-        fittable = means.dropna(subset=["value"])
-        label = str(family)
-        if fittable["n_params"].nunique() >= 2:
-            slope, intercept, r = fit_log_linear(fittable["n_params"], fittable["value"])
-            x_line = np.array([fittable["n_params"].min(), fittable["n_params"].max()], float)
-            label = f"{family}: {slope:+.3f} {_metric_unit(metric)} per 10x (r={r:.2f})"
-            if fits is not None:
-                fit = _fit_of(fits, where, "params", metric, family=family)
-                slope, intercept = fit["slope_per_decade"], fit["intercept"]
-                label = _fit_label(str(family), fit, _metric_unit(metric), "")
-                if bootstrap is not None:
-                    _draw_band(ax, bootstrap, fit, x_line, color, f"band:{family}")
-            ax.plot(
-                x_line,
-                intercept + slope * np.log10(x_line),
-                color=color,
-                linewidth=1.5,
-                label="_nolegend_",
-                gid=f"fit:{family}",
-            )
-        else:
-            logger.info("%s: family %s has < 2 model sizes; no fit drawn", where, family)
-        ax.scatter(
-            means["n_params"],
-            means["value"],
-            color=color,
-            s=45,
-            edgecolors="black",
-            linewidths=0.5,
-            zorder=3,
-            label=label,
-            gid=f"mean:{family}",
-        )
+    for width, rows in width_groups(full, what=where):
+        _size_curves(ax, rows, width, metric, colors, n_params, family_of, fits, bootstrap)
 
     _log_count_axis(ax)
     ax.set_xlabel("model parameters")
     ax.set_ylabel(f"{_metric_label(metric)} (best CV layer)")
     ax.legend(fontsize="small", frameon=False)
     return ax
+
+
+def _size_curves(ax, full, width, metric, colors, n_params, family_of, fits, bootstrap) -> None:
+    """One width's points and lines of `plot_model_size_scaling`, one per family."""
+    where = "plot_model_size_scaling"
+    native = width == NATIVE
+    # a fixed width: dashed line, hollow markers, no per-subject points, gids ending in :d<d>
+    tag = "" if native else f":d{width}"
+    best = best_layers(full, by=("subject", "model"))
+    per_model = best.groupby("model")[metric].mean().to_frame("value")
+    per_model["n_params"] = n_params.reindex(per_model.index)
+    per_model["family"] = family_of.reindex(per_model.index)
+
+    for family in sorted(colors):
+        color = colors[family]
+        name = str(family) if native else f"{family}, d = {width}"
+        if native:
+            subj = best.loc[best["family"] == family]
+            ax.scatter(
+                subj["n_params"],
+                subj[metric],
+                color=color,
+                alpha=0.3,
+                s=18,
+                linewidths=0,
+                label="_nolegend_",
+                gid=f"subjects:{family}",
+            )
+        means = per_model.loc[per_model["family"] == family].sort_values("n_params")
+        if means.empty:
+            continue
+        fittable = means.dropna(subset=["value"])
+        label = name
+        if fittable["n_params"].nunique() >= 2:
+            slope, intercept, r = fit_log_linear(fittable["n_params"], fittable["value"])
+            x_line = np.array([fittable["n_params"].min(), fittable["n_params"].max()], float)
+            label = f"{name}: {slope:+.3f} {_metric_unit(metric)} per 10x (r={r:.2f})"
+            if fits is not None:
+                fit = _fit_of(fits, where, "params", metric, family=family, width=width)
+                slope, intercept = fit["slope_per_decade"], fit["intercept"]
+                label = _fit_label(name, fit, _metric_unit(metric), "")
+                if bootstrap is not None:
+                    _draw_band(ax, bootstrap, fit, x_line, color, f"band:{family}{tag}")
+                    if not native:  # hatched, so the two bands of a family tell apart
+                        band = next(
+                            c for c in ax.collections if c.get_gid() == f"band:{family}{tag}"
+                        )
+                        band.set(facecolor="none", edgecolor=color, hatch="//", alpha=0.35)
+            ax.plot(
+                x_line,
+                intercept + slope * np.log10(x_line),
+                color=color,
+                linewidth=1.5,
+                linestyle="-" if native else "--",
+                label="_nolegend_",
+                gid=f"fit:{family}{tag}",
+            )
+        else:
+            logger.info("%s: %s has < 2 model sizes; no fit drawn", where, name)
+        ax.scatter(
+            means["n_params"],
+            means["value"],
+            color=color if native else "none",
+            s=45,
+            edgecolors="black" if native else color,
+            linewidths=0.5 if native else 1.5,
+            zorder=3,
+            label=label,
+            gid=f"mean:{family}{tag}",
+        )
 
 
 def plot_data_scaling(
@@ -199,8 +225,9 @@ def plot_data_scaling(
     ----------
     table : pandas.DataFrame
         The scaling table. Rows with ``kind == "subsample"`` are used, plus the
-        ``kind == "full"`` rows of the same (model, layer): the fit on all training stories is
-        the largest size of the sweep (a subset of all stories is the same for every seed).
+        ``kind == "full"`` rows of the same (model, layer) on native features: the fit on all
+        training stories is the largest size of the sweep (a subset of all stories is the same
+        for every seed).
     metric : str
         Column drawn on the y axis.
     ax : matplotlib.axes.Axes, optional
@@ -222,6 +249,7 @@ def plot_data_scaling(
         ``"band:<model>:<layer>"``.
     """
     where = "plot_data_scaling"
+    table = native_rows(table)  # the sweeps are fitted on native features
     columns = ["subject", "model", "layer", "n_train_stories", metric] + (
         [x] if x != "n_train_stories" else []
     )
@@ -324,7 +352,7 @@ def plot_layer_profiles(
     Parameters
     ----------
     table : pandas.DataFrame
-        The scaling table; only rows with ``kind == "full"`` are used.
+        The scaling table; only rows with ``kind == "full"`` on native features are used.
     metric : str
         Column drawn on the y axis.
     ax : matplotlib.axes.Axes, optional
@@ -337,6 +365,7 @@ def plot_layer_profiles(
         ``gid="best:<model>"``.
     """
     where = "plot_layer_profiles"
+    table = native_rows(table)  # the layers' native features (fixed widths: the size figure)
     full = _rows_of_kind(
         table,
         "full",

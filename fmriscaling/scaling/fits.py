@@ -19,6 +19,7 @@ import pandas as pd
 
 from .._utils import DataError, write_provenance
 from ..encoding.tables import best_layers
+from ..encoding.width import NATIVE, native_rows, width_groups, width_label, with_width
 from ..stats import fit_log_linear
 from .resample import _full, _swept, check_encoding
 from .schema import CORTEX, LANGUAGE, ROI_COLUMNS, Track
@@ -35,6 +36,7 @@ FIT_COLUMNS = (
     "family",
     "model",
     "layer",
+    "width",
     "n_points",
     "x_min",
     "x_max",
@@ -52,7 +54,7 @@ FIT_COLUMNS = (
 )
 #: Columns of the headline table, in order.
 HEADLINE_COLUMNS = (
-    "axis", "kind", "family", "model", "layer", "n_points", "slope_per_decade", "slope_lo",
+    "axis", "kind", "family", "model", "layer", "width", "n_points", "slope_per_decade", "slope_lo",
     "slope_hi", "pct_per_decade", "pct_lo", "pct_hi", "r", "best_model", "best_layer",
     "best_relative_depth", "best_mean_r", "best_mean_cc_norm", "best_fraction_significant",
     "paper_name",
@@ -146,7 +148,9 @@ def scaling_fits(
 
     - ``axis="params"``, per family with >= 2 model sizes: each model's full-training-set fit
       (the language track: its CV-best layer per subject), ``metric`` averaged over subjects,
-      against ``log10(n_params)``;
+      against ``log10(n_params)``; the language track fits one such line per width, the native
+      one and one at each fixed width d (``width``; the best layer chosen among the width-d
+      fits, a layer narrower than d left out with a warning);
     - the track's data axes (language ``stories`` and ``trs``, vision ``images``), per swept
       model (and layer) with >= 2 training-set sizes: ``metric`` averaged over the fits at each
       size (seeds, subjects; the full fit is the largest size) against ``log10`` of the size.
@@ -174,10 +178,10 @@ def scaling_fits(
     Returns
     -------
     fits : DataFrame
-        One row per (axis, metric, family or (model, layer)[, ROI]), columns `FIT_COLUMNS` then
-        ``by``.
+        One row per (axis, metric, family and width or (model, layer)[, ROI]), columns
+        `FIT_COLUMNS` then ``by``; ``width`` is ``native`` but for the fixed-width size fits.
     replicates : DataFrame
-        One row per fit and replicate: axis, metric, family, model, layer, replicate,
+        One row per fit and replicate: axis, metric, family, model, layer, width, replicate,
         slope, intercept (the lines behind the intervals and the figures' bands), then ``by``.
 
     Raises
@@ -190,6 +194,8 @@ def scaling_fits(
     if by not in ([], list(ROI_COLUMNS)):
         raise ValueError(f"by must be () or {ROI_COLUMNS}, got {by}")
     check_encoding(encoding, track, finite=not by)
+    if track.widths:
+        encoding, means = with_width(encoding), with_width(means)
     subjects = sorted(str(s) for s in encoding["subject"].unique())
     n_rep = int(means["replicate"].max()) + 1 if len(means) else 0
     if n_rep == 0:
@@ -219,7 +225,7 @@ def scaling_fits(
                 lines.append(_replicate_lines(fit, slopes, intercepts).assign(**where))
     columns = [*FIT_COLUMNS, *by]
     fits = pd.DataFrame.from_records(rows, columns=columns)[columns]
-    line_columns = ["axis", "metric", "family", "model", "layer", "replicate", "slope"]
+    line_columns = ["axis", "metric", "family", "model", "layer", "width", "replicate", "slope"]
     line_columns += ["intercept", *by]
     replicates = (
         pd.concat(lines, ignore_index=True) if lines else pd.DataFrame(columns=line_columns)
@@ -229,18 +235,25 @@ def scaling_fits(
 
 def _lines_of(table: pd.DataFrame, track: Track):
     """(axis, labels, models, points) of every line a table supports: the size fit of each
-    family, then the data-size fits of each swept model (and layer) in the table's order. A
-    point is (x, the metrics' means over the fits at x, those fits), in ascending x."""
+    family (at the native width, then at each fixed width d), then the data-size fits of each
+    swept model (and layer) in the table's order. A point is (x, the metrics' means over the
+    fits at x, those fits), in ascending x."""
     full = _full(table)
-    chosen = best_layers(full) if track.layered else full
-    for family, group in chosen.groupby("family", sort=True):
-        sizes = group.groupby("model")["n_params"].first().dropna().sort_values()
-        if sizes.nunique() < 2:
-            logger.info("family %s has fewer than two model sizes: no size fit", family)
-            continue
-        means = group.groupby("model")[list(track.metrics)].mean()
-        points = [(x, means.loc[m], group[group["model"] == m]) for m, x in sizes.items()]
-        yield "params", {"family": family}, list(sizes.index), points
+    groups = width_groups(full, what="scaling fits") if track.widths else [(NATIVE, full)]
+    for width, rows in groups:
+        chosen = best_layers(rows) if track.layered else rows
+        for family, group in chosen.groupby("family", sort=True):
+            sizes = group.groupby("model")["n_params"].first().dropna().sort_values()
+            at = "" if width == NATIVE else f" at width {width}"
+            if sizes.nunique() < 2:
+                logger.info("family %s has fewer than two model sizes%s: no size fit", family, at)
+                continue
+            means = group.groupby("model")[list(track.metrics)].mean()
+            points = [(x, means.loc[m], group[group["model"] == m]) for m, x in sizes.items()]
+            labels = {"family": family} | ({"width": width} if track.widths else {})
+            yield "params", labels, list(sizes.index), points
+    # the data-size sweeps are fitted on native features only
+    table = native_rows(table) if track.widths else table
     swept = ["model", "layer"] if track.layered else ["model"]
     for values in _swept(table, swept).itertuples(index=False):
         labels = dict(zip(swept, values, strict=True))
@@ -260,7 +273,8 @@ def _lines_of(table: pd.DataFrame, track: Track):
 
 def _name(labels: Mapping[str, Any]) -> str:
     if "model" not in labels:
-        return f"family {labels['family']}"
+        width = width_label(labels.get("width"))
+        return f"family {labels['family']}" + ("" if width == NATIVE else f" at width {width}")
     layer = f" layer {labels['layer']}" if "layer" in labels else ""
     return f"{labels['model']}{layer}"
 
@@ -312,6 +326,7 @@ def fit_point(
         "family": labels.get("family"),
         "model": labels.get("model"),
         "layer": labels.get("layer"),
+        "width": width_label(labels.get("width")),
         "n_points": int(x.size),
         "x_min": float(x.min()),
         "x_max": float(x.max()),
@@ -343,6 +358,7 @@ def _replicate_lines(fit: dict, slopes: np.ndarray, intercepts: np.ndarray) -> p
             "family": fit["family"],
             "model": fit["model"],
             "layer": fit["layer"],
+            "width": fit.get("width", NATIVE),
             "replicate": np.arange(slopes.size),
             "slope": slopes,
             "intercept": intercepts,
@@ -357,7 +373,8 @@ def headline_table(
     paper: Sequence[Mapping[str, Any]] = (),
     aliases: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """One line per family (model size) and per subsampled model (data size), mean test r.
+    """One line per family and width (model size) and per subsampled model (data size), mean
+    test r.
 
     Parameters
     ----------
@@ -374,20 +391,24 @@ def headline_table(
     Returns
     -------
     DataFrame
-        axis, kind, family, model, layer, n_points, slope_per_decade, slope_lo, slope_hi,
+        axis, kind, family, model, layer, width, n_points, slope_per_decade, slope_lo, slope_hi,
         pct_per_decade, pct_lo, pct_hi, r, best_model, best_layer, best_relative_depth,
         best_mean_r, best_mean_cc_norm, best_fraction_significant (the subject-mean fraction
         of voxels significant at the FDR level), paper_name, paper_pct_per_decade,
-        paper_fit_r.
+        paper_fit_r. A fixed-width line's best model and layer are its width's; the paper's
+        numbers are given for the native lines only.
     """
     aliases = dict(aliases or {})
     by_name = {(p["axis"], p["name"]): p for p in paper}
-    full = _full(encoding)
+    # the native fits and the projected fits of each fixed width (narrower layers left out)
+    full = with_width(_full(encoding))
+    groups = width_groups(full)
+    full = pd.concat([rows for _, rows in groups]) if groups else full
     if "fraction_significant" not in full:  # a table from before the permutation test
         full = full.assign(fraction_significant=np.nan)
-    # per model: the layer with the best subject-mean CV score (never the test score)
+    # per model and width: the layer with the best subject-mean CV score (never the test score)
     per_layer = (
-        full.groupby(["family", "model", "layer"], sort=True)
+        full.groupby(["width", "family", "model", "layer"], sort=True)
         .agg(
             cv=("mean_cv_score", "mean"),
             mean_r=("mean_r", "mean"),
@@ -397,20 +418,25 @@ def headline_table(
         )
         .reset_index()
     )
-    best_per_model = per_layer.loc[per_layer.groupby("model")["cv"].idxmax()]
+    best_per_model = per_layer.loc[per_layer.groupby(["width", "model"])["cv"].idxmax()]
     rows = []
     for fit in fits[fits["metric"] == "mean_r"].to_dict("records"):
+        width = width_label(fit.get("width"))
+        of_width = best_per_model[best_per_model["width"] == width]
         if fit["axis"] == "params":
-            candidates = best_per_model[best_per_model["family"] == fit["family"]]
+            candidates = of_width[of_width["family"] == fit["family"]]
             name = fit["family"]
         else:
-            candidates = best_per_model[best_per_model["model"] == fit["model"]]
+            candidates = of_width[of_width["model"] == fit["model"]]
             name = fit["model"]
         best = candidates.loc[candidates["cv"].idxmax()]
-        ref = by_name.get((fit["axis"], aliases.get(name, name)), {})
+        # the paper's numbers are for native features
+        ref = by_name.get((fit["axis"], aliases.get(name, name)), {}) if width == NATIVE else {}
         rows.append(
             {
-                **{k: fit[k] for k in ("axis", "kind", "family", "model", "layer", "n_points")},
+                **{k: fit[k] for k in ("axis", "kind", "family", "model", "layer")},
+                "width": width,
+                "n_points": fit["n_points"],
                 **{k: fit[k] for k in ("slope_per_decade", "slope_lo", "slope_hi")},
                 **{k: fit[k] for k in ("pct_per_decade", "pct_lo", "pct_hi", "r")},
                 "best_model": best["model"],

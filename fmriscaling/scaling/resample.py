@@ -22,6 +22,7 @@ import pandas as pd
 from .._utils import DataError, write_provenance
 from ..encoding.noise_ceiling import load_noise_ceiling, normalized_correlation
 from ..encoding.tables import best_layers
+from ..encoding.width import native_rows, width_groups, width_label, with_width
 from .schema import CORTEX, LANGUAGE, ROI_COLUMNS, Track
 
 logger = logging.getLogger(__name__)
@@ -46,17 +47,19 @@ KEY_COLUMNS = LANGUAGE.key_columns
 
 
 def row_key(row: Mapping[str, Any]) -> tuple:
-    """Key of an encoding-table row: (subject, model, layer, n_train or None, seed)."""
+    """Key of an encoding-table row: (subject, model, layer, width, n_train or None, seed)."""
     return LANGUAGE.key(row)
 
 
 def entry_key(entry: Mapping[str, Any]) -> tuple:
-    """Key of a fit entry of the workflow (``n_train`` None for the full training set)."""
+    """Key of a fit entry of the workflow (``n_train`` None for the full training set,
+    ``width`` absent or None for native features)."""
     n = entry.get("n_train")
     return (
         str(entry["subject"]),
         str(entry["model"]),
         int(entry["layer"]),
+        width_label(entry.get("width")),
         None if n is None else int(n),
         int(entry.get("seed", -1)),
     )
@@ -82,13 +85,16 @@ def fits_to_resample(encoding: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        The best layer (by CV) of each (subject, model) on the full training set, and every
-        fit (full and subsets) of each subsampled (model, layer); rows unique.
+        The best layer (by CV) of each (subject, model) on the full training set, at its
+        native width and at each fixed width (a layer narrower than d left out), and every fit
+        (full and subsets) of each subsampled (model, layer) at its native width; rows unique.
     """
     check_encoding(encoding)
-    best = best_layers(_full(encoding))
-    sweeps = encoding.merge(_swept(encoding), on=["model", "layer"])
-    rows = pd.concat([best, sweeps], ignore_index=True)
+    encoding = with_width(encoding)
+    best = [best_layers(rows) for _, rows in width_groups(_full(encoding))]
+    native = native_rows(encoding)
+    sweeps = native.merge(_swept(native), on=["model", "layer"])
+    rows = pd.concat([*best, sweeps], ignore_index=True)
     return rows.drop_duplicates(list(KEY_COLUMNS)).reset_index(drop=True)
 
 
@@ -98,7 +104,8 @@ def check_encoding(encoding: pd.DataFrame, track: Track = LANGUAGE, *, finite: b
     # the language track picks each model's layer by its CV score
     cv = ("mean_cv_score",) if track.layered else ()
     needed = (*track.key_columns, "family", "n_params", *track.metrics, *cv)
-    missing_cols = [c for c in needed if c not in encoding]
+    # a table without width holds native fits only (`fmriscaling.encoding.width.widths_of`)
+    missing_cols = [c for c in needed if c not in encoding and c != "width"]
     if missing_cols:
         raise DataError(f"the {track.name} encoding table lacks column(s) {missing_cols}")
     full = _full(encoding)
@@ -257,6 +264,7 @@ def replicate_means(
         raise ValueError(
             f"{subject}: {len(fits)} fits, test_r {test_r.shape}, scores {normalized.shape}"
         )
+    fits = with_width(fits) if track.widths else fits
     frame = fits[list(track.key_columns)].reset_index(drop=True)
     out = []
     for roi, mask in {CORTEX: None, **(rois or {})}.items():

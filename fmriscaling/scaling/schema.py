@@ -5,8 +5,9 @@ Both tracks go through the same two steps (`fmriscaling.scaling.resample.replica
 per fit, ROI and replicate) and the scaling table (`FIT_COLUMNS`). A `Track` names what differs:
 the column that counts training items (stories or images), the data-size axes, the
 noise-normalised metric (CC_norm for the language track, the Algonauts noise-normalised score
-for the vision track) and whether a fit has one layer (language) or selects one per vertex
-(vision: no layer).
+for the vision track), whether a fit has one layer (language) or selects one per vertex
+(vision: no layer), and whether fits also come at fixed widths (language: ``width``, the
+layer's features projected to d dimensions, `fmriscaling.encoding.width`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..encoding.width import NATIVE, width_label
 
 __all__ = ["CORTEX", "LANGUAGE", "ROI_COLUMNS", "VISION", "Track"]
 
@@ -41,6 +44,9 @@ class Track:
         The ``kind`` of every fit of the track; None: each model's ``model_kind`` column.
     layered : bool
         Whether a fit is one layer's (its key and its lines carry ``layer``).
+    widths : bool
+        Whether fits come at fixed widths besides the native one (``features.fixed_dim``: the
+        key carries ``width``, `fmriscaling.encoding.width`).
     """
 
     name: str
@@ -49,24 +55,30 @@ class Track:
     metrics: tuple[str, str]
     kind: str | None
     layered: bool
+    widths: bool = False
 
     @property
     def key_columns(self) -> tuple[str, ...]:
         """The columns that identify one fit."""
         layer = ("layer",) if self.layered else ()
-        return ("subject", "model", *layer, "full_train", self.size_column, "seed")
+        width = ("width",) if self.widths else ()
+        return ("subject", "model", *layer, *width, "full_train", self.size_column, "seed")
 
     def key(self, row: Mapping[str, Any]) -> tuple:
-        """Key of one fit: (subject, model[, layer], n_train or None for the full set, seed)."""
+        """Key of one fit: (subject, model[, layer][, width], n_train or None for the full
+        set, seed)."""
         full = bool(row["full_train"])
         n = None if full else int(row[self.size_column])
         layer = (int(row["layer"]),) if self.layered else ()
-        return (str(row["subject"]), str(row["model"]), *layer, n, int(row["seed"]))
+        width = (width_label(row.get("width")),) if self.widths else ()
+        return (str(row["subject"]), str(row["model"]), *layer, *width, n, int(row["seed"]))
 
     def describe(self, key: tuple) -> str:
         """A fit's key in words, for messages."""
         subject, model, *rest = key
         layer = f" layer {rest.pop(0)}" if self.layered else ""
+        width = rest.pop(0) if self.widths else NATIVE
+        layer += "" if width == NATIVE else f" at width {width}"
         n, seed = rest
         unit = self.size_column.removeprefix("n_train_")
         size = "full training set" if n is None else f"{n} {unit}, seed {seed}"
@@ -80,6 +92,7 @@ LANGUAGE = Track(
     metrics=("mean_r", "mean_cc_norm"),
     kind=None,
     layered=True,
+    widths=True,
 )
 VISION = Track(
     name="vision",

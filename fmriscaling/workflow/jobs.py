@@ -203,7 +203,8 @@ def _language(study: Study) -> list[Job]:
 
 
 def _fits(study: Study) -> list[Job]:
-    """One job per (model, layer[, subset]) and group of subjects sharing a training set."""
+    """One job per (model, layer[, subset or fixed width]) and group of subjects sharing a
+    training set."""
     d, sub = study.dataset, study.config["subsampling"]
     jobs = []
     for index, group in enumerate(study.fit_groups):
@@ -238,6 +239,32 @@ def _fits(study: Study) -> list[Job]:
                                 layer=layer,
                                 n_train=n,
                                 train_stories=study.fit_stories(group, n, seed),
+                            ),
+                            **_heavy(study, "ridge_runtime"),
+                        )
+                    )
+                # the layer projected to each fixed width (features.fixed_dim), all stories
+                for width in study.fixed_dims[model]:
+                    labels = dict(dataset=d, model=model, layer=layer, width=width)
+                    jobs.append(
+                        Job(
+                            study.fit_rule_name("width_fit", index),
+                            outputs=[
+                                f
+                                for ext in ("npz", "json")
+                                for f in _each(
+                                    study.group_outputs("width_fit", group, ext), **labels
+                                )
+                            ],
+                            inputs=[features, *responses],
+                            wildcards=labels,
+                            params=dict(
+                                subjects=group,
+                                model=model,
+                                layer=layer,
+                                n_train=None,
+                                width=width,
+                                train_stories=study.fit_stories(group),
                             ),
                             **_heavy(study, "ridge_runtime"),
                         )

@@ -53,6 +53,9 @@ def language_paths() -> dict[str, str]:
         "fit": "results/encoding/{dataset}/{subject}/{model}/layer-{layer}/scores.{ext}",
         "subset_fit": "results/encoding/{dataset}/{subject}/{model}/layer-{layer}/"
         "ntrain-{n}/seed-{seed}/scores.{ext}",
+        # a layer's features projected to {width} dimensions (features.fixed_dim)
+        "width_fit": "results/encoding/{dataset}/{subject}/{model}/layer-{layer}/"
+        "width-{width}/scores.{ext}",
         "noise_ceiling": "results/noise_ceiling/{dataset}/{subject}.npz",
         "stack_member": "results/stacking/{dataset}/{subject}/members/{model}/layer-{layer}.h5",
         "stack": "results/stacking/{dataset}/{subject}/{stack}/scores.npz",

@@ -37,8 +37,13 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["NEVER", "Study", "alternatives"]
 
-#: the two kinds of fit job: all training stories, and the data-size subsets
-FIT_KINDS = {"fit": "fit_encoding", "subset_fit": "fit_encoding_subset"}
+#: the kinds of fit job: all training stories, the data-size subsets, and all training stories
+#: with every layer projected to a fixed width (features.fixed_dim)
+FIT_KINDS = {
+    "fit": "fit_encoding",
+    "subset_fit": "fit_encoding_subset",
+    "width_fit": "fit_encoding_width",
+}
 DEMO_PYCORTEX_FILES = (*SUBJECT_FILES, "surface-info/curvature.npz", *SAMPLE_SURFACE_INFO)
 #: the per-subject brain maps (path templates), drawn in ``figures.map_formats``
 MAP_FIGURES = ("brain_map", "partition_map")
@@ -153,6 +158,8 @@ class Study(VisionTrack, SurfaceTrack):
             {self.test_story}.union(*(self.train_stories(s) for s in self.subjects))
         )
         self.fit_groups: list[list[str]] = self._fit_groups()
+        # model -> the fixed widths d its layers are also fitted at (features.fixed_dim)
+        self.fixed_dims: dict[str, list[int]] = self._fixed_dims()
         # a model its extraction job cannot hold fails here, when the workflow is parsed
         self.check_extraction_sizes()
         # ---- anatomy
@@ -200,6 +207,7 @@ class Study(VisionTrack, SurfaceTrack):
             layer=r"\d+",
             n=r"\d+",
             seed=r"\d+",
+            width=r"\d+",
             story=r"[A-Za-z0-9_-]+",
             stack=alternatives(list(self.stacks)),
             partition=alternatives(list(self.partitions)),
@@ -418,6 +426,41 @@ class Study(VisionTrack, SurfaceTrack):
         stories = self.train_stories(subjects[0])
         return stories if n is None else draw_subset(stories, int(n), int(seed))
 
+    def _fixed_dims(self) -> dict[str, list[int]]:
+        """Per run model, the widths d of ``features.fixed_dim`` its layers are fitted at: those
+        of the kinds ``features.fixed_dim_kinds`` names, less the widths above the model's
+        ``hidden_size`` where the registry gives it (left out of that curve, with a warning; a
+        model without one is fitted and flagged by the fit, `fmriscaling.encoding.width`)."""
+        features = self.config["features"]
+        dims: dict[str, list[int]] = {}
+        for model in self.run_models:
+            if self.kind_of(model) not in features["fixed_dim_kinds"]:
+                dims[model] = []
+                continue
+            hidden = self.models[model].get("hidden_size")
+            narrower = [d for d in features["fixed_dim"] if hidden is not None and hidden < d]
+            if narrower:
+                logger.warning(
+                    "%s (hidden_size %d) is narrower than features.fixed_dim %s: left out of "
+                    "the fixed-width curve(s) at %s",
+                    model,
+                    hidden,
+                    narrower,
+                    ", ".join(f"d = {d}" for d in narrower),
+                )
+            dims[model] = [int(d) for d in features["fixed_dim"] if d not in narrower]
+        return dims
+
+    def width_encoding_params(self, width: int | str) -> dict[str, Any]:
+        """The settings of a fixed-width fit job: every fit's (`encoding_params`) and the
+        projection of its layer to ``width`` dimensions (``features.fixed_dim_method``,
+        ``fixed_dim_seed``; `fmriscaling.encoding.width`)."""
+        features = self.config["features"]
+        projection = dict(
+            dim=int(width), method=features["fixed_dim_method"], seed=features["fixed_dim_seed"]
+        )
+        return dict(self.encoding_params(), projection=projection)
+
     def alphas(self) -> list[float]:
         """The ridge penalty grid (``encoding.alphas``: log-spaced)."""
         return alpha_grid(self.config["encoding"]["alphas"])
@@ -479,6 +522,9 @@ class Study(VisionTrack, SurfaceTrack):
                     entries.append(
                         dict(common, n_train=None, seed=-1, path=self.path("fit", **labels))
                     )
+                    for d in self.fixed_dims[model]:
+                        path = self.path("width_fit", **labels, width=d)
+                        entries.append(dict(common, n_train=None, seed=-1, width=d, path=path))
                     for fit in self.config["subsampling"]["fits"]:
                         if fit["model"] != model or layer not in fit["layers"]:
                             continue
@@ -489,7 +535,12 @@ class Study(VisionTrack, SurfaceTrack):
         return entries
 
     def full_fits_of(self, subject: str) -> list[dict[str, Any]]:
-        return [e for e in self.table_entries if e["subject"] == subject and e["n_train"] is None]
+        """A subject's fits on all training stories and native features (no fixed width)."""
+        return [
+            e
+            for e in self.table_entries
+            if e["subject"] == subject and e["n_train"] is None and "width" not in e
+        ]
 
     @staticmethod
     def entry_labels(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -730,11 +781,18 @@ class Study(VisionTrack, SurfaceTrack):
         seen = set()
         for entry in self.table_entries:
             kind = "fit" if entry["n_train"] is None else "subset_fit"
+            kind = "width_fit" if "width" in entry else kind
             index = self.group_of(entry["subject"])
             job, group = self.fit_rule_name(kind, index), self.group_label(self.fit_groups[index])
             labels = {k: entry[k] for k in ("model", "layer", "n_train", "seed")}
             where = self.benchmark(
-                job, kind, dataset=self.dataset, subject=group, **labels, n=entry["n_train"]
+                job,
+                kind,
+                dataset=self.dataset,
+                subject=group,
+                **labels,
+                n=entry["n_train"],
+                width=entry.get("width"),
             )
             if where not in seen:
                 seen.add(where)
