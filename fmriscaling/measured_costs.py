@@ -33,6 +33,7 @@ COST_COLUMNS = (
     "n_params",
     "subject",
     "layer",
+    "width",
     "n_train",
     "seed",
     "seconds",
@@ -48,8 +49,8 @@ def benchmark_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     ----------
     records : sequence of mapping
         One per job: ``rule``, ``path`` (its benchmark TSV) and labels (``model``, ``family``,
-        ``kind``, ``n_params``, ``subject``, ``layer``, ``n_train``, ``seed``; missing ones are
-        NaN). A job whose file is absent (run before benchmarks were kept) is skipped and
+        ``kind``, ``n_params``, ``subject``, ``layer``, ``width`` (a fit's: ``native`` or the
+        fixed width d), ``n_train``, ``seed``; missing ones are NaN). A job whose file is absent (run before benchmarks were kept) is skipped and
         logged.
 
     Returns
@@ -74,7 +75,7 @@ def benchmark_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             raise DataError(f"{path}: not a Snakemake benchmark file (no column(s) {missing})")
         rows.append(
             {
-                **{c: record.get(c) for c in COST_COLUMNS[:9]},
+                **{c: record.get(c) for c in COST_COLUMNS[: COST_COLUMNS.index("seconds")]},
                 "seconds": float(bench["s"].mean()),
                 "cpu_seconds": _mean(bench, "cpu_time"),
                 "max_rss_mb": _mean(bench, "max_rss"),

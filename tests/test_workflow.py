@@ -107,6 +107,8 @@ def test_demo_headline_rois_and_costs(demo):
     # 5 extractions, one fit job per layer (18), per subset fit (9) and per text-model layer at
     # d = 16 (12), shared by both subjects
     assert len(costs) == 5 + 18 + 9 + 12 and (costs["seconds"] > 0).all()
+    fits = costs[costs["rule"].str.startswith("fit_")]
+    assert fits.groupby("width").size().to_dict() == {"16": 12, "native": 27}
 
 
 def test_demo_report_lists_every_figure(demo_copy):

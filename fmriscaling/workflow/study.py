@@ -24,6 +24,7 @@ from .._pycortex import SAMPLE_SURFACE_INFO, SUBJECT_FILES, transform_files
 from .._utils import ConfigError
 from ..config import alpha_grid, model_layers, partition_bands, stack_members, validate_config
 from ..download.manifest import manifest_stories, read_manifest, relpath_for, select_files
+from ..encoding.width import width_label
 from ..rois import annotation_relpath
 from ..sizing import ExtractionSizing, check_extraction, extraction_sizing
 from ..surface.sphere import sphere_relpath
@@ -796,7 +797,8 @@ class Study(VisionTrack, SurfaceTrack):
             )
             if where not in seen:
                 seen.add(where)
-                records.append(dict(labels, subject=group, rule=job, path=where))
+                width = width_label(entry.get("width"))
+                records.append(dict(labels, width=width, subject=group, rule=job, path=where))
         return records
 
     def final_targets(self) -> list[str]:
