@@ -21,8 +21,13 @@
 #                fmriscaling.sizing; then the device-map path with half the
 #                blocks offloaded to the CPU, equal to the one-device pass       ~90 s
 #
-# The device machine's python3 has CUDA PyTorch, transformers, h5py and pandas; himalaya and
-# accelerate travel as wheels (`pip install --no-deps` into a folder on PYTHONPATH, below).
+# The device machine's python3 has CUDA PyTorch, transformers, h5py and pandas, not himalaya
+# or accelerate: install those two here into a folder and carry it (it is git-ignored), then
+# point GPU_CHECK_SITE at it:
+#   .venv/bin/pip install -q --no-deps --target .gpu_site himalaya accelerate
+#   (device tool, carry [".gpu_site"]): GPU_CHECK_SITE=.gpu_site bash benchmarks/gpu_check.sh $OUT
+# The steps share one budget (GPU_CHECK_BUDGET, 330 s): each gets its own limit or what is left
+# of the budget, whichever is less, and a step with no time left is recorded as skipped.
 set -uo pipefail
 
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [--dry-run]}
@@ -51,6 +56,7 @@ else
 fi
 
 summary=()
+budget=${GPU_CHECK_BUDGET:-330}
 ms() { echo $(($(date +%s%N) / 1000000)); }
 seconds_since() { # milliseconds at the start -> seconds, 1 decimal
     local d=$(($(ms) - $1))
@@ -60,10 +66,17 @@ t_start=$(ms)
 step() { # name, time limit (s), command...
     local name=$1 lim=$2
     shift 2
-    local t0 rc status
+    local t0 rc status left
+    left=$((budget - ($(ms) - t_start) / 1000))
+    if ((left < 5)); then
+        echo "== $name: skipped, the budget of ${budget} s is spent"
+        summary+=("{\"step\": \"$name\", \"status\": \"skipped\", \"rc\": null, \"seconds\": 0}")
+        return
+    fi
+    ((lim > left)) && lim=$left
     t0=$(ms)
     echo "== $name (limit ${lim} s)"
-    timeout --kill-after=10 "$lim" "$@" >"$out/$name.log" 2>&1
+    timeout --kill-after=5 "$lim" "$@" >"$out/$name.log" 2>&1
     rc=$?
     case $rc in
         0) status=ok ;;

@@ -20,7 +20,9 @@ asks for that many (resource ``gpu``, ``--gpus=N`` on SLURM) and loads the model
 ``compute.max_gpus_per_job`` GPUs, or, on a CPU, more than the job's ``mem_mb``, is refused
 when the study is planned, before any job runs (`check_extraction`), with the model, what it
 needs, what the job may have and the fix. The host also holds one story's features of every
-layer (float32, a story of `SIZING_STORY_WORDS` words), which is added to the host's share.
+layer twice (float32, a story of `SIZING_STORY_WORDS` words: the words the model saw, and the
+copy with the empty words filled in), which is added to the host's share. On a GPU the weights
+load straight to the device, so they are not counted on the host.
 
 These are estimates by design: the numbers are documented here and in the README, the
 extraction logs the memory it actually used, and ``benchmarks/gpu_check.sh`` measures a
@@ -188,7 +190,9 @@ def extraction_sizing(
     working = batch * tokens * hidden * FFN_RATIO * nbytes + batch * heads * tokens**2 * nbytes
     activations = float(hidden_states + working)
     weights = float(n_params * nbytes)
-    story = 4.0 * SIZING_STORY_WORDS * hidden * (n_layers + 1)  # float32 features on the host
+    # float32 features of a story on the host, twice: the words the model saw and the copy
+    # with the empty words filled in (`fmriscaling.features.lm.lm_features_and_stats`)
+    story = 2 * 4.0 * SIZING_STORY_WORDS * hidden * (n_layers + 1)
     host = HOST_BASE_BYTES + story + (0.0 if on_gpu else weights + activations)
     n_gpus = 0
     if on_gpu:

@@ -24,9 +24,10 @@ rule extract_text_features:
         mem_mb=per_attempt("extract_mem_mb"),
         runtime=per_attempt("extract_runtime"),
         gpu=over(STUDY.extract_gpus, "model"),
-        # what the model needs, uncapped: Snakemake caps gpu at what the run allows, and the
-        # job refuses to start with fewer GPUs than this (not a param: it never changes the output)
+        # what the model needs, uncapped (a local run caps gpu at its own --resources gpu), and
+        # the GPUs' memory; resources, not params: they never change what the job writes
         model_gpus=over(STUDY.extract_gpus, "model"),
+        gpu_mem_mb=round(1000 * config["compute"]["gpu_mem_gb"]),
     params:
         kind="text",
         model_name="{model}",
@@ -36,7 +37,6 @@ rule extract_text_features:
         window_start=lookup(dpath="models/{model}/window_start", within=config),
         device=config["features"]["device"],
         dtype=config["features"]["dtype"],
-        gpu_mem_gb=config["compute"]["gpu_mem_gb"],
         lanczos=config["features"]["lanczos"],
     script:
         "../workflow_scripts/extract_features.py"

@@ -42,6 +42,14 @@ def test_the_gpu_check_dry_run_writes_every_step_s_json(tmp_path):
     assert extract["sizing_weights_bytes"] == pytest.approx(4 * extract["n_params"])
     # the GPU tests ran as a suite and were skipped here (no CUDA device), not missing
     assert 'skipped="' in (out / "gpu_tests.xml").read_text()
+    # one budget for all steps: once it is spent, the remaining steps are recorded as skipped
+    small = tmp_path / "small"
+    subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", str(small), "--dry-run"], cwd=ROOT,
+        env=dict(env, GPU_CHECK_BUDGET="6"), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    statuses = [s["status"] for s in json.loads((small / "summary.json").read_text())["steps"]]
+    assert statuses[-2:] == ["skipped", "skipped"]
     # an unknown option is refused before anything runs
     bad = subprocess.run(["bash", "benchmarks/gpu_check.sh", str(tmp_path / "x"), "--fast"],
                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip

@@ -116,7 +116,7 @@ def test_the_same_check_guards_a_cpu_run_against_the_job_s_host_memory():
     # float32 on a CPU: 264 GB of weights live on the host
     assert s.n_gpus == 0 and s.bytes_per_value == 4
     weights, activations = _expected_bytes(66e9, 64, 9216, 4)
-    story = 4 * 3000 * 9216 * 65
+    story = 2 * 4 * 3000 * 9216 * 65  # a story's float32 features, twice
     assert s.host_bytes == pytest.approx(2e9 + story + weights + activations)
     with pytest.raises(ConfigError) as err:
         check_extraction(s, cpu)
@@ -188,24 +188,18 @@ def _extraction_script():
     return module
 
 
-def test_a_job_given_fewer_gpus_than_its_model_needs_stops_before_loading():
-    """Snakemake caps a job's gpu at the run's (the default profile allows one): the job reads
-    the uncapped count (resource model_gpus) and refuses, naming the flag that fixes it."""
+def test_a_job_uses_the_gpus_its_model_needs_not_the_run_s_capped_count():
+    """Snakemake caps a local job's gpu at the run's (the default profile: one GPU job at a
+    time): the job reads the uncapped count (resource model_gpus) and its GPUs' memory."""
     from types import SimpleNamespace
 
     from snakemake.iocontainers import Namedlist
-
-    from fmriscaling._utils import DataError
 
     script = _extraction_script()
 
     def job(gpu, model_gpus):
         return SimpleNamespace(resources=Namedlist(fromdict={"gpu": gpu, "model_gpus": model_gpus}))
 
-    with pytest.raises(DataError, match=r"'opt-66b' needs 2 GPUs .* gives its extraction job 1"):
-        script._gpus(job(1, 2), "opt-66b")
-    with pytest.raises(DataError, match=r"--resources gpu=3 or more"):
-        script._gpus(job(2, 3), "llama-2-70b")
-    assert script._gpus(job(2, 2), "opt-66b") == 2
-    assert script._gpus(job(4, 2), "opt-66b") == 2  # the model's count, not the run's
-    assert script._gpus(job(0, 0), "tiny-opt-m") == 1  # a CPU run: one device
+    assert script._gpus(job(1, 3)) == 3  # capped at one by the run: still three
+    assert script._gpus(job(3, 3)) == 3
+    assert script._gpus(job(0, 0)) == 1  # a CPU run: one device

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fmriscaling._utils import DataError, log_to_file
+from fmriscaling._utils import log_to_file
 from fmriscaling.features.lm import extract_text_model
 from fmriscaling.features.speech import extract_speech_model
 
@@ -27,8 +27,8 @@ def main(smk) -> None:
         # a text model spans the job's GPUs when it needs several (fmriscaling.sizing)
         text = {
             "window_start": p.window_start,
-            "n_gpus": _gpus(smk, p.model_name),
-            "gpu_mem_gb": p.gpu_mem_gb,
+            "n_gpus": _gpus(smk),
+            "gpu_mem_gb": smk.resources.get("gpu_mem_mb", 80_000) / 1000,
         }
     extract(
         smk.input.model,
@@ -47,22 +47,15 @@ def main(smk) -> None:
     )
 
 
-def _gpus(smk, model_name: str) -> int:
-    """The GPUs the model needs (resource model_gpus), if the run gave the job that many.
+def _gpus(smk) -> int:
+    """GPUs the model needs (resource model_gpus, `fmriscaling.sizing`), at least one device.
 
-    Snakemake caps a job's ``gpu`` at what the run allows (``--resources gpu=N``; the default
-    profile allows one), so a job whose model needs more stops here, before loading anything.
+    Not the resource ``gpu``: a local run caps that at its own ``--resources gpu`` (the default
+    profile: one GPU job at a time), while the job sees every GPU of the machine. Whether the
+    job sees as many as its model needs is checked when the model loads
+    (`fmriscaling.features.lm.extract_text_model`).
     """
-    given, needed = int(smk.resources.get("gpu", 0)), int(smk.resources.get("model_gpus", 0))
-    if needed > given:
-        raise DataError(
-            f"model {model_name!r} needs {needed} GPUs (fmriscaling.sizing, compute.gpu_mem_gb) "
-            f"but this run gives its extraction job {given}: Snakemake caps a job's gpu at the "
-            f"run's. Give the run your GPUs (--resources gpu={needed} or more, or `resources: "
-            f"[gpu=N]` in your profile), or run it on a node that has them (SLURM asks for "
-            f"--gpus={needed})"
-        )
-    return max(needed, 1)
+    return max(int(smk.resources.get("model_gpus", 0)), 1)
 
 
 def _by_story(paths) -> dict:

@@ -187,8 +187,11 @@ class FeatureWriter:
             ]
             if kept_nan:
                 raise DataError(
-                    f"story {story!r}: layers {kept_nan} have NaN within their widths "
-                    f"({[widths[k] for k in kept_nan]}); padding or NaN features would be written"
+                    f"model {self.model_name!r}, story {story!r}: layers {kept_nan} have NaN "
+                    f"within their widths ({[widths[k] for k in kept_nan]}), so padding or NaN "
+                    f"features would be written to {self.out_dir}; nothing was written for this "
+                    "story. Check the model's layer widths (provenance.json) and its dtype "
+                    "(features.dtype float32 rules out a float16 overflow)"
                 )
         for layer, width in enumerate(widths):
             data = layer_feats[layer, :, :width].astype(np.float32, copy=False)

@@ -312,7 +312,11 @@ def _input_device(model: Any) -> str:
     device_map = getattr(model, "hf_device_map", {})
     owners = [k for k in device_map if k == "" or name == k or name.startswith(k + ".")]
     if not owners:
-        raise DataError(f"cannot tell where the input embeddings {name!r} run")
+        raise DataError(
+            f"{getattr(model, 'name_or_path', 'the model')}: the device map "
+            f"{dict(device_map)} places no module that holds the input embeddings {name!r}; "
+            "add an entry for them (or for their parent module) to the device_map"
+        )
     device = device_map[max(owners, key=len)]
     return "cpu" if device == "disk" else _device_name(device)
 
@@ -384,6 +388,10 @@ def load_causal_lm(
     if device_map is None:
         if max_memory is not None or offload_folder is not None:
             raise ValueError("max_memory and offload_folder need a device_map")
+        if device.startswith("cuda"):
+            # straight to the GPU: without a device, transformers would hold the whole model in
+            # host memory first (a 32B model: 65 GB of a job's host memory for nothing)
+            placement = {"device_map": {"": device}}
     else:
         placement = _placement(device_map, max_memory, offload_folder, name)
     try:
@@ -395,11 +403,12 @@ def load_causal_lm(
             raise
         raise DataError(
             f"model {name!r} ({model_dir}) needs weights on disk under device_map "
-            f"{device_map!r} (max_memory {max_memory}): {err}"
+            f"{device_map!r} (max_memory {max_memory}): {err}. Fix: pass an offload_folder, "
+            "or give the map more memory (more GPUs, or max_memory for 'cpu')"
         ) from err
     device_counts = offload = None
     if device_map is None:
-        model.to(device)
+        model.to(device)  # a no-op after a direct load to the GPU
     else:
         device_counts, offload = _check_placement(model, device_map, max_memory, placement, name)
         device = _input_device(model)
@@ -550,8 +559,9 @@ def _check_placement(
             raise DataError(
                 f"model {name!r} does not fit max_memory {dict(max_memory)}: device_map "
                 f"{device_map!r} put {sum(outside.values())} module(s) on {sorted(outside)} "
-                f"(placement: {counts}). Fix: give the job more GPUs (compute.gpu_mem_gb, "
-                "compute.max_gpus_per_job) or lower features.text.batch_size"
+                f"(placement: {counts}). Fix: the sizing under-counted this model; lower "
+                "compute.gpu_mem_gb (the job then asks for more GPUs) or "
+                "features.text.batch_size"
             )
     offload = None
     if "disk" in counts:
@@ -1036,9 +1046,12 @@ def _multi_gpu_placement(
     visible = torch.cuda.device_count()
     if visible < n_gpus:
         raise DataError(
-            f"the extraction job of {model_name!r} was given {n_gpus} GPUs (resource gpu) but "
-            f"sees {visible} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
-            "run it where the GPUs it asks for are visible, or set features.device: cpu"
+            f"model {model_name!r} needs {n_gpus} GPUs (fmriscaling.sizing at "
+            f"compute.gpu_mem_gb) but its extraction job sees {visible} "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}). Fix: run it on "
+            f"a node with {n_gpus} GPUs (SLURM asks for --gpus={n_gpus}), or set "
+            "compute.max_gpus_per_job to the GPUs you have, so that a model too big for them "
+            "is refused before any job runs"
         )
     config = AutoConfig.from_pretrained(
         require_model_dir(model_dir, model_name), local_files_only=True
