@@ -14,7 +14,9 @@ rule noise_ceiling:
         "../envs/encoding.yaml"
     threads: 1
     resources:
-        mem_mb=per_attempt("ridge_mem_mb"),
+        # 5.1 GB at ds003020's size (95,556 voxels, 10 repeats: benchmarks/RESULTS.md, the
+        # real-size rehearsal); the ridge jobs' 64 GB would hold a node's memory for nothing
+        mem_mb=lambda wildcards, attempt: attempt * 8000,
         runtime=30,
     params:
         test_extra_trim=config["encoding"]["test_extra_trim"],

@@ -6,6 +6,7 @@ numbers the benchmark compares are computed from equal settings.
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -206,4 +207,140 @@ def test_partition_bench_fits_the_planted_bands_and_extrapolates_from_its_rate(t
     ratio = report["flops_full_search"] / report["flops_run"]
     assert report["extrapolated_full_search_seconds"] == pytest.approx(
         report["seconds"] * ratio, rel=0.05, abs=0.1
+    )
+
+
+def _rehearsal(monkeypatch):
+    spec = importlib.util.spec_from_file_location(
+        "rehearsal_bench", BENCH.with_name("rehearsal_bench.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look it up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # seven child processes
+def test_rehearsal_runs_every_job_and_plans_the_dual_fit_with_the_fit_s_sizing(
+    tmp_path, monkeypatch
+):
+    from fmriscaling.encoding import eigen, ridge
+    from fmriscaling.encoding.folds import cv_folds
+
+    bench = _rehearsal(monkeypatch)
+    out = tmp_path / "rehearsal.json"
+    report = bench.main(["--size", "small", "--workdir", str(tmp_path), "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert not list(tmp_path.glob("rehearsal.*/"))  # the big files are removed
+    steps = report["steps"]
+    assert list(steps) == list(bench.STEPS)
+    for step in steps.values():
+        assert step["wall_s"] > 0 and step["cpu_s"] > 0 and step["peak_rss_bytes"] > 2**20
+    # each job against its rule's mem_mb under config/lebel2023.yaml (attempt 1)
+    declared = {name: steps[name]["declared_mem_mb"] for name in bench.STEP_SCRIPTS}
+    assert declared == {
+        "prepare_responses": 4000,
+        "prepare_responses_float64": 4000,
+        "fit": 64000,
+        "noise_ceiling": 64000,
+        "significance": 64000,
+    }
+    assert all(steps[name]["fits_declared"] for name in declared)
+    sample = steps["prepare_responses_float64"]["result"]
+    assert sample["n_stories"] == 2 and sample["subject_float64_gb"] > sample["raw_gb"]
+    # the fit found the planted signal, and the permutation test in the fit job found it too
+    fit = steps["fit"]["result"]
+    lay = report["layout"]
+    assert (fit["n_train_trs"], fit["n_features"], fit["n_voxels"]) == (
+        lay["n_train_trs"], lay["n_features"], lay["n_voxels"],
+    )  # fmt: skip
+    assert fit["solver"] == "primal" and fit["n_test_trs"] == 60  # 100 raw, 40 trimmed
+    # (the undriven voxels pull the mean over all voxels down)
+    assert fit["mean_test_r_signal_voxels"] > max(0.2, fit["mean_test_r"])
+    assert fit["n_significant"] > 0.2 * lay["n_voxels"]
+    assert steps["significance"]["result"]["n_significant"] > 0.2 * lay["n_voxels"]
+    assert steps["noise_ceiling"]["result"]["n_valid"] > 0.5 * lay["n_voxels"]
+    # the plan of the primal fit that ran used the batch the fit chose
+    assert report["primal_plan"]["batch_size"] == fit["batch_size"]
+
+    # the dual plan's per-voxel bytes and batch are the fit's own, for a budget it is given
+    plan = report["dual_plan"]["job"]
+    assert plan["solver"] == "dual" and plan["n_features"] > plan["n_train_trs"]
+    budget = 100 * plan["bytes_per_voxel"] + 7
+    layout = bench.make_layout(bench.SIZES["small"])
+    lengths = [layout["raw_rows"][s] for s in layout["train_stories"]]
+    small = bench.memory_plan(
+        story_lengths=lengths,
+        n_test=plan["n_test_trs"],
+        n_voxels=plan["n_voxels"],
+        n_dims=bench.SIZES["small"].dual_dims,
+        n_raw_trs=sum(lengths) + layout["test_rows"],
+        settings=report["encoding"],
+        free_bytes=budget,
+    )
+    assert small["batch_size"] == 100 < small["n_voxels"]
+    assert small["bytes_per_voxel"] == plan["bytes_per_voxel"]
+    seen = []
+    per_voxel = eigen._RidgeProblem.bytes_per_voxel
+    monkeypatch.setattr(
+        eigen._RidgeProblem,
+        "bytes_per_voxel",
+        lambda self, *a, **k: seen.append(per_voxel(self, *a, **k)) or seen[-1],
+    )
+    monkeypatch.setattr(ridge, "_free_memory_bytes", lambda name: budget)
+    rng = np.random.default_rng(0)
+    n, p, v, n_test = small["n_train_trs"], small["n_features"], small["n_voxels"], 60
+    result = fit_ridge_cv(
+        rng.standard_normal((n, p), dtype=np.float32),
+        rng.standard_normal((n, v), dtype=np.float32),
+        alphas=report["encoding"]["alphas"],
+        folds=cv_folds(lengths, n_folds=report["encoding"]["n_folds"]),
+        X_test=rng.standard_normal((n_test, p), dtype=np.float32),
+        Y_test=rng.standard_normal((n_test, v), dtype=np.float32),
+        backend="torch",
+        score_dtype=small["score_dtype"],
+    )
+    assert result.solver == "dual" and result.batch_size == small["batch_size"]
+    assert seen == [small["bytes_per_voxel"]]
+
+
+def test_voxel_batches_stay_within_the_job_s_memory_limit(tmp_path, monkeypatch):
+    """The rehearsal's fix: a CPU fit's batch budget is a share of what the job (SLURM --mem,
+    cgroup limit) has left, not of the host's free memory."""
+    import psutil
+
+    from fmriscaling.encoding import backend
+
+    monkeypatch.delenv("SLURM_MEM_PER_NODE", raising=False)
+    proc = tmp_path / "cgroup"
+    proc.write_text("12:pids:/job_7\n4:memory:/slurm/job_7/step_0\n0::/job_7/step_0\n")
+    assert backend._job_memory_limit(proc, tmp_path / "none") is None
+    # v1: the smallest limit on the path (the mount's own is "unlimited", a huge number)
+    v1 = tmp_path / "v1"
+    (v1 / "memory" / "slurm" / "job_7" / "step_0").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (v1 / "memory" / "slurm" / "job_7" / "memory.limit_in_bytes").write_text(f"{2**33}\n")
+    assert backend._job_memory_limit(proc, v1) == 2**33
+    # v2: "max" is no limit; a parent's limit binds
+    v2 = tmp_path / "v2"
+    (v2 / "job_7" / "step_0").mkdir(parents=True)
+    (v2 / "job_7" / "step_0" / "memory.max").write_text("max\n")
+    (v2 / "job_7" / "memory.max").write_text(f"{3 * 2**30}\n")
+    assert backend._job_memory_limit(proc, v2) == 3 * 2**30
+    monkeypatch.setenv("SLURM_MEM_PER_NODE", "2048")  # MB, a job's --mem
+    assert backend._job_memory_limit(proc, v2) == 2 * 2**30
+    assert backend._job_memory_limit(proc, tmp_path / "none") == 2 * 2**30
+
+    # a job with 1 GiB left: a quarter of it, whatever the host has free
+    left = 2**30
+    assert psutil.virtual_memory().available > 2 * left
+    monkeypatch.setattr(
+        backend, "_job_memory_limit", lambda: psutil.Process().memory_info().rss + left
+    )
+    free = backend._free_memory_bytes("torch")
+    # (the RSS moves a little between the two reads)
+    assert 0.9 * left < free / backend._CPU_MEMORY_FRACTION < left + 2**24
+    monkeypatch.setattr(backend, "_job_memory_limit", lambda: None)
+    assert backend._free_memory_bytes("torch") == pytest.approx(
+        psutil.virtual_memory().available * backend._CPU_MEMORY_FRACTION, rel=0.05
     )

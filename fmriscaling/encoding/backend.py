@@ -8,9 +8,10 @@
 * `resolve_score_dtype` decides the precision of the alpha search, float32 or bfloat16
   (``"auto"``: a deterministic hardware check, AMX-BF16 on CPUs).
 * Device memory: `_free_memory_bytes` (the share of free GPU or host memory a voxel batch may
-  use), `_PeakMemory` (peak GPU allocation or peak resident memory of a fit),
-  `_is_out_of_memory` and `_empty_device_cache` (what the batch loop needs to halve a batch
-  that did not fit and retry it).
+  use; on the host, within the job's memory limit: `_job_memory_limit`), `_PeakMemory` (peak
+  GPU allocation or peak resident memory of a fit), `_is_out_of_memory` and
+  `_empty_device_cache` (what the batch loop needs to halve a batch that did not fit and
+  retry it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -201,7 +203,8 @@ def _free_memory_bytes(backend_name: str) -> int:
     -------
     n_bytes : int
         ``_GPU_MEMORY_FRACTION`` of the free device memory plus torch's cache, or
-        ``_CPU_MEMORY_FRACTION`` of the available host memory.
+        ``_CPU_MEMORY_FRACTION`` of the available host memory, and of no more than the job
+        has left under its memory limit (`_job_memory_limit`) less this process's RSS.
     """
     if backend_name == "torch_cuda":
         import torch
@@ -214,9 +217,55 @@ def _free_memory_bytes(backend_name: str) -> int:
         import psutil
 
         available = psutil.virtual_memory().available
+        rss = psutil.Process().memory_info().rss
     except ImportError:  # pragma: no cover
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        rss = 0
+    limit = _job_memory_limit()
+    if limit is not None:
+        # the host's free memory is not the job's: a cluster job is killed above its limit
+        available = min(available, max(0, limit - rss))
     return int(available * _CPU_MEMORY_FRACTION)
+
+
+def _job_memory_limit(
+    proc_cgroup: str | os.PathLike = "/proc/self/cgroup",
+    cgroup_root: str | os.PathLike = "/sys/fs/cgroup",
+) -> int | None:
+    """The memory this process's job may use, in bytes; None when nothing limits it.
+
+    The smaller of SLURM's ``SLURM_MEM_PER_NODE`` (MB: a job's ``--mem``, which Snakemake sets
+    from ``mem_mb``) and the memory limit of the process's cgroup and of each cgroup above it
+    (v2 ``memory.max``, v1 ``memory/memory.limit_in_bytes``; how SLURM, containers and systemd
+    enforce a limit). ``psutil`` reports the whole host's memory, not the job's.
+    """
+    limits = []
+    slurm_mb = os.environ.get("SLURM_MEM_PER_NODE", "")
+    if slurm_mb.isdigit() and int(slurm_mb) > 0:
+        limits.append(int(slurm_mb) * 2**20)
+    try:
+        entries = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        entries = []
+    for entry in entries:
+        _, controllers, group = entry.split(":", 2)
+        if controllers == "":  # cgroup v2
+            root, name = Path(cgroup_root), "memory.max"
+        elif "memory" in controllers.split(","):  # cgroup v1
+            root, name = Path(cgroup_root) / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        folder = root / group.strip("/")
+        for level in (folder, *folder.parents):
+            if not level.is_relative_to(root):
+                break
+            try:
+                value = (level / name).read_text().strip()
+            except OSError:  # not mounted here, or another hierarchy
+                continue
+            if value.isdigit():  # "max" (v2) is no limit; v1's is a huge number
+                limits.append(int(value))
+    return min(limits) if limits else None
 
 
 class _PeakMemory:
