@@ -242,7 +242,7 @@ def test_rehearsal_runs_every_job_and_plans_the_dual_fit_with_the_fit_s_sizing(
         "prepare_responses": 4000,
         "prepare_responses_float64": 4000,
         "fit": 64000,
-        "noise_ceiling": 64000,
+        "noise_ceiling": 8000,
         "significance": 64000,
     }
     assert all(steps[name]["fits_declared"] for name in declared)
