@@ -196,12 +196,14 @@ def main(argv=None):
     alphas = alphas_from_companion(companion)  # himalaya λ = a²: logspace(2, 8)
     # the GEMM rates need the backend module only: the caller's global backend is left as it was
     with using_backend(args.backend) as (backend, backend_name):
-        rate = measure_matmul_rate(backend)
+        # the small size (a quick look, and the GPU check's dry run) times a smaller GEMM
+        gemm = 1024 if args.size == "small" else 4096
+        rate = measure_matmul_rate(backend, size=gemm)
         rate_bf16 = None
         if backend_name in ("torch", "torch_cuda"):
             import torch
 
-            rate_bf16 = measure_matmul_rate(backend, dtype=torch.bfloat16)
+            rate_bf16 = measure_matmul_rate(backend, size=gemm, dtype=torch.bfloat16)
     device = "cuda" if backend_name == "torch_cuda" else f"{cpu_model()} ({_n_cores()} cores)"
     if backend_name == "torch_cuda":
         import torch
