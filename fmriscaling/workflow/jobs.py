@@ -212,21 +212,24 @@ def _fits(study: Study) -> list[Job]:
         for model in study.run_models:
             features = study.path("features", dataset=d, model=model)
             for layer in study.layers_of(model):
-                draws: list[tuple[int | None, int]] = [(None, -1)]
+                # (kind, its extra wildcards, training-set size, seed): the fit on all stories,
+                # the data-size draws, and the layer at each fixed width (features.fixed_dim)
+                fits: list[tuple[str, dict[str, Any], int | None, int]] = [("fit", {}, None, -1)]
                 if any(f["model"] == model and layer in f["layers"] for f in sub["fits"]):
-                    draws += [
-                        (n, seed) for n in study.subsample_sizes(group[0]) for seed in sub["seeds"]
+                    fits += [
+                        ("subset_fit", dict(n=n, seed=seed), n, seed)
+                        for n in study.subsample_sizes(group[0])
+                        for seed in sub["seeds"]
                     ]
-                for n, seed in draws:
-                    kind = "fit" if n is None else "subset_fit"
-                    labels = dict(dataset=d, model=model, layer=layer)
-                    if n is not None:
-                        labels.update(n=n, seed=seed)
+                fits += [("width_fit", dict(width=w), None, -1) for w in study.fixed_dims[model]]
+                for kind, extra, n, seed in fits:
+                    labels = dict(dataset=d, model=model, layer=layer, **extra)
                     outputs = [
                         f
                         for ext in ("npz", "json")
                         for f in _each(study.group_outputs(kind, group, ext), **labels)
                     ]
+                    width = {"width": extra["width"]} if kind == "width_fit" else {}
                     jobs.append(
                         Job(
                             study.fit_rule_name(kind, index),
@@ -238,33 +241,8 @@ def _fits(study: Study) -> list[Job]:
                                 model=model,
                                 layer=layer,
                                 n_train=n,
+                                **width,
                                 train_stories=study.fit_stories(group, n, seed),
-                            ),
-                            **_heavy(study, "ridge_runtime"),
-                        )
-                    )
-                # the layer projected to each fixed width (features.fixed_dim), all stories
-                for width in study.fixed_dims[model]:
-                    labels = dict(dataset=d, model=model, layer=layer, width=width)
-                    jobs.append(
-                        Job(
-                            study.fit_rule_name("width_fit", index),
-                            outputs=[
-                                f
-                                for ext in ("npz", "json")
-                                for f in _each(
-                                    study.group_outputs("width_fit", group, ext), **labels
-                                )
-                            ],
-                            inputs=[features, *responses],
-                            wildcards=labels,
-                            params=dict(
-                                subjects=group,
-                                model=model,
-                                layer=layer,
-                                n_train=None,
-                                width=width,
-                                train_stories=study.fit_stories(group),
                             ),
                             **_heavy(study, "ridge_runtime"),
                         )
