@@ -72,12 +72,12 @@ _TOKENIZER_STYLE = {
     "qwen2": "qwen2",
     "llama3": "llama3",
 }
-_TOKENIZER_STYLES = ("gpt2", "qwen2", "llama3")
 _STYLE_SPECIALS = {
     "gpt2": tuple(SPECIAL_TOKENS.values()),
     "qwen2": QWEN2_SPECIAL_TOKENS,
     "llama3": LLAMA3_SPECIAL_TOKENS,
 }
+_TOKENIZER_STYLES = tuple(_STYLE_SPECIALS)
 # what the transformers wrapper calls them (Qwen2.5: no BOS, no UNK; Llama-3: no pad, no UNK)
 _STYLE_ROLES: dict[str, dict[str, Any]] = {
     "gpt2": dict(SPECIAL_TOKENS),
@@ -213,42 +213,31 @@ def _causal_lm_config(
             dropout=0.0,
             **ids,
         )
+    # what the LLaMA-style decoders (LLaMA-2, Qwen2.5, Llama-3) share
+    decoder = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_positions,
+        **ids,
+    )
     if arch == "llama":
-        return LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
-            num_key_value_heads=num_heads,
-            intermediate_size=intermediate_size,
-            max_position_embeddings=max_positions,
-            **ids,
-        )
+        return LlamaConfig(num_key_value_heads=num_heads, **decoder)
     if arch == "qwen2":
         # as Qwen2.5-0.5B..3B: grouped-query attention, tied embeddings, q/k/v biases
         return Qwen2Config(
-            vocab_size=vocab_size,
-            hidden_size=hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
             num_key_value_heads=max(1, num_heads // 2),
-            intermediate_size=intermediate_size,
-            max_position_embeddings=max_positions,
             tie_word_embeddings=True,
             use_sliding_window=False,
             rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
-            **ids,
+            **decoder,
         )
     if arch == "llama3":
         # as Llama-3.1/3.2: grouped-query attention and the llama3 RoPE frequency scaling
         return LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
             num_key_value_heads=max(1, num_heads // 2),
-            intermediate_size=intermediate_size,
-            max_position_embeddings=max_positions,
             rope_parameters={
                 "rope_type": "llama3",
                 "rope_theta": 500_000.0,
@@ -258,7 +247,7 @@ def _causal_lm_config(
                 # Llama-3.1's is 8192 of 131072 positions; it must be below max_positions
                 "original_max_position_embeddings": max(1, max_positions // 4),
             },
-            **ids,
+            **decoder,
         )
     if arch == "gpt2":
         return GPT2Config(
