@@ -51,7 +51,6 @@ import json
 import logging
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -67,6 +66,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from study_bench import _cpu_seconds, _peak_rss_bytes  # noqa: E402
 
 CONFIGS = (ROOT / "config" / "config.yaml", ROOT / "config" / "lebel2023.yaml")
 SUBJECT = "UTS03"  # the subject whose story layout is mirrored
@@ -636,14 +637,6 @@ def plan_for_job(*, mem_bytes: float, **kwargs) -> dict[str, Any]:
 # ------------------------------------------------------------------------- the children
 
 
-def _vm_hwm_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def _child_main(step: str, workdir: Path) -> None:
     """Run one step here; write its record (result, times, peak RSS) for the parent."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -652,7 +645,7 @@ def _child_main(step: str, workdir: Path) -> None:
 
     def sample() -> None:  # a fit resets VmHWM when it starts: keep the earlier peak
         while not stop.wait(0.02):
-            peak[0] = max(peak[0], _vm_hwm_bytes())
+            peak[0] = max(peak[0], _peak_rss_bytes())
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -661,11 +654,10 @@ def _child_main(step: str, workdir: Path) -> None:
     seconds = time.perf_counter() - t0
     stop.set()
     sampler.join()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     record = {
         "wall_s": seconds,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "peak_rss_bytes": max(peak[0], _vm_hwm_bytes()),
+        "cpu_s": _cpu_seconds(),
+        "peak_rss_bytes": max(peak[0], _peak_rss_bytes()),
         "result": result,
     }
     out = workdir / "records" / f"{step}.json"
