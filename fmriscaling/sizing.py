@@ -40,9 +40,11 @@ from ._utils import ConfigError
 
 __all__ = [
     "ExtractionSizing",
+    "activation_bytes",
     "check_extraction",
     "dtype_bytes",
     "extraction_sizing",
+    "text_window_tokens",
     "usable_gpu_bytes",
 ]
 
@@ -134,9 +136,28 @@ class ExtractionSizing:
         )
 
 
+def activation_bytes(
+    n_layers: int, hidden_size: int, batch_size: int, tokens: int, bytes_per_value: int
+) -> float:
+    """One forward call's activations: ``batch_size`` windows of ``tokens`` holding every
+    layer's hidden states, plus one layer's feed-forward (`FFN_RATIO` x the width) and eager
+    attention scores (`HEAD_DIM`-wide heads)."""
+    hidden_states = batch_size * tokens * hidden_size * (n_layers + 1) * bytes_per_value
+    heads = max(1, hidden_size // HEAD_DIM)
+    feed_forward = batch_size * tokens * hidden_size * FFN_RATIO * bytes_per_value
+    scores = batch_size * heads * tokens**2 * bytes_per_value
+    return float(hidden_states + feed_forward + scores)
+
+
+def text_window_tokens(max_words: int) -> int:
+    """Tokens of a language model's longest window: the words at `SIZING_TOKENS_PER_WORD`,
+    and the window's start token."""
+    return math.ceil(max_words * SIZING_TOKENS_PER_WORD) + 1
+
+
 def _tokens_per_window(kind: str, arch: str | None, features: Mapping[str, Any]) -> int:
     if kind == "text":
-        return math.ceil(features["text"]["max_words"] * SIZING_TOKENS_PER_WORD) + 1
+        return text_window_tokens(features["text"]["max_words"])
     if arch == "whisper":
         return WHISPER_FRAMES
     return math.ceil(features["speech"]["window_s"] * SPEECH_FRAMES_PER_S)
@@ -185,10 +206,7 @@ def extraction_sizing(
     nbytes = dtype_bytes(features["dtype"], on_gpu)
     batch = int(features["text" if kind == "text" else "speech"]["batch_size"])
     tokens = _tokens_per_window(kind, arch, features)
-    hidden_states = batch * tokens * hidden * (n_layers + 1) * nbytes
-    heads = max(1, hidden // HEAD_DIM)
-    working = batch * tokens * hidden * FFN_RATIO * nbytes + batch * heads * tokens**2 * nbytes
-    activations = float(hidden_states + working)
+    activations = activation_bytes(n_layers, hidden, batch, tokens, nbytes)
     weights = float(n_params * nbytes)
     # float32 features of a story on the host, twice: the words the model saw and the copy
     # with the empty words filled in (`fmriscaling.features.lm.lm_features_and_stats`)

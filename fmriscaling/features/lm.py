@@ -79,7 +79,7 @@ import numpy as np
 
 from .._utils import DataError, provenance
 from ..models import pick_device, pick_dtype, require_model_dir, snapshot_record
-from ..sizing import extraction_sizing, usable_gpu_bytes
+from ..sizing import activation_bytes, dtype_bytes, text_window_tokens, usable_gpu_bytes
 from ..stimuli import read_words
 from .context import check_context, context_starts, window_schedule
 from .extract import RunRecord, extract_model
@@ -1056,17 +1056,14 @@ def _multi_gpu_placement(
     config = AutoConfig.from_pretrained(
         require_model_dir(model_dir, model_name), local_files_only=True
     )
-    spec = {
-        "kind": "text",
-        # the activations do not depend on the parameter count; ~12 L h^2 keeps the sizing's
-        # weights in the right range for its log line
-        "n_params": 12 * config.num_hidden_layers * config.hidden_size**2,
-        "n_layers": config.num_hidden_layers,
-        "hidden_size": config.hidden_size,
-    }
-    features = {"dtype": dtype, "text": {"max_words": max_words, "batch_size": batch_size}}
-    sizing = extraction_sizing(model_name, spec, features, {"gpu": True, "gpu_mem_gb": gpu_mem_gb})
-    max_memory = gpu_max_memory(n_gpus, gpu_mem_gb, sizing.activation_bytes)
+    activations = activation_bytes(
+        config.num_hidden_layers,
+        config.hidden_size,
+        batch_size,
+        text_window_tokens(max_words),
+        dtype_bytes(dtype, on_gpu=True),
+    )
+    max_memory = gpu_max_memory(n_gpus, gpu_mem_gb, activations)
     logger.info(
         "%s: device_map auto over %d GPUs, max_memory %.1f GB each (%g GB GPUs; %.1f GB of "
         "activations per forward call)",
@@ -1074,7 +1071,7 @@ def _multi_gpu_placement(
         n_gpus,
         max_memory[0] / 1e9,
         gpu_mem_gb,
-        sizing.activation_bytes / 1e9,
+        activations / 1e9,
     )
     return {"device_map": "auto", "max_memory": max_memory}
 
