@@ -440,6 +440,57 @@ def test_using_backend_restores_the_callers_backend_also_on_error():
     assert get_backend().name == before
 
 
+def test_serial_reductions_run_torch_cpu_in_one_thread_and_restore_the_count():
+    torch = pytest.importorskip("torch")
+    from himalaya.backend import torch as torch_backend
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with backend_module.serial_reductions(torch_backend):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(KeyError, match="inside"):
+            with backend_module.serial_reductions(torch_backend):
+                raise KeyError("inside")
+        assert torch.get_num_threads() == 2
+        with backend_module.serial_reductions(numpy_backend):  # numpy's sums are serial anyway
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("score_dtype", ["float32", "bfloat16"])
+def test_cv_sums_run_in_one_thread_and_the_gemms_in_all(rng, monkeypatch, score_dtype):
+    """The per-voxel sums of the CV scores and of test r run serially (bit-reproducible from
+    process to process, see serial_reductions); the GEMMs keep the fit's threads."""
+    torch = pytest.importorskip("torch")
+    from himalaya.backend import torch as torch_backend
+
+    seen = {"sum": set(), "matmul": set()}
+    for name in seen:
+        original = getattr(torch_backend, name)
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            seen[_name].add(torch.get_num_threads())
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(torch_backend, name, spy)
+    X, Y, X_test, Y_test = _data(rng, 150, 40)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        res = fit_ridge_cv(
+            X, Y, alphas=np.logspace(-1, 3, 5), folds=_equal_story_folds(150), X_test=X_test,
+            Y_test=Y_test, backend="torch", score_dtype=score_dtype,
+        )  # fmt: skip
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"sum": {1}, "matmul": {2}}
+    assert np.isfinite(res.test_r).all()
+
+
 @pytest.mark.parametrize("solver_impl", ["fast", "himalaya"])
 @pytest.mark.parametrize("caller", ["numpy", "torch"])
 def test_fit_leaves_the_callers_backend_set(rng, caller, solver_impl):

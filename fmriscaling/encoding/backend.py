@@ -110,6 +110,41 @@ def using_backend(name: str = "auto") -> Iterator[tuple[Any, str]]:
         set_backend(previous)
 
 
+@contextmanager
+def serial_reductions(backend: Any) -> Iterator[None]:
+    """Run a block of torch CPU products and sums in one thread, then restore the thread count.
+
+    With two or more intra-op threads, torch's CPU sums were not bit-reproducible from one process
+    to the next. Measured on the cluster check's fits under load (2 threads, 3 busy processes
+    beside them): 2 to 5 processes in 40 returned CV correlations that differed by up to 1.1e-5
+    in their first fold, enough to flip the alpha of a voxel whose CV curve is flat, and so its
+    test r (also with a float32 alpha search: 2 in 60). With the products and sums of
+    `_cv_scores_fold` in one thread, 90 of 90 processes gave the same result, equal to the usual
+    one. Serialising the sums alone was not enough (1 process in 50 still differed). The GEMMs
+    around the block keep every thread. Other backends are untouched: numpy's sums are
+    single-threaded, and GPU kernels are not split across CPU threads.
+
+    Parameters
+    ----------
+    backend : module
+        The himalaya backend in use (``backend.name``).
+    """
+    if getattr(backend, "name", None) != "torch":
+        yield
+        return
+    import torch
+
+    n_threads = torch.get_num_threads()
+    if n_threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n_threads)
+
+
 # ---------------------------------------------------------------------------- score dtype
 
 SCORE_DTYPES = ("float32", "bfloat16", "auto")

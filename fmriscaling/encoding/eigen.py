@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from .backend import serial_reductions
+
 logger = logging.getLogger(__name__)
 
 # alphas stacked into one GEMM for the validation predictions (on devices that score whole batches)
@@ -224,8 +226,9 @@ def _cv_scores_fold(backend, eig, Z, Y_val, inv_shift, *, low=None, block=None):
     walks the voxels in column blocks of that size, which keeps each block's predictions in the CPU
     cache (None: one block).
     """
-    y_c = Y_val - Y_val.mean(0)[None]
-    y_ss = backend.sum(y_c * y_c, 0)  # (b,)
+    with serial_reductions(backend):  # bit-reproducible sums (see serial_reductions)
+        y_c = Y_val - Y_val.mean(0)[None]
+        y_ss = backend.sum(y_c * y_c, 0)  # (b,)
     n_val, rank = eig.val_map_c.shape
     n_alphas, n_b = inv_shift.shape[0], Z.shape[1]
     if low is not None and Z.dtype != low:
@@ -243,12 +246,15 @@ def _cv_scores_fold(backend, eig, Z, Y_val, inv_shift, *, low=None, block=None):
         for v0 in range(0, n_b, block):
             cols = slice(v0, min(v0 + block, n_b))
             pred = backend.matmul(stacked, Z[:, cols])  # (n_a * n_val, block)
-            if low is not None:
-                pred = pred.float()
-            pred = pred.reshape(n_a, n_val, -1)
-            cross[a0 : a0 + n_a, cols] = backend.sum(pred * y_c[None, :, cols], 1)
-            pred *= pred
-            pred_ss[a0 : a0 + n_a, cols] = backend.sum(pred, 1)
+            # the products and sums in one thread: bit-reproducible from process to process
+            # (see serial_reductions); the GEMM above keeps every thread
+            with serial_reductions(backend):
+                if low is not None:
+                    pred = pred.float()
+                pred = pred.reshape(n_a, n_val, -1)
+                cross[a0 : a0 + n_a, cols] = backend.sum(pred * y_c[None, :, cols], 1)
+                pred *= pred
+                pred_ss[a0 : a0 + n_a, cols] = backend.sum(pred, 1)
             del pred
         del stacked
     denom = backend.sqrt(pred_ss * y_ss[None])

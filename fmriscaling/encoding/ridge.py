@@ -51,6 +51,7 @@ from .backend import (
     _is_out_of_memory,
     _PeakMemory,
     resolve_score_dtype,
+    serial_reductions,
     using_backend,
 )
 from .eigen import _cv_scores_fold, _RidgeProblem
@@ -163,11 +164,15 @@ def _as_host_float32(name: str, array: Any, ndim_2: bool = True) -> np.ndarray:
 
 
 def pearson_columns(backend, pred, y):
-    """Pearson r per column of (n, b) arrays; 0 where either column is constant."""
-    pred_c = pred - pred.mean(0)[None]
-    y_c = y - y.mean(0)[None]
-    cross = backend.sum(pred_c * y_c, 0)
-    denom = backend.sqrt(backend.sum(pred_c * pred_c, 0) * backend.sum(y_c * y_c, 0))
+    """Pearson r per column of (n, b) arrays; 0 where either column is constant.
+
+    The sums run in one CPU thread (`serial_reductions`), so the same columns give the same r
+    bit for bit in every process."""
+    with serial_reductions(backend):
+        pred_c = pred - pred.mean(0)[None]
+        y_c = y - y.mean(0)[None]
+        cross = backend.sum(pred_c * y_c, 0)
+        denom = backend.sqrt(backend.sum(pred_c * pred_c, 0) * backend.sum(y_c * y_c, 0))
     return cross / (denom + (denom == 0))
 
 
